@@ -1,0 +1,5 @@
+"""CLI subcommands: run. Register with `@app.command(...)` (or `@evaluate_app.command`)."""
+
+from __future__ import annotations
+
+from magphase.cli._app import app, evaluate_app  # noqa: F401

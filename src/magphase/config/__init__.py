@@ -1,0 +1,129 @@
+"""Typed configuration for every stage: YAML in, validated pydantic models, resolved YAML out.
+
+Each stage owns one section model in its own module; :class:`MagphaseConfig` composes them.
+Unknown keys are errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from magphase.config.autoencoder import AutoencoderConfig
+from magphase.config.evaluation import EvaluationConfig
+from magphase.config.flow import FlowConfig
+from magphase.config.prepare import PrepareConfig
+from magphase.config.simulate import SimulateConfig
+from magphase.errors import ConfigError
+
+
+class DataPaths(BaseModel):
+    """Where the raw data lives. Relative paths resolve against the run directory's parent cwd."""
+
+    model_config = ConfigDict(extra="forbid")
+    raw: str | None = Field(None, description="folder of fastMRI-format .h5 files (None: simulate)")
+    annotations: str | None = Field(None, description="fastMRI+ brain.csv")
+    file_list: str | None = Field(None, description="fastMRI+ brain_file_list.csv")
+    external_raw: str | None = Field(None, description="external test set folder of .h5 files")
+    external_labels: str | None = Field(None, description="external test set volume labels CSV")
+
+
+class MagphaseConfig(BaseModel):
+    """The whole configuration of a run. Every random choice derives from ``seed``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "default"
+    seed: int = 0
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    data: DataPaths = DataPaths()
+    simulate: SimulateConfig = SimulateConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    autoencoder: AutoencoderConfig = AutoencoderConfig()
+    flow: FlowConfig = FlowConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+
+def _deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_update(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """Turn ``["a.b=3", "seed=1"]`` into a nested dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, raw = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> MagphaseConfig:
+    """Load a YAML config (or the defaults), apply ``key=value`` overrides, validate.
+
+    Raises:
+        ConfigError: unreadable YAML, unknown keys or invalid values, with the offending key path.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{p}: config file not found") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded
+    data = _deep_update(data, parse_overrides(overrides))
+    try:
+        return MagphaseConfig.model_validate(data)
+    except ValidationError as exc:
+        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}invalid config: {msgs}") from exc
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """Resolved config as YAML (every default written out)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_hash(*parts: BaseModel | dict | str | int | None) -> str:
+    """Stable short hash of config sections (what a stage's completion marker records)."""
+    payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+__all__ = [
+    "AutoencoderConfig",
+    "DataPaths",
+    "EvaluationConfig",
+    "FlowConfig",
+    "MagphaseConfig",
+    "PrepareConfig",
+    "SimulateConfig",
+    "config_hash",
+    "dump_config",
+    "load_config",
+    "parse_overrides",
+]

@@ -1,0 +1,1 @@
+"""Raw-data I/O: fastMRI HDF5 read/write, ISMRMRD header, fastMRI+ annotations, NIfTI export."""

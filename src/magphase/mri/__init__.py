@@ -1,0 +1,1 @@
+"""MRI maths: centred FFTs, complex helpers, coil sensitivities and combination, masks, metrics."""
