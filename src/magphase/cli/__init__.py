@@ -37,6 +37,7 @@ def _root(
 # Subcommand modules register themselves on import (order = order in --help).
 from magphase.cli import (  # noqa: E402,F401
     io_cmds,
+    labels_cmds,
     simulate_cmds,
     prepare_cmds,
     autoencoder_cmds,
