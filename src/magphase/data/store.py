@@ -1,0 +1,249 @@
+"""Patch and latent stores: chunked random-access HDF5 arrays plus a manifest table.
+
+A store is a folder::
+
+    STORE/arrays.h5      one or more float32 datasets with N rows (e.g. ``patches`` N x 2 x 96 x 96,
+                         or ``mu`` and ``logvar`` N x 2 x 48 x 48), chunked one row per chunk
+    STORE/manifest.csv   one row per item: patch_id, volume, sequence, label, split, slice, row,
+                         col, box_overlap (+ optional extra columns, e.g. ``synthetic``)
+    STORE/meta.json      kind, array names and shapes, count, free-form provenance
+
+Writes are atomic: a writer fills ``STORE.tmp-<pid>/`` and renames it to ``STORE`` on
+:meth:`StoreWriter.close`; a crashed writer leaves only the temporary folder, never a half store.
+Readers open the HDF5 file lazily and once per process, so many DataLoader workers can share a
+store; memory does not grow with the store size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from magphase.errors import DataError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "patch_id",
+    "volume",
+    "sequence",
+    "label",
+    "split",
+    "slice",
+    "row",
+    "col",
+    "box_overlap",
+)
+ARRAYS_FILE = "arrays.h5"
+MANIFEST_FILE = "manifest.csv"
+META_FILE = "meta.json"
+
+
+@dataclass
+class StoreWriter:
+    """Append-only writer of a store; call :meth:`close` to publish it atomically.
+
+    Args:
+        path: final store folder (must not exist unless ``overwrite``).
+        arrays: name -> per-item shape, e.g. ``{"patches": (2, 96, 96)}``.
+        kind: free label stored in meta.json (``patches``, ``latents``, ``synthetic``...).
+        meta: extra provenance written to meta.json.
+    """
+
+    path: Path
+    arrays: dict[str, tuple[int, ...]]
+    kind: str = "patches"
+    meta: dict[str, Any] = field(default_factory=dict)
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if self.path.exists() and not self.overwrite:
+            raise FileExistsError(f"{self.path}: store already exists")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        if self._tmp.exists():
+            shutil.rmtree(self._tmp)
+        self._tmp.mkdir()
+        self._h5 = h5py.File(self._tmp / ARRAYS_FILE, "w")
+        for name, shape in self.arrays.items():
+            self._h5.create_dataset(
+                name, shape=(0, *shape), maxshape=(None, *shape), dtype="float32", chunks=(1, *shape)
+            )
+        self._rows: list[dict[str, Any]] = []
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, rows: Sequence[dict[str, Any]], **arrays: np.ndarray) -> None:
+        """Append ``len(rows)`` items: manifest rows and one array per declared name."""
+        n = len(rows)
+        if set(arrays) != set(self.arrays):
+            raise ValueError(f"expected arrays {sorted(self.arrays)}, got {sorted(arrays)}")
+        for name, a in arrays.items():
+            a = np.asarray(a, dtype=np.float32)
+            if a.shape != (n, *self.arrays[name]):
+                raise ValueError(f"array {name!r} has shape {a.shape}, expected {(n, *self.arrays[name])}")
+            if not np.isfinite(a).all():
+                raise DataError(self.path, name, "refusing to store NaN/Inf values")
+            ds = self._h5[name]
+            ds.resize(self._n + n, axis=0)
+            ds[self._n : self._n + n] = a
+        self._rows.extend(dict(r) for r in rows)
+        self._n += n
+
+    def close(self) -> Path:
+        """Write manifest and meta, then atomically publish the store. Returns its path."""
+        self._h5.close()
+        manifest = pd.DataFrame(self._rows)
+        for col in MANIFEST_COLUMNS:
+            if col not in manifest.columns:
+                manifest[col] = pd.Series(dtype="object")
+        extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
+        manifest = manifest[list(MANIFEST_COLUMNS) + extra]
+        manifest.to_csv(self._tmp / MANIFEST_FILE, index=False)
+        meta = {
+            "kind": self.kind,
+            "count": self._n,
+            "arrays": {k: list(v) for k, v in self.arrays.items()},
+            **self.meta,
+        }
+        (self._tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        if self.path.exists():
+            old = self.path.with_name(f"{self.path.name}.old-{os.getpid()}")
+            os.replace(self.path, old)
+            os.replace(self._tmp, self.path)
+            shutil.rmtree(old)
+        else:
+            os.replace(self._tmp, self.path)
+        log.info("wrote store %s (%d items)", self.path, self._n)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard everything written so far."""
+        try:
+            self._h5.close()
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class Store:
+    """Read-only, lazily opened store. Safe to pickle into DataLoader workers.
+
+    ``store.manifest`` is a pandas DataFrame (row i describes item i). ``store.read(name, idx)``
+    reads rows ``idx`` (int, slice or sorted/unsorted index array) of array ``name``.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        for f in (ARRAYS_FILE, MANIFEST_FILE, META_FILE):
+            if not (self.path / f).exists():
+                raise DataError(self.path, f, "not a magphase store (missing file)")
+        self.meta: dict[str, Any] = json.loads((self.path / META_FILE).read_text())
+        self.manifest: pd.DataFrame = pd.read_csv(self.path / MANIFEST_FILE, keep_default_na=False)
+        self.arrays: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in self.meta["arrays"].items()}
+        if len(self.manifest) != self.meta["count"]:
+            raise DataError(
+                self.path, MANIFEST_FILE, f"{len(self.manifest)} rows but meta says {self.meta['count']}"
+            )
+        self._h5: h5py.File | None = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return int(self.meta["count"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_h5"] = None
+        state["_pid"] = None
+        return state
+
+    def _file(self) -> h5py.File:
+        if self._h5 is None or self._pid != os.getpid():
+            try:
+                self._h5 = h5py.File(self.path / ARRAYS_FILE, "r")
+            except OSError as exc:
+                raise DataError(self.path / ARRAYS_FILE, None, f"cannot open store arrays: {exc}") from exc
+            self._pid = os.getpid()
+        return self._h5
+
+    def read(self, name: str, idx: int | slice | Sequence[int] | np.ndarray) -> np.ndarray:
+        """Rows of array ``name`` as float32; fancy indices may be unsorted or repeated."""
+        if name not in self.arrays:
+            raise KeyError(f"{self.path}: no array {name!r} (has {sorted(self.arrays)})")
+        ds = self._file()[name]
+        if isinstance(idx, (int, np.integer, slice)):
+            return np.asarray(ds[idx], dtype=np.float32)
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size == 0:
+            return np.zeros((0, *self.arrays[name]), np.float32)
+        order = np.argsort(idx, kind="stable")
+        uniq, inverse = np.unique(idx[order], return_inverse=True)
+        data = np.asarray(ds[uniq], dtype=np.float32)
+        out = np.empty((idx.size, *self.arrays[name]), np.float32)
+        out[order] = data[inverse]
+        return out
+
+    def select(self, **where: Any) -> np.ndarray:
+        """Indices whose manifest columns equal (or are in, for list values) the given values."""
+        mask = np.ones(len(self.manifest), bool)
+        for col, val in where.items():
+            if val is None:
+                continue
+            if col not in self.manifest.columns:
+                raise KeyError(f"{self.path}: manifest has no column {col!r}")
+            series = self.manifest[col]
+            if isinstance(val, (list, tuple, set, frozenset)):
+                mask &= series.isin(list(val)).to_numpy()
+            else:
+                mask &= (series == val).to_numpy()
+        return np.flatnonzero(mask)
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+
+def merge_stores(parts: Iterable[str | Path], out: str | Path, kind: str | None = None, chunk: int = 256) -> Path:
+    """Concatenate stores with identical array layouts into ``out`` (atomic), renumbering nothing.
+
+    Used to merge ``--shard I/N`` outputs. Reads and writes ``chunk`` rows at a time.
+    """
+    parts = [Store(p) for p in parts]
+    if not parts:
+        raise ValueError("merge_stores needs at least one store")
+    layout = parts[0].arrays
+    for p in parts[1:]:
+        if p.arrays != layout:
+            raise DataError(p.path, META_FILE, f"array layout {p.arrays} differs from {layout}")
+    meta = {k: v for k, v in parts[0].meta.items() if k not in ("kind", "count", "arrays")}
+    meta["merged_from"] = [str(p.path) for p in parts]
+    with StoreWriter(Path(out), layout, kind=kind or parts[0].meta.get("kind", "patches"), meta=meta) as w:
+        for p in parts:
+            rows = p.manifest.to_dict("records")
+            for s in range(0, len(p), chunk):
+                sl = slice(s, min(s + chunk, len(p)))
+                w.append(rows[sl], **{name: p.read(name, sl) for name in layout})
+            p.close()
+    return Path(out)
