@@ -94,8 +94,9 @@ class FastMRIVolume:
             try:
                 self._file = h5py.File(self._path, "r")
             except OSError as exc:
-                kind = "not an HDF5 file" if not h5py.is_hdf5(self._path) else "cannot open HDF5 file"
-                raise self._fail(None, f"{kind} (truncated or corrupt?): {exc}") from None
+                if not h5py.is_hdf5(self._path):
+                    raise self._fail(None, "not an HDF5 file (no HDF5 signature)") from None
+                raise self._fail(None, f"cannot open HDF5 file (truncated or corrupt): {exc}") from None
         return self._file
 
     def _open_and_validate(self) -> None:
