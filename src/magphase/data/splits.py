@@ -1,0 +1,145 @@
+"""Volume-level train/val/test splits (paper 2.1.3) and the Table 1 summary of a patch manifest.
+
+Volumes, never patches, are assigned: every patch of a volume lands in its volume's split, so no
+anatomy is shared between splits. Labelled volumes (normal, abnormal) are split 70/15/15 within
+each (class, sequence) stratum; unlabeled volumes 95/2.5/2.5 (they only serve the autoencoder and
+stage-1 monitoring). Within a stratum the volumes are sorted by name and shuffled by a generator
+seeded from ``(seed, class, sequence)``, so the assignment depends only on the seed and the set
+of volumes, never on processing order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from magphase.conventions import LABELS, SEQUENCES, SPLITS
+
+#: Column titles of Table 1 for each split name.
+SPLIT_TITLES: dict[str, str] = {"train": "Train", "val": "Validation", "test": "Test"}
+
+
+def _stable_int(*parts: object) -> int:
+    """A 63-bit integer from the parts' text (stable across processes, unlike ``hash``)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def split_counts(n: int, fractions: Sequence[float], min_per_split: int = 1) -> tuple[int, int, int]:
+    """Volumes per split for a stratum of ``n`` volumes.
+
+    Largest-remainder rounding of ``n * fractions``; then, when ``n >= 3 * min_per_split``, every
+    split with a non-zero fraction gets at least ``min_per_split`` volumes (taken from the largest
+    split), so small datasets still fill every cell of Table 1.
+    """
+    f = np.asarray(fractions, dtype=np.float64)
+    if f.shape != (3,) or (f < 0).any() or not np.isclose(f.sum(), 1.0):
+        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    exact = n * f
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    if n >= 3 * min_per_split:
+        for i in range(3):
+            while f[i] > 0 and counts[i] < min_per_split:
+                counts[int(np.argmax(counts))] -= 1
+                counts[i] += 1
+    return int(counts[0]), int(counts[1]), int(counts[2])
+
+
+def assign_splits(
+    volumes: pd.DataFrame,
+    seed: int,
+    labelled_fractions: Sequence[float] = (0.70, 0.15, 0.15),
+    unlabeled_fractions: Sequence[float] = (0.95, 0.025, 0.025),
+    min_per_split: int = 1,
+) -> dict[str, str]:
+    """Assign every volume to ``train``, ``val`` or ``test``.
+
+    Args:
+        volumes: one row per volume with columns ``volume`` (unique name), ``sequence`` and
+            ``label`` (the volume's class: normal, abnormal or unlabeled).
+        seed: the run seed.
+    Returns:
+        volume name -> split name.
+    """
+    if volumes["volume"].duplicated().any():
+        dup = volumes.loc[volumes["volume"].duplicated(), "volume"].iloc[0]
+        raise ValueError(f"volume {dup!r} listed twice")
+    out: dict[str, str] = {}
+    for (label, sequence), group in volumes.groupby(["label", "sequence"], sort=True):
+        names = sorted(group["volume"])
+        fractions = unlabeled_fractions if label == "unlabeled" else labelled_fractions
+        n_train, n_val, _ = split_counts(len(names), fractions, min_per_split)
+        order = np.random.default_rng([seed, _stable_int(label, sequence)]).permutation(len(names))
+        for rank, i in enumerate(order):
+            out[names[i]] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    return out
+
+
+def table1(manifest: pd.DataFrame, splits: Sequence[str] = SPLITS) -> pd.DataFrame:
+    """Patch counts by class x sequence x split, with per-class subtotals and a grand total.
+
+    Layout of the paper's Table 1: for each class (Abnormal, Normal, Unlabeled) one row per
+    sequence that has patches, then a subtotal row (``sequence == "Subtotal"``); a final
+    ``Total`` row. Columns: ``class, sequence, Train, Validation, Test, Total``.
+    """
+    cols = [SPLIT_TITLES.get(s, s.title()) for s in splits]
+    counts = (
+        manifest.groupby(["label", "sequence", "split"]).size().unstack("split", fill_value=0)
+        if len(manifest)
+        else pd.DataFrame()
+    )
+    rows: list[dict[str, object]] = []
+
+    def _row(cls: str, seq: str, values: Mapping[str, int]) -> dict[str, object]:
+        row: dict[str, object] = {"class": cls, "sequence": seq}
+        row.update({c: int(values.get(s, 0)) for s, c in zip(splits, cols, strict=True)})
+        row["Total"] = int(sum(values.get(s, 0) for s in splits))
+        return row
+
+    grand = dict.fromkeys(splits, 0)
+    # The paper lists Abnormal first, then Normal, then Unlabeled.
+    for label in ("abnormal", "normal", "unlabeled", *sorted(set(manifest.get("label", [])) - set(LABELS))):
+        sub = dict.fromkeys(splits, 0)
+        seqs = [*SEQUENCES, *sorted(set(manifest.get("sequence", [])) - set(SEQUENCES))]
+        any_row = False
+        for seq in seqs:
+            if (label, seq) not in counts.index:
+                continue
+            vals = {s: int(counts.loc[(label, seq)].get(s, 0)) for s in splits}
+            if sum(vals.values()) == 0:
+                continue
+            rows.append(_row(label.title(), seq, vals))
+            any_row = True
+            for s in splits:
+                sub[s] += vals[s]
+                grand[s] += vals[s]
+        if any_row:
+            rows.append(_row(label.title(), "Subtotal", sub))
+    rows.append(_row("Total", "", grand))
+    return pd.DataFrame(rows, columns=["class", "sequence", *cols, "Total"])
+
+
+def table1_markdown(table: pd.DataFrame) -> str:
+    """Table 1 as a Markdown table, thousands separated, subtotal/total rows in bold."""
+    num_cols = [c for c in table.columns if c not in ("class", "sequence")]
+    lines = [
+        "| Class | Sequence | " + " | ".join(num_cols) + " |",
+        "|---|---|" + "---:|" * len(num_cols),
+    ]
+    last_class = None
+    for _, r in table.iterrows():
+        cells = [f"{int(r[c]):,}" for c in num_cols]
+        if r["class"] == "Total":
+            cls, seq, cells = "**Total**", "", [f"**{v}**" for v in cells]
+        elif r["sequence"] == "Subtotal":
+            cls, seq, cells = "", "*subtotal*", [f"**{v}**" for v in cells]
+        else:
+            cls, seq = (r["class"] if r["class"] != last_class else ""), r["sequence"]
+        last_class = r["class"]
+        lines.append(f"| {cls} | {seq} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
