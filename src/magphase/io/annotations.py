@@ -464,7 +464,9 @@ def read_annotations(
 
     reader = csv.reader(io.StringIO(_open_text(path, "annotation CSV"), newline=""))
     try:
-        header = [name.strip().casefold() for name in next(reader)]
+        # Leading blank lines are not a header; a file with nothing else is empty.
+        header_fields = next(fields for fields in reader if any(value.strip() for value in fields))
+        header = [name.strip().casefold() for name in header_fields]
     except StopIteration:
         raise DataError(path, "header", "empty file (expected header " + ",".join(HEADER) + ")") from None
     for column in HEADER:
