@@ -246,6 +246,35 @@ def test_volume_pickles_for_dataloader_workers(volume_file):
     clone.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_worker_reopens_instead_of_sharing_the_handle(volume_file):
+    path, kspace, _ = volume_file
+    volume = open_volume(path)
+    np.testing.assert_array_equal(volume.kspace_slice(0), kspace[0])  # parent handle is open
+    pid = os.fork()
+    if pid == 0:  # child: must not use the inherited handle
+        try:
+            same = np.array_equal(volume.kspace_slice(1), kspace[1]) and volume._file is not None
+            os._exit(0 if same else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    np.testing.assert_array_equal(volume.kspace_slice(2), kspace[2])  # parent unaffected
+    volume.close()
+
+
+@pytest.mark.parametrize("keep", [0.01, 0.5, 0.99, -10])
+def test_any_truncation_is_detected(tmp_path, keep):
+    header = make_header((32, 16), (16, 16))
+    path = write_volume(tmp_path / "cut_AXT2.h5", np.ones((4, 2, 32, 16), np.complex64), header)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)] if keep > 0 else data[:keep])
+    with pytest.raises(DataError) as info:
+        open_volume(path)
+    assert info.value.field == "hdf5" and "truncated" in info.value.problem
+
+
 def test_sequence_falls_back_to_file_name(tmp_path, rng):
     header = make_header((32, 16), (16, 16))
     path = write_volume(
@@ -349,8 +378,8 @@ def _bad_nonfinite_max(d: Path) -> Path:
 
 
 BAD_FILES = {
-    "not_hdf5": (_bad_not_hdf5, None, "not an HDF5 file"),
-    "truncated": (_bad_truncated, None, "truncated"),
+    "not_hdf5": (_bad_not_hdf5, "hdf5", "not an HDF5 file"),
+    "truncated": (_bad_truncated, "hdf5", "truncated"),
     "missing_kspace": (_bad_missing_kspace, "kspace", "missing"),
     "float_kspace": (_bad_float_kspace, "kspace", "complex"),
     "rank3_single_coil": (_bad_rank3, "kspace", "multi-coil"),

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 KSPACE = "kspace"
 RECONSTRUCTION_RSS = "reconstruction_rss"
 ISMRMRD_HEADER = "ismrmrd_header"
+#: The ``field`` of errors about the file as a whole (missing, not HDF5, truncated).
+CONTAINER = "hdf5"
 #: Attributes every volume must carry (the sequence and the patient, used to split without leakage).
 REQUIRED_ATTRS: tuple[str, ...] = ("acquisition", "patient_id")
 #: Attributes required as well when the file holds ``reconstruction_rss`` (fastMRI derives them from it).
@@ -80,6 +82,7 @@ class FastMRIVolume:
         self._path = Path(path)
         self._required_attrs = tuple(required_attrs)
         self._file: h5py.File | None = None
+        self._pid = os.getpid()
         self._open_and_validate()
 
     # -- opening and structural validation ------------------------------------------------------
@@ -88,15 +91,24 @@ class FastMRIVolume:
         return DataError(self._path, field, problem)
 
     def _handle(self) -> h5py.File:
+        if self._file is not None and self._pid != os.getpid():
+            # A forked DataLoader worker inherited the parent's handle: HDF5 handles must not be
+            # shared across processes, so drop it (without closing the parent's) and reopen.
+            self._file = None
         if self._file is None:
             if not self._path.is_file():
-                raise self._fail(None, "file does not exist" if not self._path.exists() else "not a file")
+                raise self._fail(
+                    CONTAINER, "file does not exist" if not self._path.exists() else "not a file"
+                )
             try:
-                self._file = h5py.File(self._path, "r")
+                # No file locking: readers never see a partial file (writes are atomic renames)
+                # and locking fails on some network/read-only mounts where datasets live.
+                self._file = h5py.File(self._path, "r", locking=False)
             except OSError as exc:
                 if not h5py.is_hdf5(self._path):
-                    raise self._fail(None, "not an HDF5 file (no HDF5 signature)") from None
-                raise self._fail(None, f"cannot open HDF5 file (truncated or corrupt): {exc}") from None
+                    raise self._fail(CONTAINER, "not an HDF5 file (no HDF5 signature)") from None
+                raise self._fail(CONTAINER, f"cannot open HDF5 file (truncated or corrupt): {exc}") from None
+            self._pid = os.getpid()
         return self._file
 
     def _open_and_validate(self) -> None:
@@ -584,6 +596,7 @@ def scan_folder(
 
 
 __all__ = [
+    "CONTAINER",
     "ISMRMRD_HEADER",
     "KSPACE",
     "RECONSTRUCTION_ATTRS",
