@@ -409,6 +409,12 @@ def test_cli_labels_table_and_json(fastmri_plus_dir: Path, tmp_path: Path) -> No
     result = runner.invoke(app, [*args, "--json", "--rules", str(rules)])
     assert json.loads(result.output)["total"]["normal"] == 375
 
+    config = tmp_path / "config.yaml"
+    config.write_text("prepare:\n  labels:\n    normal_tolerated_labels: [Motion artifact]\n")
+    result = runner.invoke(app, [*args, "--json", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["total"]["normal"] == 373
+
 
 def test_volume_labels_writer(tmp_path: Path, real) -> None:
     write_volume_labels(tmp_path / "v.csv", real)

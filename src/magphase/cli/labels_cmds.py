@@ -11,6 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from magphase.cli._app import app
+from magphase.config import load_config
 from magphase.errors import ConfigError
 from magphase.io.annotations import (
     VOLUME_CLASSES,
@@ -21,7 +22,12 @@ from magphase.io.annotations import (
 )
 
 
-def _load_rules(path: Path | None) -> LabelRules:
+def _load_rules(path: Path | None, config: Path | None) -> LabelRules:
+    if path is not None and config is not None:
+        raise ConfigError("give --rules or --config, not both")
+    if config is not None:
+        # The prepare stage labels volumes with the same rules, so use its section.
+        return load_config(config).prepare.labels
     if path is None:
         return LabelRules()
     try:
@@ -76,12 +82,15 @@ def labels(
     rules: Path | None = typer.Option(
         None, "--rules", help="YAML of LabelRules fields (default: paper 2.1.1)"
     ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="magphase config YAML: use its prepare.labels rules"
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="write one CSV row per volume (class, reason)"),
     show_rejects: bool = typer.Option(False, "--rejects", help="list every rejected row"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of the table"),
 ) -> None:
     """Volume classes (normal / abnormal / excluded / unlabeled) per sequence from fastMRI+ annotations."""
-    annotation_set = read_annotations(annotations, file_list, rules=_load_rules(rules))
+    annotation_set = read_annotations(annotations, file_list, rules=_load_rules(rules, config))
     if out is not None:
         write_volume_labels(out, annotation_set)
     report = labels_report(annotation_set)
