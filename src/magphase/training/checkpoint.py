@@ -1,0 +1,318 @@
+"""Checkpoint files: atomic writes, RNG state as tensors, ``weights_only`` loading, EMA export.
+
+Files in a run folder (``out_dir``) written by rank 0:
+
+- ``checkpoint.pt``: the latest resumable state (layout in ``docs/training-engine.md``).
+- ``ema.safetensors`` + ``ema.json``: EMA weights for inference and the model config / step.
+- ``snapshots/ema-step00001000.safetensors``: EMA weights kept every ``keep_every`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from magphase.errors import DataError
+
+CHECKPOINT_FORMAT = "magphase.train.checkpoint/1"
+EMA_FORMAT = "magphase.train.ema/1"
+CHECKPOINT_NAME = "checkpoint.pt"
+EMA_WEIGHTS_NAME = "ema.safetensors"
+EMA_INFO_NAME = "ema.json"
+SNAPSHOT_DIR = "snapshots"
+_SNAPSHOT_RE = re.compile(r"^ema-step(\d+)\.safetensors$")
+_REQUIRED_KEYS = ("format", "step", "model", "optimizer", "scheduler", "ema", "scaler", "rng", "settings")
+
+
+def _atomic_target(path: Path) -> tuple[int, Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp creates 0600; give the final file the permissions a plain open() would (0666 & ~umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return fd, Path(tmp)
+
+
+def _fsync_and_replace(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace`` (never a torn file)."""
+    path = Path(path)
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+        _fsync_and_replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(text: str, path: str | Path) -> Path:
+    """Write a text file atomically (temp file + ``os.replace``)."""
+    path = Path(path)
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        _fsync_and_replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- RNG
+def capture_rng_state() -> dict[str, Any]:
+    """The global RNG states of this process as tensors and plain types (``weights_only``-safe).
+
+    Returns a dict with ``python`` (int64 tensor of the Mersenne-Twister words + position),
+    ``python_gauss`` (float or None), ``numpy`` (int64 tensor of the legacy MT19937 key), ``numpy_pos``,
+    ``numpy_has_gauss``, ``numpy_gauss``, ``torch`` (uint8 CPU state) and ``cuda`` (list of uint8 states,
+    empty without CUDA).
+    """
+    py_version, py_words, py_gauss = random.getstate()
+    np_name, np_key, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)  # noqa: NPY002 (the global RNG is what user code draws from)
+    return {
+        "python_version": int(py_version),
+        "python": torch.tensor(py_words, dtype=torch.int64),
+        "python_gauss": py_gauss,
+        "numpy_name": str(np_name),
+        "numpy": torch.from_numpy(np.asarray(np_key, dtype=np.int64)),
+        "numpy_pos": int(np_pos),
+        "numpy_has_gauss": int(np_has_gauss),
+        "numpy_gauss": float(np_gauss),
+        "torch": torch.get_rng_state(),
+        "cuda": [s.cpu() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else [],
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    words = tuple(int(v) for v in state["python"].tolist())
+    random.setstate((int(state["python_version"]), words, state["python_gauss"]))
+    np.random.set_state(  # noqa: NPY002
+        (
+            state["numpy_name"],
+            state["numpy"].numpy().astype(np.uint32),
+            int(state["numpy_pos"]),
+            int(state["numpy_has_gauss"]),
+            float(state["numpy_gauss"]),
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    cuda_states = state.get("cuda") or []
+    if cuda_states and torch.cuda.is_available():
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+        else:  # a different node layout: restore the current device only
+            torch.cuda.set_rng_state(cuda_states[0])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python ``random``, numpy's legacy global RNG and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    torch.manual_seed(seed)
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (e.g. ``(seed, rank)``): independent streams per tuple."""
+    hi, lo = (
+        int(v) for v in np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    )
+    return ((hi << 32) | lo) & (2**63 - 1)
+
+
+# -------------------------------------------------------------------------------------- checkpoints
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a training checkpoint with ``torch.load(..., weights_only=True)`` and check its layout.
+
+    Args:
+        path: a ``checkpoint.pt`` or the run folder holding one.
+        map_location: where tensors land (default CPU).
+    Returns:
+        The checkpoint dict (keys documented in ``docs/training-engine.md``).
+    Raises:
+        DataError: missing file, not a checkpoint, or an unknown format.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise DataError(path, None, "checkpoint file not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types (pickle, zip, RuntimeError) for bad files
+        raise DataError(path, None, f"not a loadable checkpoint: {exc}") from exc
+    if not isinstance(state, dict):
+        raise DataError(path, None, f"checkpoint holds a {type(state).__name__}, expected a dict")
+    missing = [k for k in _REQUIRED_KEYS if k not in state]
+    if missing:
+        raise DataError(path, missing[0], f"checkpoint lacks keys {missing}")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise DataError(
+            path, "format", f"unknown checkpoint format {state['format']!r}, expected {CHECKPOINT_FORMAT}"
+        )
+    return state
+
+
+# ---------------------------------------------------------------------------------------- EMA export
+def _cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # clone: tied weights share storage, which safetensors refuses; contiguous: required by the format
+    return {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
+
+
+def save_weights(
+    state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write a state dict as safetensors atomically (tensors copied to CPU, ties broken)."""
+    path = Path(path)
+    fd, tmp = _atomic_target(path)
+    os.close(fd)
+    try:
+        save_file(_cpu_copy(state), str(tmp), metadata=dict(metadata or {}))
+        _fsync_and_replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def export_ema(
+    ema_state: Mapping[str, torch.Tensor],
+    out_dir: str | Path,
+    *,
+    step: int,
+    model_config: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``ema.safetensors`` and ``ema.json`` (format, step, model config, extras) into ``out_dir``.
+
+    The safetensors metadata repeats ``step`` and the model config (as JSON) so a copied weights file
+    stays self-describing.
+    """
+    out_dir = Path(out_dir)
+    info = {"format": EMA_FORMAT, "step": int(step), "model_config": dict(model_config), **dict(extra or {})}
+    meta = {
+        "format": EMA_FORMAT,
+        "step": str(step),
+        "model_config": json.dumps(dict(model_config), sort_keys=True),
+    }
+    weights = save_weights(ema_state, out_dir / EMA_WEIGHTS_NAME, meta)
+    info_path = atomic_write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", out_dir / EMA_INFO_NAME)
+    return weights, info_path
+
+
+def snapshot_path(out_dir: str | Path, step: int) -> Path:
+    """Where the EMA snapshot of ``step`` lives."""
+    return Path(out_dir) / SNAPSHOT_DIR / f"ema-step{step:08d}.safetensors"
+
+
+def save_snapshot(
+    ema_state: Mapping[str, torch.Tensor], out_dir: str | Path, *, step: int, model_config: Mapping[str, Any]
+) -> Path:
+    """Keep the EMA weights of ``step`` for later model selection."""
+    meta = {
+        "format": EMA_FORMAT,
+        "step": str(step),
+        "model_config": json.dumps(dict(model_config), sort_keys=True),
+    }
+    return save_weights(ema_state, snapshot_path(out_dir, step), meta)
+
+
+def list_snapshots(out_dir: str | Path) -> dict[int, Path]:
+    """``{step: path}`` of the kept EMA snapshots of a run folder, ascending by step."""
+    folder = Path(out_dir) / SNAPSHOT_DIR
+    found: dict[int, Path] = {}
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = _SNAPSHOT_RE.match(p.name)
+            if m:
+                found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+
+def load_ema_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read EMA weights (``ema.safetensors``, a snapshot, or the run folder holding ``ema.safetensors``).
+
+    Raises:
+        DataError: the file is missing or not safetensors.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / EMA_WEIGHTS_NAME
+    if not path.is_file():
+        raise DataError(path, None, "EMA weights file not found")
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as exc:  # safetensors raises its own SafetensorError plus OSError
+        raise DataError(path, None, f"not a safetensors file: {exc}") from exc
+
+
+def read_weights_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a weights file: ``step`` (int) and ``model_config`` (dict), plus the format."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / EMA_WEIGHTS_NAME
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+    except Exception as exc:  # see load_ema_weights
+        raise DataError(path, None, f"not a safetensors file: {exc}") from exc
+    out: dict[str, Any] = dict(meta)
+    if "step" in meta:
+        out["step"] = int(meta["step"])
+    if "model_config" in meta:
+        out["model_config"] = json.loads(meta["model_config"])
+    return out
+
+
+def load_ema_into(model: nn.Module, path: str | Path, *, strict: bool = True) -> nn.Module:
+    """Load EMA weights from ``path`` into ``model`` (in place) and return it."""
+    first = next(iter(model.state_dict().values()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    model.load_state_dict(load_ema_weights(path, device=device), strict=strict)
+    return model
+
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "EMA_FORMAT",
+    "EMA_INFO_NAME",
+    "EMA_WEIGHTS_NAME",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "capture_rng_state",
+    "derive_seed",
+    "export_ema",
+    "list_snapshots",
+    "load_checkpoint",
+    "load_ema_into",
+    "load_ema_weights",
+    "read_weights_metadata",
+    "restore_rng_state",
+    "save_snapshot",
+    "save_weights",
+    "seed_everything",
+    "snapshot_path",
+]

@@ -1,0 +1,48 @@
+"""Worker launched by ``torchrun`` from test_ddp.py: trains the tiny task and saves each rank's weights.
+
+Usage: ``python -m torch.distributed.run --nproc_per_node=2 ddp_worker.py OUT_DIR STEPS BATCH [--weighted]``
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_training_task import TinyRegression, tiny_dataset  # noqa: E402
+
+from magphase.training import TrainSettings, fit, shutdown_distributed  # noqa: E402
+
+
+def main() -> None:
+    out_dir, steps, batch = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    weighted = "--weighted" in sys.argv
+    torch.set_num_threads(1)
+    dataset = tiny_dataset()
+    weights = np.linspace(1.0, 3.0, len(dataset)) if weighted else None
+    settings = TrainSettings(
+        steps=steps,
+        batch_size=batch,
+        lr=1e-2,
+        warmup_steps=2,
+        ema_decay=0.9,
+        checkpoint_every=3,
+        log_every=2,
+        seed=11,
+        deterministic=True,
+        device="cpu",
+    )
+    result = fit(TinyRegression(), dataset, settings, out_dir / "run", sample_weights=weights)
+    rank = int(os.environ["RANK"])
+    state = {f"model.{k}": v for k, v in result.model.state_dict().items()}
+    state |= {f"ema.{k}": v for k, v in result.ema_model.state_dict().items()}
+    torch.save(state, out_dir / f"rank{rank}.pt")
+    shutdown_distributed()
+
+
+if __name__ == "__main__":
+    main()
