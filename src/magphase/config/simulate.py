@@ -1,11 +1,289 @@
-"""Config section `simulate` (owned by the simulate stage)."""
+"""Config section `simulate` (owned by the simulate stage): the built-in simulated brain dataset.
+
+Mixes (``coils``, ``field_strengths_t``, ``sequence_mix``, ``class_fractions``, lesion weights) are
+relative weights, normalised where used. Named presets (:data:`PRESETS`) are dicts of overrides applied
+to every field the user did not set explicitly (:func:`resolve_simulate_config`); each records what it
+measured when last run.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Sequences of the training-like set (fastMRI brain) and of the external "other institution" set.
+SIMULATED_SEQUENCES: tuple[str, ...] = ("AXFLAIR", "AXT1", "AXT1POST", "AXT1PRE", "AXT2")
+EXTERNAL_SEQUENCES: tuple[str, ...] = ("T1TSE", "T2TIRM")
+#: fastMRI+ labels of the paper's abnormal class (2.1.1) and out-of-rule labels (excluded volumes).
+ABNORMAL_LESIONS: tuple[str, ...] = (
+    "Mass",
+    "Extra-axial mass",
+    "Nonspecific lesion",
+    "Nonspecific white matter lesion",
+    "Encephalomalacia",
+    "Lacunar infarct",
+    "Likely cysts",
+)
+EXCLUDED_LESIONS: tuple[str, ...] = ("Posttreatment change", "Possible artifact")
+VOLUME_CLASSES: tuple[str, ...] = ("normal", "abnormal", "excluded", "unlabeled")
+
+
+def _positive_weights(weights: dict[Any, float], what: str) -> dict[Any, float]:
+    if not weights:
+        raise ValueError(f"{what} must not be empty")
+    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError(f"{what} weights must be >= 0 with a positive sum, got {weights}")
+    return weights
+
+
+def _check_range(v: tuple[float, float], what: str) -> tuple[float, float]:
+    if v[1] < v[0]:
+        raise ValueError(f"{what} must be [low, high] with low <= high, got {list(v)}")
+    return v
+
+
+class ExternalSimulateConfig(BaseModel):
+    """The external test set: another institution, other protocols (paper 2.1.4, Table 2)."""
+
+    model_config = ConfigDict(extra="forbid")
+    sequence_mix: dict[str, float] = Field(
+        {"T1TSE": 16, "T2TIRM": 80}, description="weights per sequence (Table 2: 16 vs 80 of 96)"
+    )
+    metastasis_fraction: float = Field(0.46, ge=0, le=1, description="Table 2: 44 of 96")
+    metastases_per_volume: tuple[int, int] = Field((2, 6), description="[low, high] enhancing lesions")
+    matrices: list[tuple[int, int]] = Field(
+        [(256, 256), (384, 384)], description="recon matrices (k-space has 2x the rows)"
+    )
+    coils: dict[int, float] = Field({12: 0.5, 20: 0.5}, description="weights per receive-coil count")
+    field_strength_t: float = Field(1.5, description="1.5 or 3.0")
+    slab_offset_mm: tuple[float, float] = Field(
+        (-30.0, -18.0), description="slab centre shift towards the feet: lower slices show orbits/sinuses"
+    )
+    site: int = Field(300, ge=0, description="site number in the file names")
+
+    @field_validator("sequence_mix")
+    @classmethod
+    def _sequences(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(EXTERNAL_SEQUENCES))
+        if unknown:
+            raise ValueError(f"unknown external sequences {unknown}; expected {EXTERNAL_SEQUENCES}")
+        return _positive_weights(v, "external.sequence_mix")
+
+    @field_validator("coils")
+    @classmethod
+    def _coils(cls, v: dict[int, float]) -> dict[int, float]:
+        if any(not 1 <= c <= 64 for c in v):
+            raise ValueError(f"coil counts must be in 1..64, got {sorted(v)}")
+        return _positive_weights(v, "external.coils")
+
+    @field_validator("matrices")
+    @classmethod
+    def _matrices(cls, v: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        if not v or any(not (16 <= h <= 1024 and 16 <= w <= 1024) for h, w in v):
+            raise ValueError(f"matrices must be non-empty, each side in 16..1024, got {v}")
+        return v
+
+    @field_validator("field_strength_t")
+    @classmethod
+    def _field(cls, v: float) -> float:
+        if v not in (1.5, 3.0):
+            raise ValueError(f"field strength must be 1.5 or 3.0 T, got {v}")
+        return v
+
+    @field_validator("metastases_per_volume")
+    @classmethod
+    def _metastases(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] < 1:
+            raise ValueError("a metastasis volume needs at least one lesion")
+        return _check_range(v, "metastases_per_volume")
+
+    @field_validator("slab_offset_mm")
+    @classmethod
+    def _slab(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _check_range(v, "slab_offset_mm")
 
 
 class SimulateConfig(BaseModel):
-    """Settings of the simulate stage."""
+    """Settings of the simulate stage (``magphase simulate``)."""
 
     model_config = ConfigDict(extra="forbid")
+    preset: Literal["demo", "reproduce"] | None = Field(
+        None, description="named override set applied to every field not set explicitly"
+    )
+    volumes: int = Field(40, ge=0, le=1_000_000, description="training-like volumes (fastMRI brain)")
+    external_volumes: int = Field(0, ge=0, le=100_000, description="external test-set volumes")
+    seed: int | None = Field(None, description="None: the run's global seed")
+    matrix: tuple[int, int] = Field(
+        (320, 320), description="recon matrix (H rows = readout, W); k-space 2H x W"
+    )
+    fov_mm: tuple[float, float] = (220.0, 220.0)
+    n_slices: int = Field(
+        16, ge=1, le=64, description="slices per volume (upper end when n_slices_min is set)"
+    )
+    n_slices_min: int | None = Field(
+        None, ge=1, le=64, description="draw each volume's slices in [min, n_slices]"
+    )
+    slice_thickness_mm: float = Field(5.0, gt=0, le=20)
+    slice_gap_mm: float = Field(1.0, ge=0, le=20)
+    coils: dict[int, float] = Field(
+        {4: 0.2, 8: 0.05, 12: 0.05, 16: 0.45, 20: 0.25}, description="weights per receive-coil count"
+    )
+    snr: float = Field(30.0, gt=0, le=1000, description="brain-average SNR of an optimal combination at 3 T")
+    snr_spread: float = Field(0.2, ge=0, le=1, description="log-normal spread of the per-volume SNR")
+    snr_factor_1p5t: float = Field(0.75, gt=0, le=2, description="SNR at 1.5 T relative to 3 T")
+    field_strengths_t: dict[float, float] = Field(
+        {1.5: 0.4, 3.0: 0.6}, description="weights per field strength"
+    )
+    sequence_mix: dict[str, float] = Field(
+        {"AXT2": 0.40, "AXFLAIR": 0.07, "AXT1POST": 0.35, "AXT1": 0.06, "AXT1PRE": 0.12},
+        description="fastMRI brain sequence mix (weights)",
+    )
+    class_fractions: dict[str, float] = Field(
+        {"normal": 0.3, "abnormal": 0.35, "excluded": 0.1, "unlabeled": 0.25},
+        description="class weights of annotatable sequences (AXFLAIR, AXT1 are always annotated; "
+        "AXT2, AXT1PRE never)",
+    )
+    min_volumes_per_cell: int = Field(
+        3, ge=0, le=100, description="volumes per filled (class, sequence) cell of Table 1 before the mix"
+    )
+    lesion_weights: dict[str, float] = Field(
+        {
+            "Nonspecific white matter lesion": 0.32,
+            "Nonspecific lesion": 0.2,
+            "Mass": 0.15,
+            "Encephalomalacia": 0.09,
+            "Lacunar infarct": 0.09,
+            "Extra-axial mass": 0.09,
+            "Likely cysts": 0.06,
+        },
+        description="label weights of abnormal lesions (fastMRI+ frequencies, rare ones boosted)",
+    )
+    lesions_per_volume: tuple[int, int] = Field((1, 4), description="[low, high] lesions per abnormal volume")
+    excluded_normal_for_age: float = Field(
+        0.3, ge=0, le=1, description="fraction of excluded volumes that also carry 'Normal for age'"
+    )
+    sites: tuple[int, int] = Field((200, 210), description="[first, last] site numbers in file names")
+    signal_level: float = Field(1e-4, gt=0, description="mean brain magnitude in k-space units")
+    workers: int = Field(1, ge=1, le=512, description="parallel processes (one volume each)")
+    external: ExternalSimulateConfig = ExternalSimulateConfig()
+
+    @field_validator("coils")
+    @classmethod
+    def _coils(cls, v: dict[int, float]) -> dict[int, float]:
+        if any(not 1 <= c <= 64 for c in v):
+            raise ValueError(f"coil counts must be in 1..64, got {sorted(v)}")
+        return _positive_weights(v, "coils")
+
+    @field_validator("field_strengths_t")
+    @classmethod
+    def _fields(cls, v: dict[float, float]) -> dict[float, float]:
+        bad = sorted(b for b in v if b not in (1.5, 3.0))
+        if bad:
+            raise ValueError(f"field strengths must be 1.5 or 3.0 T, got {bad}")
+        return _positive_weights(v, "field_strengths_t")
+
+    @field_validator("sequence_mix")
+    @classmethod
+    def _sequences(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(SIMULATED_SEQUENCES))
+        if unknown:
+            raise ValueError(f"unknown sequences {unknown}; expected {SIMULATED_SEQUENCES}")
+        return _positive_weights(v, "sequence_mix")
+
+    @field_validator("class_fractions")
+    @classmethod
+    def _classes(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(VOLUME_CLASSES))
+        if unknown:
+            raise ValueError(f"unknown classes {unknown}; expected {VOLUME_CLASSES}")
+        return _positive_weights(v, "class_fractions")
+
+    @field_validator("lesion_weights")
+    @classmethod
+    def _lesions(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(ABNORMAL_LESIONS))
+        if unknown:
+            raise ValueError(f"unknown lesion labels {unknown}; expected {ABNORMAL_LESIONS}")
+        return _positive_weights(v, "lesion_weights")
+
+    @field_validator("matrix")
+    @classmethod
+    def _matrix(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not (16 <= v[0] <= 1024 and 16 <= v[1] <= 1024):
+            raise ValueError(f"matrix sides must be in 16..1024, got {list(v)}")
+        return v
+
+    @field_validator("lesions_per_volume")
+    @classmethod
+    def _lesion_count(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] < 1:
+            raise ValueError("an abnormal volume needs at least one lesion")
+        return _check_range(v, "lesions_per_volume")
+
+    @field_validator("sites")
+    @classmethod
+    def _sites(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] < 0:
+            raise ValueError("site numbers must be >= 0")
+        return _check_range(v, "sites")
+
+    @model_validator(mode="after")
+    def _slices(self) -> SimulateConfig:
+        if self.n_slices_min is not None and self.n_slices_min > self.n_slices:
+            raise ValueError(f"n_slices_min={self.n_slices_min} exceeds n_slices={self.n_slices}")
+        return self
+
+
+#: Named presets: overrides of :class:`SimulateConfig`, each with what it measured when last run.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The demo dataset: every Table-1 cell filled, small files (4-8 coils, 12 slices).
+    # Measured: see docs/simulated-data-acquisition.md (time and disk per volume).
+    "demo": {
+        "volumes": 40,
+        "external_volumes": 8,
+        "n_slices": 12,
+        "coils": {4: 0.8, 8: 0.2},
+        "external": {"coils": {6: 1.0}},
+    },
+    # The paper's protocol at a scale 2 CPU cores finish in the reproduce budget; 4 coils keep the
+    # raw data near 80 MB per volume.
+    "reproduce": {
+        "volumes": 240,
+        "external_volumes": 48,
+        "n_slices": 12,
+        "coils": {4: 1.0},
+        "external": {"coils": {6: 1.0}},
+    },
+}
+
+
+def resolve_simulate_config(cfg: SimulateConfig) -> SimulateConfig:
+    """Apply ``cfg.preset`` to every field not set explicitly (explicit values win, nested too)."""
+    if cfg.preset is None:
+        return cfg
+    overrides = PRESETS[cfg.preset]
+    data = cfg.model_dump()
+    for key, value in overrides.items():
+        if key in cfg.model_fields_set:
+            if isinstance(value, dict) and isinstance(getattr(cfg, key), BaseModel):
+                sub = getattr(cfg, key)
+                for sub_key, sub_value in value.items():
+                    if sub_key not in sub.model_fields_set:
+                        data[key][sub_key] = sub_value
+            continue
+        data[key] = value
+    return SimulateConfig.model_validate(data)
+
+
+__all__ = [
+    "ABNORMAL_LESIONS",
+    "EXCLUDED_LESIONS",
+    "EXTERNAL_SEQUENCES",
+    "PRESETS",
+    "SIMULATED_SEQUENCES",
+    "VOLUME_CLASSES",
+    "ExternalSimulateConfig",
+    "SimulateConfig",
+    "resolve_simulate_config",
+]

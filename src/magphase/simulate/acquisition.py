@@ -1,0 +1,579 @@
+"""Multi-coil acquisition of a ground-truth volume: fastMRI-format k-space plus a truth sidecar.
+
+From a noise-free complex :class:`~magphase.simulate.phantom.GroundTruthVolume` ``rho`` (``S x H x W``,
+the recon grid, rows = readout):
+
+1. The image is placed on the 2x readout-oversampled grid ``S x 2H x W`` (rows ``H//2 .. H//2 + H``,
+   where fastMRI's centre crop takes them back); the extra field of view is air, so it is zero.
+2. Coil images ``maps_c * rho`` with Biot-Savart sensitivities (:mod:`magphase.simulate.coils`),
+   all elements scaled so the median root-sum-of-squares (RSS) of the maps inside the head is 1.
+3. ``kspace = fft2c(coil images) * scale + noise``, complex64 ``S x C x 2H x W``. ``scale`` puts the
+   mean brain signal of the ideal coil combination at ``signal_level`` (fastMRI-like raw units) and the
+   noise is circular complex Gaussian, white in k-space, correlated across coils with covariance
+   ``sigma0^2 Psi`` where ``sigma0 = signal_level / snr``.
+
+So ``snr`` is the brain-average SNR of an optimal (Roemer) combination with unit-variance noise:
+``mean_brain(|rho| RSS(maps)) / sigma0``. The orthonormal FFT makes the image-domain noise of each
+coil the same as in k-space.
+
+The ground-truth sidecar (:func:`write_truth` / :func:`read_truth`) records the combined noise-free
+image ``rho * RSS(maps)`` (what an ideal coil combination such as ESPIRiT returns, up to a global
+phase), normalised per slice by its maximum magnitude, the masks and lesions, the coarse coil maps
+(expand with :meth:`GroundTruthRecord.coil_maps_on_grid`), the noise covariance, the B0 map and
+facial-slice flags. See ``docs/simulated-data-acquisition.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+
+from magphase.errors import DataError
+from magphase.io.fastmri import write_volume
+from magphase.io.ismrmrd import AcquisitionHeader
+from magphase.mri.fft import fft2c
+from magphase.mri.rss import rss_reconstruction
+from magphase.simulate.coils import (
+    CoilArrayDesign,
+    CoilMaps,
+    build_coil_array,
+    coarse_axis_mm,
+    compute_coil_maps,
+    correlated_noise,
+    noise_covariance,
+    normalise_coil_maps,
+)
+
+if TYPE_CHECKING:
+    from magphase.simulate.phantom import GroundTruthVolume
+
+logger = logging.getLogger(__name__)
+
+#: Version of the truth sidecar layout (stored as attribute ``format_version``).
+TRUTH_FORMAT_VERSION = 1
+#: Folder (inside a raw-data folder) holding the truth sidecars; raw-folder scans are not recursive.
+TRUTH_DIRNAME = "truth"
+
+#: Scanner model names by field strength (fastMRI brain data come from Siemens 1.5 T and 3 T systems).
+_MODELS = {1.5: ("Avanto", "Aera"), 3.0: ("Skyra", "Prisma_fit", "TrioTim")}
+#: ISMRMRD ``sequence_type`` per sequence family (the pulse-sequence family the contrast comes from).
+_SEQUENCE_TYPES = {
+    "AXFLAIR": "TurboSpinEcho",
+    "AXT2": "TurboSpinEcho",
+    "AXT1": "SpinEcho",
+    "AXT1PRE": "SpinEcho",
+    "AXT1POST": "SpinEcho",
+    "T1TSE": "TurboSpinEcho",
+    "T2TIRM": "TurboSpinEcho",
+}
+
+
+@dataclass(frozen=True)
+class SiteProfile:
+    """A scanner ("site"): identity for the header, field strength and its receive-array former."""
+
+    site_id: int
+    vendor: str
+    model: str
+    institution: str
+    field_strength_t: float
+    coil_design: CoilArrayDesign
+
+    @classmethod
+    def simulated(
+        cls,
+        site_id: int,
+        field_strength_t: float,
+        rng: np.random.Generator,
+        institution: str | None = None,
+    ) -> SiteProfile:
+        """A site with a randomly perturbed coil former and a model name fitting the field strength."""
+        models = _MODELS.get(float(field_strength_t), ("Generic",))
+        return cls(
+            site_id=int(site_id),
+            vendor="SIEMENS",
+            model=str(models[int(rng.integers(len(models)))]),
+            institution=institution or f"magphase simulated site {site_id}",
+            field_strength_t=float(field_strength_t),
+            coil_design=CoilArrayDesign.for_site(rng),
+        )
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """In-plane field of view and slice placement of a volume (recon grid).
+
+    Attributes:
+        fov_mm: recon field of view (rows = readout, columns = phase encoding).
+        slice_thickness_mm: nominal slice thickness.
+        slice_z_mm: ``(S,)`` slice centres along z relative to the nominal brain centre.
+    """
+
+    fov_mm: tuple[float, float]
+    slice_thickness_mm: float
+    slice_z_mm: tuple[float, ...]
+
+    @classmethod
+    def regular(
+        cls,
+        n_slices: int,
+        fov_mm: tuple[float, float],
+        slice_thickness_mm: float,
+        slice_gap_mm: float,
+        slab_offset_mm: float = 0.0,
+    ) -> SliceGeometry:
+        """Equally spaced slices (thickness + gap apart) centred on ``slab_offset_mm``."""
+        spacing = slice_thickness_mm + slice_gap_mm
+        z = slab_offset_mm + (np.arange(n_slices) - (n_slices - 1) / 2) * spacing
+        return cls(
+            (float(fov_mm[0]), float(fov_mm[1])), float(slice_thickness_mm), tuple(float(v) for v in z)
+        )
+
+
+@dataclass(frozen=True)
+class AcquisitionSettings:
+    """How a volume is acquired.
+
+    Attributes:
+        n_coils: receive elements.
+        snr: brain-average SNR of an optimal coil combination (module docstring).
+        site: the scanner.
+        signal_level: mean brain magnitude of the ideal combination in k-space units (fastMRI raw
+            data are of order 1e-5 .. 1e-3; the value only sets the file's numeric scale).
+        map_step_mm: coarse-grid step of the coil maps (maps are smooth on a few-cm scale).
+        head_jitter_mm: standard deviation of the head's in-plane offset from the array centre.
+        protocol_name: ISMRMRD protocol name (default: the sequence name).
+    """
+
+    n_coils: int
+    snr: float
+    site: SiteProfile
+    signal_level: float = 1e-4
+    map_step_mm: float = 5.0
+    head_jitter_mm: float = 3.0
+    protocol_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_coils < 1:
+            raise ValueError(f"n_coils must be >= 1, got {self.n_coils}")
+        if not (math.isfinite(self.snr) and self.snr > 0):
+            raise ValueError(f"snr must be positive, got {self.snr}")
+        if not self.signal_level > 0:
+            raise ValueError(f"signal_level must be positive, got {self.signal_level}")
+
+
+@dataclass
+class GroundTruthRecord:
+    """What the truth sidecar holds (shapes on the recon grid ``S x H x W`` unless stated).
+
+    Attributes:
+        image: complex64 noise-free ideal coil combination ``rho * RSS(maps)``, each slice divided by
+            its maximum magnitude (phase unchanged; all-zero slices stay zero).
+        brain_mask, head_mask: bool.
+        lesion_masks: bool ``(L, S, H, W)``; ``lesion_labels`` (L,) fastMRI+ labels;
+            ``lesion_susceptibility`` bool (L,).
+        coil_maps: coarse complex sensitivities over the oversampled grid (normalised: median RSS in the
+            head is 1), expand with :meth:`coil_maps_on_grid`.
+        noise_covariance: ``(C, C)`` complex128 covariance of the k-space noise (k-space units).
+        b0_hz: float32 off-resonance map.
+        facial: bool (S,) slices showing facial structures (orbits, sinuses).
+        slice_scale: float64 (S,): ``kspace-unit combined image = image * slice_scale`` (noise free).
+        attrs: scalars (sequence, field strength, TR/TE/TI/flip, voxel size, fov, snr, kspace_scale, ...).
+    """
+
+    image: np.ndarray
+    brain_mask: np.ndarray
+    head_mask: np.ndarray
+    lesion_masks: np.ndarray
+    lesion_labels: list[str]
+    lesion_susceptibility: np.ndarray
+    coil_maps: CoilMaps
+    noise_covariance: np.ndarray
+    b0_hz: np.ndarray
+    facial: np.ndarray
+    slice_scale: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def recon_shape(self) -> tuple[int, int]:
+        return int(self.image.shape[1]), int(self.image.shape[2])
+
+    @property
+    def pixel_mm(self) -> tuple[float, float]:
+        fov = self.attrs["fov_mm"]
+        return float(fov[0]) / self.recon_shape[0], float(fov[1]) / self.recon_shape[1]
+
+    def coil_maps_on_grid(self, grid: str = "recon", slices: Any = None) -> np.ndarray:
+        """Coil maps expanded exactly as used for the k-space: ``(S', C, rows, W)`` complex64.
+
+        Args:
+            grid: ``"oversampled"`` (``2H`` rows, the k-space image grid) or ``"recon"`` (the ``H``
+                centre rows, aligned with ``image``).
+            slices: optional index/slice into the slice axis.
+        """
+        h, w = self.recon_shape
+        full = self.coil_maps.on_grid(2 * h, w, self.pixel_mm, slices=slices)
+        if grid == "oversampled":
+            return full
+        if grid == "recon":
+            return np.ascontiguousarray(full[..., h // 2 : h // 2 + h, :])
+        raise ValueError(f"grid must be 'recon' or 'oversampled', got {grid!r}")
+
+
+@dataclass
+class SimulatedAcquisition:
+    """Everything written for one volume: the fastMRI file content and its ground truth."""
+
+    kspace: np.ndarray
+    reconstruction_rss: np.ndarray
+    header: AcquisitionHeader
+    attrs: dict[str, Any]
+    truth: GroundTruthRecord
+
+
+def patient_id_for(stem: str, seed: int) -> str:
+    """A stable anonymous patient id (hex digest, like fastMRI's) for a simulated subject."""
+    return hashlib.sha256(f"magphase-sim:{seed}:{stem}".encode()).hexdigest()[:40]
+
+
+def _place_on_oversampled_grid(image: np.ndarray) -> np.ndarray:
+    """``(H, W)`` -> ``(2H, W)``: the image in rows ``H//2 .. H//2 + H``, zeros (air) elsewhere."""
+    h, w = image.shape
+    out = np.zeros((2 * h, w), dtype=np.complex64)
+    out[h // 2 : h // 2 + h] = image
+    return out
+
+
+def _head_center_mm(head_mask: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[float, float]:
+    """In-plane (x, y) centroid of the head mask in scanner mm (origin at the FFT centre)."""
+    _, h, w = head_mask.shape
+    rows, cols = np.nonzero(head_mask.any(axis=0))
+    if rows.size == 0:
+        return 0.0, 0.0
+    return float((cols.mean() - w // 2) * pixel_mm[1]), float((rows.mean() - h // 2) * pixel_mm[0])
+
+
+def acquire(
+    volume: GroundTruthVolume,
+    geometry: SliceGeometry,
+    settings: AcquisitionSettings,
+    rng: np.random.Generator,
+    *,
+    stem: str = "volume",
+    patient_id: str | None = None,
+) -> SimulatedAcquisition:
+    """Simulate the multi-coil acquisition of one volume.
+
+    Args:
+        volume: noise-free ground truth; ``image`` complex ``(S, H, W)`` on the recon grid, rows =
+            readout.
+        geometry: field of view and slice positions (``len(slice_z_mm) == S``).
+        settings: coils, SNR, site.
+        rng: random generator for the coil array, noise covariance and noise (seeded by the caller).
+        stem: file stem (used for the header protocol and the patient id default).
+        patient_id: attribute ``patient_id`` (default: a digest of ``stem``).
+
+    Returns:
+        :class:`SimulatedAcquisition` with ``kspace`` complex64 ``(S, C, 2H, W)``,
+        ``reconstruction_rss`` float32 ``(S, H, W)``, header, attrs and ground truth.
+    """
+    image = np.asarray(volume.image)
+    if image.ndim != 3 or not np.iscomplexobj(image):
+        raise ValueError(f"ground-truth image must be complex (S, H, W), got {image.dtype} {image.shape}")
+    n_slices, h, w = image.shape
+    if len(geometry.slice_z_mm) != n_slices:
+        raise ValueError(f"geometry has {len(geometry.slice_z_mm)} slices, the image {n_slices}")
+    pixel_mm = (geometry.fov_mm[0] / h, geometry.fov_mm[1] / w)
+    head_mask = np.asarray(volume.head_mask, dtype=bool)
+    brain_mask = np.asarray(volume.brain_mask, dtype=bool)
+    site = settings.site
+
+    center = _head_center_mm(head_mask, pixel_mm)
+    center = (
+        center[0] + rng.normal(0, settings.head_jitter_mm),
+        center[1] + rng.normal(0, settings.head_jitter_mm),
+    )
+    array = build_coil_array(settings.n_coils, site.coil_design, rng, center_xy_mm=center)
+    rows_mm = coarse_axis_mm(2 * h, pixel_mm[0], settings.map_step_mm)
+    cols_mm = coarse_axis_mm(w, pixel_mm[1], settings.map_step_mm)
+    maps = compute_coil_maps(array, np.asarray(geometry.slice_z_mm), rows_mm, cols_mm, site.field_strength_t)
+    psi = noise_covariance(array, site.coil_design, rng)
+
+    # Pass 1, per slice: expand the (unnormalised) maps once, keep the noise-free k-space and the
+    # maps' RSS on the recon rows. The normalisation and signal scale are global scalars, applied after.
+    n_coils = settings.n_coils
+    kspace = np.empty((n_slices, n_coils, 2 * h, w), dtype=np.complex64)
+    rss_maps = np.empty((n_slices, h, w), dtype=np.float32)
+    for s in range(n_slices):
+        maps_s = maps.on_grid(2 * h, w, pixel_mm, slices=slice(s, s + 1))[0]
+        rss_maps[s] = np.sqrt(np.sum(np.abs(maps_s[:, h // 2 : h // 2 + h]) ** 2, axis=0))
+        kspace[s] = fft2c(maps_s * _place_on_oversampled_grid(image[s].astype(np.complex64)))
+    head_rss = rss_maps[head_mask] if head_mask.any() else rss_maps.ravel()
+    map_norm = float(np.median(head_rss))
+    maps = normalise_coil_maps(maps, head_rss)
+    rss_maps /= np.float32(map_norm)
+
+    combined = image.astype(np.complex64) * rss_maps  # ideal combination, relative units
+    brain = brain_mask if brain_mask.any() else head_mask
+    mean_brain = float(np.mean(np.abs(combined[brain]))) if brain.any() else float(np.abs(combined).max())
+    if not mean_brain > 0:
+        raise ValueError("ground-truth image is zero inside the brain/head: nothing to acquire")
+    scale = settings.signal_level / mean_brain
+    kspace *= np.float32(scale / map_norm)
+    sigma0 = settings.signal_level / settings.snr
+    covariance = psi * sigma0**2
+    # Pass 2: noise, slice by slice (bounded memory; one generator so the draw order is fixed).
+    for s in range(n_slices):
+        kspace[s] += correlated_noise((n_coils, 2 * h, w), covariance, rng)
+
+    reconstruction = np.stack([rss_reconstruction(kspace[s], (h, w)) for s in range(n_slices)])
+
+    slice_max = np.abs(combined).reshape(n_slices, -1).max(axis=1).astype(np.float64)
+    safe = np.where(slice_max > 0, slice_max, 1.0)
+    truth_image = (combined / safe[:, None, None].astype(np.float32)).astype(np.complex64)
+
+    sequence = str(volume.sequence)
+    header = AcquisitionHeader(
+        encoded_matrix=(2 * h, w, 1),
+        encoded_fov_mm=(2 * geometry.fov_mm[0], geometry.fov_mm[1], geometry.slice_thickness_mm),
+        recon_matrix=(h, w, 1),
+        recon_fov_mm=(geometry.fov_mm[0], geometry.fov_mm[1], geometry.slice_thickness_mm),
+        field_strength_t=float(volume.field_strength_t),
+        tr_ms=float(volume.tr_ms),
+        te_ms=float(volume.te_ms),
+        ti_ms=None if volume.ti_ms is None else float(volume.ti_ms),
+        flip_angle_deg=None if volume.flip_deg is None else float(volume.flip_deg),
+        n_coils=n_coils,
+        protocol_name=settings.protocol_name or sequence,
+        sequence_type=_SEQUENCE_TYPES.get(sequence),
+        vendor=site.vendor,
+        model=site.model,
+        institution=site.institution,
+    )
+    attrs = {"acquisition": sequence, "patient_id": patient_id or patient_id_for(stem, 0)}
+
+    lesions = list(volume.lesions)
+    lesion_masks = (
+        np.stack([np.asarray(les.mask, dtype=bool) for les in lesions])
+        if lesions
+        else np.zeros((0, n_slices, h, w), dtype=bool)
+    )
+    truth = GroundTruthRecord(
+        image=truth_image,
+        brain_mask=brain_mask,
+        head_mask=head_mask,
+        lesion_masks=lesion_masks,
+        lesion_labels=[str(les.label) for les in lesions],
+        lesion_susceptibility=np.array([bool(les.susceptibility) for les in lesions], dtype=bool),
+        coil_maps=maps,
+        noise_covariance=covariance,
+        b0_hz=np.asarray(volume.b0_hz, dtype=np.float32),
+        facial=np.asarray(volume.facial, dtype=bool),
+        slice_scale=slice_max * scale,
+        attrs={
+            "stem": stem,
+            "sequence": sequence,
+            "field_strength_t": float(volume.field_strength_t),
+            "tr_ms": float(volume.tr_ms),
+            "te_ms": float(volume.te_ms),
+            "ti_ms": float("nan") if volume.ti_ms is None else float(volume.ti_ms),
+            "flip_deg": float("nan") if volume.flip_deg is None else float(volume.flip_deg),
+            "voxel_size_mm": tuple(float(v) for v in volume.voxel_size_mm),
+            "fov_mm": tuple(geometry.fov_mm),
+            "slice_thickness_mm": geometry.slice_thickness_mm,
+            "snr": float(settings.snr),
+            "noise_sigma0": float(sigma0),
+            "kspace_scale": float(scale),
+            "n_coils": n_coils,
+            "site": site.site_id,
+        },
+    )
+    return SimulatedAcquisition(
+        kspace=kspace, reconstruction_rss=reconstruction, header=header, attrs=attrs, truth=truth
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# truth sidecar
+
+
+def truth_path_for(raw_path: str | os.PathLike[str]) -> Path:
+    """``DIR/file.h5`` -> ``DIR/truth/file.h5``."""
+    raw_path = Path(raw_path)
+    return raw_path.parent / TRUTH_DIRNAME / raw_path.name
+
+
+def write_truth(
+    path: str | os.PathLike[str], truth: GroundTruthRecord, extra_attrs: dict[str, Any] | None = None
+) -> Path:
+    """Write a truth sidecar atomically (temp file in the same folder, then ``os.replace``).
+
+    Masks and the B0 map are gzip-compressed (they compress well); ``image`` is stored raw.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    gz = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset(
+                "image", data=truth.image.astype(np.complex64), chunks=(1, *truth.image.shape[1:])
+            )
+            f.create_dataset("brain_mask", data=truth.brain_mask, **gz)
+            f.create_dataset("head_mask", data=truth.head_mask, **gz)
+            les = f.create_group("lesions")
+            les.create_dataset("masks", data=truth.lesion_masks, **(gz if truth.lesion_masks.size else {}))
+            les.create_dataset("labels", data=np.array(truth.lesion_labels, dtype=h5py.string_dtype()))
+            les.create_dataset("susceptibility", data=truth.lesion_susceptibility.astype(bool))
+            maps = f.create_group("coil_maps")
+            maps.create_dataset("coarse", data=truth.coil_maps.coarse.astype(np.complex64))
+            maps.create_dataset("rows_mm", data=truth.coil_maps.rows_mm)
+            maps.create_dataset("cols_mm", data=truth.coil_maps.cols_mm)
+            maps.create_dataset("slice_z_mm", data=truth.coil_maps.slice_z_mm)
+            f.create_dataset("noise_covariance", data=truth.noise_covariance.astype(np.complex128))
+            f.create_dataset("b0_hz", data=truth.b0_hz.astype(np.float32), **gz)
+            f.create_dataset("facial", data=truth.facial.astype(bool))
+            f.create_dataset("slice_scale", data=truth.slice_scale.astype(np.float64))
+            f.attrs["format_version"] = TRUTH_FORMAT_VERSION
+            for key, value in {**truth.attrs, **(extra_attrs or {})}.items():
+                f.attrs[key] = value
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return tuple(value.tolist())
+    return value
+
+
+def read_truth_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Only the scalar attributes of a truth sidecar (cheap; used to check resumable volumes).
+
+    Raises:
+        DataError: the file is missing, not HDF5 or truncated.
+    """
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: _attr(v) for k, v in f.attrs.items()}
+    except (OSError, KeyError) as exc:
+        raise DataError(path, None, f"cannot open truth sidecar: {exc}") from None
+
+
+_TRUTH_DATASETS = (
+    "image",
+    "brain_mask",
+    "head_mask",
+    "lesions/masks",
+    "lesions/labels",
+    "lesions/susceptibility",
+    "coil_maps/coarse",
+    "coil_maps/rows_mm",
+    "coil_maps/cols_mm",
+    "coil_maps/slice_z_mm",
+    "noise_covariance",
+    "b0_hz",
+    "facial",
+    "slice_scale",
+)
+
+
+def read_truth(path: str | os.PathLike[str]) -> GroundTruthRecord:
+    """Read a truth sidecar written by :func:`write_truth` (``DIR/truth/{stem}.h5``).
+
+    Raises:
+        DataError: missing file, not HDF5, truncated, or a missing dataset (named in the error).
+    """
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(path, None, f"cannot open truth sidecar: {exc}") from None
+    with f:
+        for name in _TRUTH_DATASETS:
+            if name not in f:
+                raise DataError(path, name, "missing dataset in truth sidecar")
+        try:
+            data = {name: f[name][()] for name in _TRUTH_DATASETS}
+        except OSError as exc:
+            raise DataError(path, None, f"unreadable truth sidecar: {exc}") from None
+        attrs = {k: _attr(v) for k, v in f.attrs.items()}
+    labels = [x.decode() if isinstance(x, bytes) else str(x) for x in data["lesions/labels"]]
+    return GroundTruthRecord(
+        image=data["image"],
+        brain_mask=data["brain_mask"].astype(bool),
+        head_mask=data["head_mask"].astype(bool),
+        lesion_masks=data["lesions/masks"].astype(bool),
+        lesion_labels=labels,
+        lesion_susceptibility=data["lesions/susceptibility"].astype(bool),
+        coil_maps=CoilMaps(
+            coarse=data["coil_maps/coarse"],
+            rows_mm=data["coil_maps/rows_mm"],
+            cols_mm=data["coil_maps/cols_mm"],
+            slice_z_mm=data["coil_maps/slice_z_mm"],
+        ),
+        noise_covariance=data["noise_covariance"],
+        b0_hz=data["b0_hz"],
+        facial=data["facial"].astype(bool),
+        slice_scale=data["slice_scale"],
+        attrs=attrs,
+    )
+
+
+def write_acquisition(
+    raw_path: str | os.PathLike[str],
+    acquisition: SimulatedAcquisition,
+    truth_attrs: dict[str, Any] | None = None,
+) -> tuple[Path, Path]:
+    """Write the fastMRI file ``raw_path`` and its sidecar ``truth_path_for(raw_path)``, both atomically.
+
+    The sidecar is written first, so a raw file never exists without its truth.
+
+    Returns:
+        ``(raw_path, truth_path)``.
+    """
+    raw_path = Path(raw_path)
+    truth_path = write_truth(truth_path_for(raw_path), acquisition.truth, truth_attrs)
+    write_volume(
+        raw_path,
+        acquisition.kspace,
+        acquisition.header,
+        reconstruction_rss=acquisition.reconstruction_rss,
+        attrs=acquisition.attrs,
+    )
+    return raw_path, truth_path
+
+
+__all__ = [
+    "TRUTH_DIRNAME",
+    "TRUTH_FORMAT_VERSION",
+    "AcquisitionSettings",
+    "GroundTruthRecord",
+    "SimulatedAcquisition",
+    "SiteProfile",
+    "SliceGeometry",
+    "acquire",
+    "patient_id_for",
+    "read_truth",
+    "read_truth_attrs",
+    "truth_path_for",
+    "write_acquisition",
+    "write_truth",
+]

@@ -1,0 +1,414 @@
+"""Receive coil arrays: Biot-Savart loop sensitivities and correlated noise.
+
+Coordinates are scanner millimetres: ``x`` runs along the stored image columns (left-right,
+the phase-encode direction), ``y`` along the stored rows (anterior-posterior, the readout
+direction) and ``z`` along the slices (B0, head-foot). Image pixel ``(row, col)`` of an
+``n_rows x n_cols`` grid with pixel size ``(dy, dx)`` sits at ``y = (row - n_rows // 2) * dy``,
+``x = (col - n_cols // 2) * dx`` (the FFT centre is the origin).
+
+Sensitivity model: each element is a circular loop on an elliptic cylinder around the head (plus a
+top cap for the 20-channel array). Its quasi-static field B(r) follows from Biot-Savart; with B0 along
+``+z`` the receive sensitivity is the negatively rotating transverse component ``B1- ~ Bx - i By``
+(reciprocity, Hoult 2000). That makes the maps complex with a phase that winds around each loop, as
+measured maps do. A propagation factor ``exp(-i k d)`` (``k`` from the RF wavelength in tissue at the
+Larmor frequency) adds the extra phase curvature seen at 3 T; a per-element constant phase and gain
+model the cables and preamplifiers.
+
+Maps are smooth, so they are computed on a coarse grid (``map_step_mm``) and expanded to any pixel grid
+with separable cubic splines (:func:`expand_coil_maps`); the coarse maps plus their axes are what the
+ground-truth sidecar stores, and expanding them reproduces exactly the maps used for the k-space.
+
+Noise model: complex Gaussian, white in k-space, correlated across coils with covariance
+``Psi = diag(sigma) D ((1 - c) I + c K) D^H diag(sigma)``, ``K_ij = exp(-d_ij / d_adjacent)`` from the
+element centre distances (a positive-definite kernel, so ``Psi`` is always a valid covariance),
+``D`` random unit phases; adjacent elements couple with |rho| ~ 0.1-0.3, distant ones less.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.interpolate import make_interp_spline
+
+#: Coil counts of fastMRI brain files.
+FASTMRI_COIL_COUNTS: tuple[int, ...] = (4, 8, 12, 16, 20)
+#: Vacuum speed of light (m/s) and proton gyromagnetic ratio (Hz/T).
+_C0 = 299_792_458.0
+_GAMMA_HZ_PER_T = 42.577e6
+#: Effective relative permittivity along the path coil -> voxel (part air, part tissue); sets the RF
+#: wavelength that gives the receive phase its extra curvature at high field (~52 cm at 3 T).
+_EPS_EFFECTIVE = 20.0
+
+
+@dataclass(frozen=True)
+class CoilArrayDesign:
+    """One site's receive-array former (dimensions vary slightly between sites).
+
+    Attributes:
+        semi_axes_mm: elliptic-cylinder semi-axes (x = left-right, y = anterior-posterior) on which
+            the loop centres sit.
+        z_center_mm: array centre along z relative to the nominal brain centre (z = 0).
+        ring_spacing_mm: distance between adjacent rings along z.
+        loop_radius_scale: loop radius as a fraction of the in-ring centre spacing (overlap decoupling
+            puts it near 0.65).
+        coupling: ``c`` of the noise-correlation model (adjacent |rho| ~ c / e).
+        noise_level_spread: log-normal spread of the per-element noise standard deviation.
+        gain_spread: log-normal spread of the per-element receive gain.
+    """
+
+    semi_axes_mm: tuple[float, float] = (115.0, 135.0)
+    z_center_mm: float = 0.0
+    ring_spacing_mm: float = 60.0
+    loop_radius_scale: float = 0.65
+    coupling: float = 0.55
+    noise_level_spread: float = 0.15
+    gain_spread: float = 0.08
+
+    @classmethod
+    def for_site(cls, rng: np.random.Generator) -> CoilArrayDesign:
+        """A randomly perturbed former (a few per cent in size, +-10 mm in z, coupling 0.3-0.8)."""
+        return cls(
+            semi_axes_mm=(115.0 * rng.uniform(0.95, 1.05), 135.0 * rng.uniform(0.95, 1.05)),
+            z_center_mm=float(rng.uniform(-10.0, 10.0)),
+            ring_spacing_mm=float(rng.uniform(52.0, 68.0)),
+            loop_radius_scale=float(rng.uniform(0.6, 0.7)),
+            coupling=float(rng.uniform(0.3, 0.8)),
+            noise_level_spread=float(rng.uniform(0.1, 0.2)),
+            gain_spread=float(rng.uniform(0.05, 0.1)),
+        )
+
+
+@dataclass(frozen=True)
+class CoilArray:
+    """A concrete receive array: loop geometry plus per-element receive-chain constants.
+
+    Attributes:
+        centers_mm: ``(C, 3)`` loop centres (x, y, z) in scanner mm.
+        normals: ``(C, 3)`` unit loop normals, pointing into the head.
+        radii_mm: ``(C,)`` loop radii.
+        gains: ``(C,)`` real receive gains.
+        phase_offsets_rad: ``(C,)`` constant receive phases (cables, preamplifiers).
+    """
+
+    centers_mm: np.ndarray
+    normals: np.ndarray
+    radii_mm: np.ndarray
+    gains: np.ndarray
+    phase_offsets_rad: np.ndarray
+
+    @property
+    def n_coils(self) -> int:
+        return int(self.centers_mm.shape[0])
+
+
+def _ring_layout(n_coils: int) -> list[int]:
+    """Elements per ring (the last ring of the 20-channel array is a top cap)."""
+    if n_coils <= 10:
+        return [n_coils]
+    if n_coils <= 16:
+        return [n_coils // 2, n_coils - n_coils // 2]
+    return [8, 8, n_coils - 16]
+
+
+def build_coil_array(
+    n_coils: int,
+    design: CoilArrayDesign,
+    rng: np.random.Generator,
+    center_xy_mm: tuple[float, float] = (0.0, 0.0),
+) -> CoilArray:
+    """Place ``n_coils`` loops on the design's former, centred on the head at ``center_xy_mm``.
+
+    Rings sit at ``z_center_mm + ring offsets`` (one ring for <= 10 elements, two for 11-16, two plus a
+    smaller, tilted top cap for more). Positions get ~2 mm of random jitter (the array is a real
+    object, not an ideal drawing); gains and phases are drawn per element.
+
+    Args:
+        n_coils: number of receive elements (>= 1).
+        design: the site's former.
+        rng: random generator (seeded by the caller).
+        center_xy_mm: head centre in the axial plane; the former is centred on it.
+    """
+    if n_coils < 1:
+        raise ValueError(f"n_coils must be >= 1, got {n_coils}")
+    rings = _ring_layout(n_coils)
+    a, b = design.semi_axes_mm
+    perimeter = math.pi * (3 * (a + b) - math.sqrt((3 * a + b) * (a + 3 * b)))  # Ramanujan
+    n_cyl = len(rings) if len(rings) < 3 else 2
+    z_rings = (np.arange(n_cyl) - (n_cyl - 1) / 2) * design.ring_spacing_mm + design.z_center_mm
+    centers, normals, radii = [], [], []
+    for ring, n_ring in enumerate(rings):
+        cap = ring >= n_cyl
+        scale = 0.6 if cap else 1.0
+        # Alternate rings are rotated half a step so that elements interleave (as built arrays do).
+        phi0 = rng.uniform(-0.1, 0.1) + (math.pi / n_ring if ring % 2 else 0.0) + math.pi / 2
+        phis = phi0 + 2 * math.pi * np.arange(n_ring) / n_ring
+        x = center_xy_mm[0] + scale * a * np.cos(phis)
+        y = center_xy_mm[1] + scale * b * np.sin(phis)
+        if cap:
+            z = np.full(n_ring, z_rings.max() + 0.9 * design.ring_spacing_mm)
+        else:
+            z = np.full(n_ring, z_rings[ring])
+        # Inward normal of the ellipse x = a cos, y = b sin is -(cos/a, sin/b) normalised; the cap
+        # elements tilt 50 degrees downwards, towards the vertex of the head.
+        nx, ny = -np.cos(phis) / a, -np.sin(phis) / b
+        norm = np.hypot(nx, ny)
+        nx, ny = nx / norm, ny / norm
+        tilt = math.radians(50.0) if cap else 0.0
+        n_vec = np.stack([nx * math.cos(tilt), ny * math.cos(tilt), np.full(n_ring, -math.sin(tilt))], 1)
+        spacing = scale * perimeter / n_ring
+        radius = min(design.loop_radius_scale * spacing, 80.0)
+        centers.append(np.stack([x, y, z], 1))
+        normals.append(n_vec)
+        radii.append(np.full(n_ring, radius))
+    centers_mm = np.concatenate(centers) + rng.normal(0.0, 2.0, (n_coils, 3))
+    normals_arr = np.concatenate(normals)
+    return CoilArray(
+        centers_mm=centers_mm,
+        normals=normals_arr / np.linalg.norm(normals_arr, axis=1, keepdims=True),
+        radii_mm=np.concatenate(radii) * rng.uniform(0.97, 1.03, n_coils),
+        gains=np.exp(rng.normal(0.0, design.gain_spread, n_coils)),
+        phase_offsets_rad=rng.uniform(-math.pi, math.pi, n_coils),
+    )
+
+
+def loop_field(
+    points_mm: np.ndarray,
+    center_mm: np.ndarray,
+    normal: np.ndarray,
+    radius_mm: float,
+    n_segments: int = 36,
+    wire_radius_mm: float = 3.0,
+) -> np.ndarray:
+    """Quasi-static magnetic field of a unit-current circular loop (Biot-Savart, polygonal wire).
+
+    ``B(r) = mu0 I / (4 pi) sum_k dl_k x (r - m_k) / (|r - m_k|^2 + a^2)^(3/2)``, with ``m_k`` the
+    segment midpoints. The wire radius ``a`` regularises the field on the wire itself (outside the
+    head, where the image is zero anyway). Units: ``mu0 I / (4 pi) = 1``, lengths in mm.
+
+    Args:
+        points_mm: ``(P, 3)`` evaluation points.
+        center_mm: ``(3,)`` loop centre.
+        normal: ``(3,)`` unit normal (current circulates counter-clockwise about it).
+        radius_mm: loop radius.
+        n_segments: polygon segments (36 keeps the error < 0.5 % beyond 1 cm from the wire).
+        wire_radius_mm: regularisation length ``a``.
+
+    Returns:
+        ``(P, 3)`` float64 field.
+    """
+    normal = np.asarray(normal, dtype=np.float64)
+    helper = np.array([0.0, 0.0, 1.0]) if abs(normal[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    u = np.cross(normal, helper)
+    u /= np.linalg.norm(u)
+    v = np.cross(normal, u)
+    t = 2 * np.pi * np.arange(n_segments + 1) / n_segments
+    wire = np.asarray(center_mm, dtype=np.float64) + radius_mm * (
+        np.cos(t)[:, None] * u + np.sin(t)[:, None] * v
+    )
+    dl = np.diff(wire, axis=0)
+    mids = 0.5 * (wire[1:] + wire[:-1])
+    field = np.zeros((points_mm.shape[0], 3))
+    # Loop over segments (few) rather than broadcasting (P, K, 3): bounded memory, same speed.
+    for k in range(n_segments):
+        r = points_mm - mids[k]
+        inv_r3 = (np.einsum("pi,pi->p", r, r) + wire_radius_mm**2) ** -1.5
+        field += np.cross(dl[k], r) * inv_r3[:, None]
+    return field
+
+
+def rf_wavenumber_per_mm(field_strength_t: float) -> float:
+    """Effective RF wavenumber ``2 pi / lambda`` (rad/mm) at the proton Larmor frequency."""
+    frequency_hz = _GAMMA_HZ_PER_T * field_strength_t
+    wavelength_mm = _C0 / frequency_hz / math.sqrt(_EPS_EFFECTIVE) * 1e3
+    return 2 * math.pi / wavelength_mm
+
+
+def coarse_axis_mm(n_pixels: int, pixel_mm: float, step_mm: float) -> np.ndarray:
+    """Coarse sample positions (mm) that cover a pixel axis with one step of margin each side."""
+    first = (0 - n_pixels // 2) * pixel_mm
+    last = (n_pixels - 1 - n_pixels // 2) * pixel_mm
+    lo = math.floor(first / step_mm) - 1
+    hi = math.ceil(last / step_mm) + 1
+    return np.arange(lo, hi + 1) * step_mm
+
+
+def pixel_axis_mm(n_pixels: int, pixel_mm: float) -> np.ndarray:
+    """Pixel centre positions (mm) of an axis; pixel ``n // 2`` is the origin (FFT centre)."""
+    return (np.arange(n_pixels) - n_pixels // 2) * pixel_mm
+
+
+@dataclass
+class CoilMaps:
+    """Complex coil sensitivities sampled on a coarse grid.
+
+    Attributes:
+        coarse: ``(S, C, Ry, Rx)`` complex64 sensitivities at ``rows_mm x cols_mm`` of each slice.
+        rows_mm: ``(Ry,)`` y positions (mm) of the coarse rows.
+        cols_mm: ``(Rx,)`` x positions (mm) of the coarse columns.
+        slice_z_mm: ``(S,)`` slice positions along z.
+    """
+
+    coarse: np.ndarray
+    rows_mm: np.ndarray
+    cols_mm: np.ndarray
+    slice_z_mm: np.ndarray
+
+    def on_grid(self, n_rows: int, n_cols: int, pixel_mm: tuple[float, float], slices=None) -> np.ndarray:
+        """Expand to an ``n_rows x n_cols`` pixel grid (centre convention of the module docstring).
+
+        Returns ``(S', C, n_rows, n_cols)`` complex64 for the selected ``slices`` (default all).
+        """
+        coarse = self.coarse if slices is None else self.coarse[slices]
+        return expand_coil_maps(
+            coarse,
+            self.rows_mm,
+            self.cols_mm,
+            pixel_axis_mm(n_rows, pixel_mm[0]),
+            pixel_axis_mm(n_cols, pixel_mm[1]),
+        )
+
+
+@functools.lru_cache(maxsize=16)
+def _spline_matrix(coarse: tuple[float, ...], fine: tuple[float, ...]) -> np.ndarray:
+    """``(len(fine), len(coarse))`` float32 matrix of cubic-spline interpolation (not-a-knot)."""
+    coarse_arr = np.asarray(coarse)
+    spline = make_interp_spline(coarse_arr, np.eye(coarse_arr.size), k=3)
+    return np.ascontiguousarray(spline(np.asarray(fine)), dtype=np.float32)
+
+
+def expand_coil_maps(
+    coarse: np.ndarray,
+    rows_mm: np.ndarray,
+    cols_mm: np.ndarray,
+    fine_rows_mm: np.ndarray,
+    fine_cols_mm: np.ndarray,
+) -> np.ndarray:
+    """Separable cubic-spline expansion of coarse maps ``(..., Ry, Rx)`` to ``(..., Ny, Nx)`` complex64.
+
+    Two small matrix products (``A_y @ M @ A_x^T``): much faster than generic 2-D interpolation and
+    exactly reproducible from the stored coarse maps.
+    """
+    a_rows = _spline_matrix(tuple(map(float, rows_mm)), tuple(map(float, fine_rows_mm)))
+    a_cols = _spline_matrix(tuple(map(float, cols_mm)), tuple(map(float, fine_cols_mm)))
+    coarse = np.asarray(coarse, dtype=np.complex64)
+    out = np.matmul(np.matmul(a_rows, coarse), a_cols.T)
+    return out.astype(np.complex64, copy=False)
+
+
+def compute_coil_maps(
+    array: CoilArray,
+    slice_z_mm: np.ndarray,
+    rows_mm: np.ndarray,
+    cols_mm: np.ndarray,
+    field_strength_t: float,
+) -> CoilMaps:
+    """Complex receive sensitivities of every element on the coarse grid of every slice.
+
+    ``s_c(r) = g_c exp(i phi_c) (Bx - i By)(r) exp(-i k |r - centre_c|)``, unnormalised (the caller
+    scales all elements by one common factor, see :func:`normalise_coil_maps`).
+
+    Args:
+        array: the receive array.
+        slice_z_mm: ``(S,)`` slice centre positions.
+        rows_mm, cols_mm: coarse y and x axes.
+        field_strength_t: sets the RF wavenumber of the propagation phase.
+
+    Returns:
+        :class:`CoilMaps` with ``coarse`` of shape ``(S, C, len(rows_mm), len(cols_mm))``.
+    """
+    slice_z_mm = np.asarray(slice_z_mm, dtype=np.float64)
+    zz, yy, xx = np.meshgrid(slice_z_mm, rows_mm, cols_mm, indexing="ij")
+    points = np.stack([xx.ravel(), yy.ravel(), zz.ravel()], 1)
+    k = rf_wavenumber_per_mm(field_strength_t)
+    maps = np.empty((array.n_coils, points.shape[0]), dtype=np.complex128)
+    for c in range(array.n_coils):
+        field = loop_field(points, array.centers_mm[c], array.normals[c], float(array.radii_mm[c]))
+        dist = np.linalg.norm(points - array.centers_mm[c], axis=1)
+        propagation = np.exp(-1j * k * dist)
+        maps[c] = (field[:, 0] - 1j * field[:, 1]) * propagation
+        maps[c] *= array.gains[c] * np.exp(1j * array.phase_offsets_rad[c])
+    coarse = maps.reshape(array.n_coils, slice_z_mm.size, rows_mm.size, cols_mm.size).transpose(1, 0, 2, 3)
+    return CoilMaps(
+        coarse=np.ascontiguousarray(coarse, dtype=np.complex64),
+        rows_mm=np.asarray(rows_mm, dtype=np.float64),
+        cols_mm=np.asarray(cols_mm, dtype=np.float64),
+        slice_z_mm=slice_z_mm,
+    )
+
+
+def normalise_coil_maps(maps: CoilMaps, rss_in_head: np.ndarray) -> CoilMaps:
+    """Scale all elements by one factor so the median root-sum-of-squares inside the head is 1.
+
+    One common factor keeps the relative gains (and so the receive-field shading of an RSS image)
+    intact while making the signal scale independent of the array size and geometry.
+
+    Args:
+        maps: unnormalised maps.
+        rss_in_head: RSS of the expanded maps at the head voxels (any shape, > 0).
+    """
+    median = float(np.median(rss_in_head))
+    if not math.isfinite(median) or median <= 0:
+        raise ValueError("coil-map RSS inside the head must be positive")
+    return CoilMaps(maps.coarse / np.float32(median), maps.rows_mm, maps.cols_mm, maps.slice_z_mm)
+
+
+def noise_covariance(array: CoilArray, design: CoilArrayDesign, rng: np.random.Generator) -> np.ndarray:
+    """Hermitian positive-definite coil noise covariance with unit mean variance.
+
+    ``Psi = diag(sigma) D ((1 - c) I + c K) D^H diag(sigma)``: ``K_ij = exp(-d_ij / d_adj)`` with ``d_ij``
+    the element centre distance and ``d_adj`` the median nearest-neighbour distance (the exponential
+    kernel is positive definite in 3-D, so ``Psi`` is a covariance for every geometry); ``D`` unit
+    random phases; ``sigma`` log-normal with ``design.noise_level_spread``, scaled so
+    ``mean(diag(Psi)) = 1``.
+
+    Returns:
+        ``(C, C)`` complex128.
+    """
+    centers = array.centers_mm
+    n = centers.shape[0]
+    dist = np.linalg.norm(centers[:, None] - centers[None], axis=-1)
+    if n > 1:
+        nearest = np.sort(dist, axis=1)[:, 1]
+        kernel = np.exp(-dist / float(np.median(nearest)))
+    else:
+        kernel = np.ones((1, 1))
+    corr = (1 - design.coupling) * np.eye(n) + design.coupling * kernel
+    phases = np.exp(1j * rng.uniform(-math.pi, math.pi, n))
+    corr = phases[:, None] * corr * phases.conj()[None, :]
+    sigma = np.exp(rng.normal(0.0, design.noise_level_spread, n))
+    cov = sigma[:, None] * corr * sigma[None, :]
+    cov /= np.mean(np.real(np.diag(cov)))
+    return 0.5 * (cov + cov.conj().T)
+
+
+def correlated_noise(
+    shape: tuple[int, ...], covariance: np.ndarray, rng: np.random.Generator, coil_axis: int = 0
+) -> np.ndarray:
+    """Circular complex Gaussian noise with ``E[n n^H] = covariance`` across ``coil_axis``.
+
+    ``n = L z`` with ``L = cholesky(covariance)`` and ``z`` i.i.d. ``CN(0, 1)`` (real and imaginary
+    parts each of variance 1/2). Generated in float32 (the k-space dtype).
+
+    Args:
+        shape: output shape; ``shape[coil_axis]`` must equal ``covariance.shape[0]``.
+        covariance: ``(C, C)`` Hermitian positive-definite.
+        rng: random generator.
+        coil_axis: the coil axis of ``shape``.
+
+    Returns:
+        complex64 array of ``shape``.
+    """
+    n_coils = covariance.shape[0]
+    if shape[coil_axis] != n_coils:
+        raise ValueError(
+            f"shape {shape} has {shape[coil_axis]} coils on axis {coil_axis}, covariance {n_coils}"
+        )
+    chol = np.linalg.cholesky(covariance).astype(np.complex64)
+    moved = (n_coils, *(s for i, s in enumerate(shape) if i != coil_axis % len(shape)))
+    white = rng.standard_normal((*moved, 2), dtype=np.float32).view(np.complex64)[..., 0]
+    white *= np.float32(math.sqrt(0.5))
+    mixed = (chol @ white.reshape(n_coils, -1)).reshape(moved)
+    return np.moveaxis(mixed, 0, coil_axis)
