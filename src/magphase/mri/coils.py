@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from magphase.errors import DataError
 from magphase.mri.espirit import espirit_maps, virtual_coil_weights
 from magphase.mri.fft import ifft2c
 from magphase.mri.kspace import center_crop_image, remove_readout_oversampling
@@ -50,6 +53,7 @@ def espirit_combine(
     recon_size: tuple[int, int] | None = None,
     device: str | torch.device | None = None,
     slices_per_batch: int = 16,
+    source: str | Path | None = None,
     **espirit_kwargs,
 ) -> ArrayLike:
     """Combine one volume's multi-coil k-space into one complex image per slice with ESPIRiT.
@@ -69,17 +73,23 @@ def espirit_combine(
             e.g. the header's reconSpace matrix; ``None`` keeps the grid after oversampling removal.
         device: where to compute (e.g. ``"cuda"``); default the input's device (CPU for numpy).
         slices_per_batch: slices processed together (bounds memory; results do not depend on it).
+        source: file the k-space came from, named in errors.
         espirit_kwargs: forwarded to :func:`magphase.mri.espirit.espirit_maps`
             (calib_size, kernel_size, threshold, crop, eig_downsample, ...).
     Returns:
         complex64 ``(S, h, w)``, numpy for numpy input, else a tensor on the input's device.
+    Raises:
+        DataError: (naming ``source`` and field ``kspace``) for a non-complex, wrong-rank or
+        non-finite k-space. Slices without signal come out as zero images.
     """
     from_numpy = not isinstance(kspace_volume, torch.Tensor)
     k = torch.from_numpy(np.ascontiguousarray(kspace_volume)) if from_numpy else kspace_volume
     if k.ndim != 4:
-        raise ValueError(f"k-space volume must be (S, C, H, W), got shape {tuple(k.shape)}")
+        raise DataError(source, "kspace", f"expected (slices, coils, H, W), got shape {tuple(k.shape)}")
     if not torch.is_complex(k):
-        raise TypeError(f"k-space must be complex, got {k.dtype}")
+        raise DataError(source, "kspace", f"expected complex values, got {k.dtype}")
+    if not bool(torch.isfinite(k).all()):
+        raise DataError(source, "kspace", "contains NaN or Inf")
     output_device = k.device
     k = k.to(device=device if device is not None else k.device, dtype=torch.complex64)
     if oversampling and oversampling > 1:

@@ -113,7 +113,7 @@ def virtual_coil_weights(kspace: ArrayLike, calib_size: int = 24) -> ArrayLike:
     _, vectors = torch.linalg.eigh(covariance)
     weights = vectors[:, -1]
     largest = weights[weights.abs().argmax()]
-    weights = (weights * (largest.abs() / largest).conj()).to(torch.complex64)
+    weights = (weights * largest.conj() / largest.abs()).to(torch.complex64)
     return weights.cpu().numpy() if from_numpy else weights
 
 
@@ -150,9 +150,8 @@ def _signal_kernels(
         eigvals, right = eigvals.flip(-1), right.flip(-1)
         singular = eigvals.clamp_min(0).sqrt()
         keep = singular > threshold * singular[:, :1]
-    count = int(keep.sum(-1).max())
-    if count == 0:
-        raise ValueError("calibration data has no signal (all singular values are zero)")
+    # A slice without signal keeps no kernel: zero weights give G = 0 and hence zero maps.
+    count = max(1, int(keep.sum(-1).max()))
     # Rows of A lie in the span of the *conjugated* right singular vectors (rows of V^H).
     kernels = right[..., :count].transpose(1, 2).conj().reshape(slices, count, coils, k, k)
     return kernels, keep[:, :count].to(torch.float64)

@@ -10,7 +10,8 @@ Centre conventions (they match :mod:`magphase.mri.fft`):
   zero-filling keeps it there (``N // 2 -> n // 2``) for odd and even sizes alike, so the image
   grid stays centred and a point object at the image centre stays at the image centre.
 * images: :func:`center_crop_image` uses fastMRI's ``start = (N - n) // 2`` so crops reproduce
-  ``reconstruction_rss``; the two conventions agree unless ``N`` is even and ``n`` odd.
+  ``reconstruction_rss``; :func:`remove_readout_oversampling` crops with ``N // 2 - n // 2`` (the
+  image centre stays the centre). The two agree unless ``N`` is even and ``n`` odd.
 """
 
 from __future__ import annotations
@@ -74,10 +75,12 @@ def _crop_or_pad_axis(x: ArrayLike, axis: int, size: int, src_centre: int, dst_c
 def remove_readout_oversampling(kspace: ArrayLike, factor: int = 2) -> ArrayLike:
     """Remove readout (row) oversampling from k-space.
 
-    Inverse-FFT along the readout axis (-2), keep the centre ``H // factor`` rows of the image
-    (fastMRI crop convention, start ``(H - H // factor) // 2``), FFT back. The orthonormal
-    convention is kept: ``ifft2c`` of the result equals the same centre crop of ``ifft2c(kspace)``
-    (image values unchanged; k-space values scale by ``sqrt(1 / factor)``).
+    Inverse-FFT along the readout axis (-2), keep the centre ``h = H // factor`` rows of the image,
+    FFT back. The crop keeps the image centre row ``H // 2`` at ``h // 2`` (start ``H // 2 - h // 2``)
+    so the DC sample stays at ``h // 2`` with no phase ramp; this equals fastMRI's
+    ``(H - h) // 2`` crop except when ``H`` is even and ``h`` odd (no fastMRI brain size). The
+    orthonormal convention is kept: ``ifft2c`` of the result equals that centre crop of
+    ``ifft2c(kspace)`` (image values unchanged; k-space values scale by ``sqrt(1 / factor)``).
 
     Args:
         kspace: complex ``(..., H, W)`` numpy array or torch tensor.
@@ -93,7 +96,7 @@ def remove_readout_oversampling(kspace: ArrayLike, factor: int = 2) -> ArrayLike
     rows = kspace.shape[-2]
     keep = rows // factor
     image = _ifft1c(kspace, axis=-2)
-    start = (rows - keep) // 2
+    start = rows // 2 - keep // 2
     image = image[..., start : start + keep, :]
     return _as_complex64(_fft1c(image, axis=-2))
 
