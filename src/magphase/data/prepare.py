@@ -1,0 +1,788 @@
+"""``magphase prepare``: fastMRI-format raw volumes + fastMRI+ annotations -> the patch store.
+
+Paper 2.1.2-2.1.3. Per volume (:func:`process_volume`):
+
+1. read k-space one slice at a time, removing the 2x readout oversampling slice by slice (so a
+   16-coil 640 x 320 x 16 volume is held at half size);
+2. ESPIRiT coil combination of the whole volume into one complex image per slice on the recon
+   grid (:func:`magphase.mri.coils.espirit_combine`; one virtual-coil phase reference per volume,
+   GPU when a CUDA device is given);
+3. each slice divided by its maximum magnitude (phase untouched);
+4. a magnitude brain mask per slice (:mod:`magphase.mri.brainmask`);
+5. patches planned by the paper's rules (:mod:`magphase.data.patching`) from a generator seeded by
+   ``(run seed, volume name)`` (:func:`volume_seed`) and cut out as ``2 x 96 x 96`` float32.
+
+Each volume's result is written atomically to ``OUT/volumes/{stem}.h5`` (patches, planned rows,
+brain mask, or the reason it was rejected) together with a key of everything that determines it
+(config, seed, label, boxes, source file size/mtime). A re-run skips volumes whose key matches, so
+an interrupted run resumes, ``--workers N`` and ``--shard I/N`` runs write into the same folder
+without coordination, and a killed run leaves only ``*.tmp`` files that are ignored.
+
+:func:`merge_prepared` then assigns volume-level splits (:mod:`magphase.data.splits`) and streams
+the per-volume results, one volume at a time, into the store ``OUT/patches`` (atomic
+:class:`magphase.data.store.StoreWriter`), and writes ``rejects.csv``, ``table1.csv``/``.md``,
+``summary.json`` and ``fig2_patches.png``. Memory is a few volumes whatever the dataset size.
+
+Output folder::
+
+    OUT/patches/            the patch store (arrays.h5: `patches` N x 2 x 96 x 96; manifest.csv; meta.json)
+    OUT/volumes/{stem}.h5   per-volume results (the resume cache)
+    OUT/rejects.csv         file, field, reason for every skipped volume
+    OUT/table1.csv, .md     patches by class x sequence x split (paper Table 1 layout)
+    OUT/summary.json        counts, config hash, brain-mask Dice when ground truth was found
+    OUT/fig2_patches.png    example patches (paper Fig. 2)
+    OUT/nifti/              combined volumes as NIfTI magnitude/phase (with ``nifti``)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from magphase.config import PrepareConfig, config_hash
+from magphase.conventions import PATCH_SIZE, sequence_from_filename
+from magphase.data.patching import (
+    PatchSpec,
+    PixelBox,
+    extract_patches,
+    plan_box_patches,
+    plan_random_patches,
+    touches_any_box,
+    valid_positions,
+)
+from magphase.data.splits import assign_splits, table1, table1_markdown
+from magphase.data.store import StoreWriter
+from magphase.errors import ConfigError, DataError, MagphaseError
+from magphase.io.annotations import AnnotationSet, Box, box_to_array, read_annotations, volume_key
+from magphase.mri.brainmask import BrainMaskParams, brain_mask, dice
+
+log = logging.getLogger(__name__)
+
+#: Version of the per-volume result layout; bump to invalidate every cached volume.
+RESULT_FORMAT = 1
+PATCH_STORE = "patches"
+VOLUMES_DIR = "volumes"
+REJECTS_FILE = "rejects.csv"
+REJECT_COLUMNS = ("file", "field", "reason")
+#: Extra manifest columns written by prepare (after the store's fixed columns).
+EXTRA_COLUMNS = (
+    "source_label",
+    "site",
+    "box_id",
+    "box_label",
+    "box_row0",
+    "box_row1",
+    "box_col0",
+    "box_col1",
+    "brain_fraction",
+)
+
+
+# ------------------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class VolumeTask:
+    """One raw volume to prepare.
+
+    Attributes:
+        path: the fastMRI ``.h5`` file.
+        label: volume class from the annotations: normal, abnormal, excluded or unlabeled.
+        boxes: every valid fastMRI+ box of the volume (any label; CSV convention).
+        abnormal_labels: labels (normalised) that make a box abnormal (from the label rules).
+    """
+
+    path: Path
+    label: str
+    boxes: tuple[Box, ...] = ()
+    abnormal_labels: tuple[str, ...] = ()
+
+    @property
+    def volume(self) -> str:
+        return volume_key(self.path)
+
+
+def site_from_filename(name: str) -> str:
+    """fastMRI site/scanner code in ``file_brain_AXT1POST_201_6002780`` (``"201"``); '' if none."""
+    parts = volume_key(name).split("_")
+    return parts[-2] if len(parts) >= 4 and parts[-2].isdigit() else ""
+
+
+def volume_seed(seed: int, volume: str) -> np.random.Generator:
+    """The generator of one volume: depends on the run seed and the volume name only."""
+    digest = hashlib.sha256(f"{seed}\x1f{volume_key(volume)}".encode()).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+
+
+def discover_volumes(
+    raw_dir: str | Path,
+    annotations: str | Path | None = None,
+    file_list: str | Path | None = None,
+    cfg: PrepareConfig | None = None,
+) -> list[VolumeTask]:
+    """Every ``*.h5`` in ``raw_dir`` (sorted by name) with its class and boxes.
+
+    Files are not opened here (bad files are rejected when processed), so every shard of a job
+    array sees the same list cheaply. Without ``annotations`` every volume is unlabeled.
+
+    Raises:
+        DataError: ``raw_dir`` is not a folder, or the annotation files cannot be read.
+    """
+    cfg = cfg or PrepareConfig()
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise DataError(raw_dir, None, "raw data folder does not exist")
+    paths = sorted(p for p in raw_dir.glob("*.h5") if p.is_file())
+    ann: AnnotationSet | None = None
+    if annotations is not None:
+        ann = read_annotations(annotations, file_list, rules=cfg.labels)
+        if ann.rejects:
+            log.warning(
+                "%s: %d annotation rows rejected: %s", annotations, len(ann.rejects), ann.reject_counts()
+            )
+        missing = set(ann.volumes) - {volume_key(p) for p in paths}
+        if missing:
+            log.info("%d annotated volumes are not in %s (ignored)", len(missing), raw_dir)
+    abnormal = tuple(sorted({" ".join(x.split()).casefold() for x in cfg.labels.abnormal_labels}))
+    tasks = []
+    for p in paths:
+        if ann is None:
+            tasks.append(VolumeTask(p, "unlabeled", (), abnormal))
+            continue
+        entry = ann.get(p)
+        tasks.append(VolumeTask(p, ann.label_of(p), tuple(entry.boxes) if entry else (), abnormal))
+    return tasks
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; None -> ``(0, 1)``."""
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard must look like I/N (e.g. 0/8), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"--shard {text}: need 0 <= I < N")
+    return i, n
+
+
+# ------------------------------------------------------------------------------ per volume
+
+
+@dataclass
+class VolumeResult:
+    """What one volume contributes: its patches and manifest rows, or why it was rejected.
+
+    ``rows`` hold every manifest column except ``patch_id`` and ``split`` (assigned at merge).
+    """
+
+    volume: str
+    source: str
+    sequence: str
+    label: str
+    status: str  # "ok" or "rejected"
+    field: str | None = None
+    reason: str | None = None
+    patches: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros((0, 2, PATCH_SIZE, PATCH_SIZE), np.float32)
+    )
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    mask: np.ndarray | None = None
+    image_shape: tuple[int, int, int] = (0, 0, 0)
+    seconds: float = 0.0
+
+
+def normalise_slices(volume: np.ndarray) -> np.ndarray:
+    """Divide every slice by its maximum magnitude (phase unchanged); all-zero slices stay zero.
+
+    Args:
+        volume: complex ``(S, H, W)``.
+    Returns:
+        complex64 ``(S, H, W)`` with ``max |slice| == 1`` for every non-zero slice.
+    """
+    peak = np.abs(volume).reshape(volume.shape[0], -1).max(axis=1)
+    scale = np.where(peak > 0, 1.0 / np.where(peak > 0, peak, 1.0), 0.0)
+    return (volume * scale[:, None, None]).astype(np.complex64)
+
+
+def combine_volume(
+    path: str | Path, cfg: PrepareConfig, device: str | None = None
+) -> tuple[np.ndarray, Any, str | None]:
+    """Read a fastMRI volume and ESPIRiT-combine it (not yet normalised).
+
+    Returns:
+        ``(images, header, sequence)``: complex64 ``(S, h, w)`` on the recon grid (the grid of
+        ``reconstruction_rss``, where fastMRI+ boxes live), the :class:`AcquisitionHeader`, and
+        the file's sequence.
+    Raises:
+        DataError: unreadable or malformed file.
+    """
+    from magphase.io.fastmri import open_volume
+    from magphase.mri.coils import espirit_combine
+    from magphase.mri.kspace import remove_readout_oversampling
+
+    with open_volume(path) as vol:
+        # Oversampling removal is linear and per slice: doing it while reading halves the memory
+        # held for the whole-volume ESPIRiT call (which needs every slice for its phase reference).
+        kspace = np.stack(
+            [
+                remove_readout_oversampling(vol.kspace_slice(i), cfg.readout_oversampling)
+                for i in range(vol.n_slices)
+            ]
+        )
+        recon_shape = vol.recon_shape
+        header, sequence = vol.header, vol.sequence
+    try:
+        images = espirit_combine(
+            kspace, oversampling=None, recon_size=recon_shape, device=device, **cfg.espirit
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise DataError(path, "kspace", f"coil combination failed: {exc}") from exc
+    images = np.asarray(images, dtype=np.complex64)
+    if not np.isfinite(images).all():
+        raise DataError(path, "kspace", "coil combination produced NaN/Inf")
+    return images, header, sequence
+
+
+def pixel_boxes(boxes: Sequence[Box], shape: tuple[int, int, int], source: str = "") -> list[PixelBox]:
+    """fastMRI+ boxes -> boxes on the stored array, clipped to it; unusable boxes are dropped (logged)."""
+    s_count, h, w = shape
+    out = []
+    for b in boxes:
+        try:
+            r0, r1, c0, c1 = box_to_array(b.x, b.y, b.width, b.height, h)
+        except ValueError as exc:
+            log.warning("%s: box %s dropped: %s", source, b, exc)
+            continue
+        r0, r1, c0, c1 = max(0, r0), min(h, r1), max(0, c0), min(w, c1)
+        if not 0 <= b.slice < s_count or r1 <= r0 or c1 <= c0:
+            log.warning("%s: box %s lies outside the %s image; dropped", source, b, shape)
+            continue
+        out.append(PixelBox(b.slice, r0, r1, c0, c1, b.label))
+    return out
+
+
+def _draw(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
+    return int(rng.integers(bounds[0], bounds[1] + 1))
+
+
+def plan_volume(
+    label: str,
+    masks: np.ndarray,
+    boxes: Sequence[PixelBox],
+    abnormal: Sequence[bool],
+    cfg: PrepareConfig,
+    rng: np.random.Generator,
+) -> list[PatchSpec]:
+    """Patch plan of one volume by the paper's rules (2.1.3).
+
+    Args:
+        label: the volume class (normal, abnormal, unlabeled).
+        masks: bool ``(S, H, W)`` brain masks.
+        boxes: every box of the volume on the stored array (any label).
+        abnormal: per box, whether its label is abnormal (only those yield abnormal patches;
+            every box, whatever its label, is avoided by the volume's normal patches).
+    Returns:
+        planned patches: abnormal box patches first, then normal ones.
+    """
+    valid = valid_positions(masks, PATCH_SIZE, cfg.min_brain_fraction)
+    if label in ("normal", "unlabeled"):
+        n = _draw(rng, cfg.normal_patches if label == "normal" else cfg.unlabeled_patches)
+        return plan_random_patches(valid, n, label, rng)
+    if label != "abnormal":
+        raise ValueError(f"cannot plan patches for a volume labelled {label!r}")
+    lesion_boxes = [b for b, a in zip(boxes, abnormal, strict=True) if a]
+    lo, hi = cfg.abnormal_box_patches
+    wanted = int(np.clip(round(sum(b.area for b in lesion_boxes) / cfg.box_area_per_patch), lo, hi))
+    plans = plan_box_patches(
+        valid, lesion_boxes, wanted, rng, size=PATCH_SIZE, min_box_overlap=cfg.min_box_overlap
+    )
+    # Re-index box ids onto the volume's full box list.
+    index = [i for i, a in enumerate(abnormal) if a]
+    plans = [PatchSpec(p.slice, p.row, p.col, p.label, index[p.box_id], p.box_overlap) for p in plans]
+    near_box = touches_any_box(boxes, masks.shape, PATCH_SIZE, cfg.box_slice_margin, cfg.box_pixel_margin)
+    n_normal = _draw(rng, cfg.abnormal_volume_normal_patches)
+    return plans + plan_random_patches(valid, n_normal, "normal", rng, exclude=near_box)
+
+
+def process_volume(
+    task: VolumeTask, cfg: PrepareConfig, seed: int, device: str | None = None, nifti_dir: Path | None = None
+) -> VolumeResult:
+    """Combine, normalise, mask and patch one volume (raises :class:`DataError` on a bad file)."""
+    start = time.perf_counter()
+    images, header, sequence = combine_volume(task.path, cfg, device)
+    sequence = sequence or sequence_from_filename(task.path.name) or ""
+    images = normalise_slices(images)
+    masks = brain_mask(np.abs(images), BrainMaskParams(**cfg.brain_mask.model_dump()))
+    if nifti_dir is not None:
+        from magphase.io.nifti import export_nifti
+
+        voxel = (
+            header.recon_fov_mm[1] / header.recon_matrix[1],
+            header.recon_fov_mm[0] / header.recon_matrix[0],
+            header.recon_fov_mm[2],
+        )
+        export_nifti(images, nifti_dir / task.volume, voxel)
+    boxes = pixel_boxes(task.boxes, images.shape, str(task.path))
+    abnormal = [" ".join(b.label.split()).casefold() in task.abnormal_labels for b in boxes]
+    plans = plan_volume(task.label, masks, boxes, abnormal, cfg, volume_seed(seed, task.volume))
+    patches = extract_patches(images, plans)
+    site = site_from_filename(task.volume)
+    rows = []
+    for p in plans:
+        box = boxes[p.box_id] if p.box_id >= 0 else None
+        inside = float(masks[p.slice, p.row : p.row + PATCH_SIZE, p.col : p.col + PATCH_SIZE].mean())
+        rows.append(
+            {
+                "volume": task.volume,
+                "sequence": sequence,
+                "label": p.label,
+                "slice": p.slice,
+                "row": p.row,
+                "col": p.col,
+                "box_overlap": round(p.box_overlap, 6),
+                "source_label": task.label,
+                "site": site,
+                "box_id": p.box_id,
+                "box_label": box.label if box else "",
+                "box_row0": box.row0 if box else -1,
+                "box_row1": box.row1 if box else -1,
+                "box_col0": box.col0 if box else -1,
+                "box_col1": box.col1 if box else -1,
+                "brain_fraction": round(inside, 6),
+            }
+        )
+    result = VolumeResult(
+        volume=task.volume,
+        source=str(task.path),
+        sequence=sequence,
+        label=task.label,
+        status="ok" if plans else "rejected",
+        field=None if plans else "brain_mask",
+        reason=None
+        if plans
+        else f"no patch position is >= {cfg.min_brain_fraction:.0%} inside the brain mask",
+        patches=patches,
+        rows=rows,
+        mask=masks,
+        image_shape=images.shape,
+        seconds=time.perf_counter() - start,
+    )
+    n_box = sum(r["box_id"] >= 0 for r in rows)
+    if task.label == "abnormal" and n_box == 0:
+        log.warning("%s: abnormal volume but no box passes the patch rules", task.volume)
+    log.debug("%s: %d patches (%d from boxes) in %.2f s", task.volume, len(plans), n_box, result.seconds)
+    return result
+
+
+# ------------------------------------------------------------------------ per-volume files
+
+
+def result_key(task: VolumeTask, cfg: PrepareConfig, seed: int) -> str:
+    """Hash of everything that determines a volume's result (config, seed, label, boxes, file)."""
+    try:
+        st = task.path.stat()
+        stamp: list[int] = [st.st_size, st.st_mtime_ns]
+    except OSError:
+        stamp = [-1, -1]
+    settings = cfg.model_dump(mode="json", exclude={"splits", "external", "nifti"})
+    return config_hash(
+        settings,
+        {"seed": seed, "label": task.label, "boxes": [asdict(b) for b in task.boxes], "file": stamp},
+        RESULT_FORMAT,
+    )
+
+
+def result_path(out_dir: Path, volume: str) -> Path:
+    return Path(out_dir) / VOLUMES_DIR / f"{volume}.h5"
+
+
+def write_result(path: Path, result: VolumeResult, key: str, keep_mask: bool = True) -> None:
+    """Write one volume's result atomically (temp file in the same folder, then ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = RESULT_FORMAT
+            f.attrs["key"] = key
+            for name in ("volume", "source", "sequence", "label", "status"):
+                f.attrs[name] = getattr(result, name)
+            f.attrs["field"] = result.field or ""
+            f.attrs["reason"] = result.reason or ""
+            f.attrs["image_shape"] = np.asarray(result.image_shape, np.int64)
+            f.attrs["seconds"] = result.seconds
+            f.attrs["rows"] = json.dumps(result.rows)
+            f.create_dataset("patches", data=result.patches.astype(np.float32))
+            if keep_mask and result.mask is not None:
+                f.create_dataset(
+                    "brain_mask", data=result.mask.astype(np.uint8), compression="gzip", chunks=True
+                )
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_result_header(path: Path) -> dict[str, Any] | None:
+    """Attributes of a per-volume file (``rows`` decoded); None when unreadable (treated as missing)."""
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            attrs["n_patches"] = int(f["patches"].shape[0])
+    except (OSError, KeyError):
+        return None
+    attrs["rows"] = json.loads(attrs.get("rows", "[]"))
+    return attrs
+
+
+def read_result_patches(path: Path) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        return np.asarray(f["patches"], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class VolumeOutcome:
+    """Progress report of one volume: ``status`` is ok, rejected or cached (already done)."""
+
+    volume: str
+    status: str
+    n_patches: int
+    seconds: float
+    reason: str | None = None
+
+
+def run_volume(
+    task: VolumeTask,
+    out_dir: Path,
+    cfg: PrepareConfig,
+    seed: int,
+    device: str | None = None,
+    nifti: bool = False,
+) -> VolumeOutcome:
+    """Prepare one volume unless its up-to-date result exists; bad files become reject results."""
+    path = result_path(out_dir, task.volume)
+    key = result_key(task, cfg, seed)
+    existing = read_result_header(path) if path.exists() else None
+    if existing is not None and existing.get("key") == key:
+        return VolumeOutcome(
+            task.volume, "cached", existing["n_patches"], 0.0, existing.get("reason") or None
+        )
+    start = time.perf_counter()
+    nifti_dir = Path(out_dir) / "nifti" if nifti else None
+    if nifti_dir is not None:
+        nifti_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = process_volume(task, cfg, seed, device, nifti_dir)
+    except DataError as exc:
+        log.warning("rejecting %s", exc)
+        result = VolumeResult(
+            volume=task.volume,
+            source=str(task.path),
+            sequence=sequence_from_filename(task.path.name) or "",
+            label=task.label,
+            status="rejected",
+            field=exc.field or "",
+            reason=exc.problem,
+            seconds=time.perf_counter() - start,
+        )
+    write_result(path, result, key, keep_mask=cfg.keep_masks)
+    return VolumeOutcome(task.volume, result.status, len(result.rows), result.seconds, result.reason)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def prepare_volumes(
+    tasks: Sequence[VolumeTask],
+    out_dir: str | Path,
+    cfg: PrepareConfig,
+    seed: int,
+    *,
+    device: str | None = None,
+    workers: int = 1,
+    shard: tuple[int, int] = (0, 1),
+    nifti: bool = False,
+    progress: Callable[[VolumeOutcome], None] | None = None,
+) -> list[VolumeOutcome]:
+    """Process this shard's share of ``tasks`` (``tasks[I::N]``, excluded volumes skipped).
+
+    ``workers > 1`` runs volumes in that many processes (spawned, so CUDA works in them); every
+    volume's result is independent of the worker count and order. ``progress`` is called in this
+    process once per volume.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / VOLUMES_DIR).mkdir(parents=True, exist_ok=True)
+    i, n = shard
+    todo = [t for t in list(tasks)[i::n] if t.label != "excluded"]
+    outcomes: list[VolumeOutcome] = []
+
+    def _done(o: VolumeOutcome) -> None:
+        outcomes.append(o)
+        if progress is not None:
+            progress(o)
+
+    if workers <= 1 or len(todo) <= 1:
+        for t in todo:
+            _done(run_volume(t, out_dir, cfg, seed, device, nifti))
+        return outcomes
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+    ) as pool:
+        futures = [pool.submit(run_volume, t, out_dir, cfg, seed, device, nifti) for t in todo]
+        try:
+            for fut in cf.as_completed(futures):
+                _done(fut.result())
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    return outcomes
+
+
+# -------------------------------------------------------------------------------- merging
+
+
+class IncompleteError(MagphaseError):
+    """``merge`` found volumes without a result (a shard has not finished)."""
+
+
+@dataclass
+class PrepareSummary:
+    """What :func:`merge_prepared` produced."""
+
+    store: Path
+    n_patches: int
+    n_volumes: int
+    n_rejected: int
+    table1: pd.DataFrame
+    rejects: pd.DataFrame
+    brain_mask_dice: dict[str, float] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "store": str(self.store),
+            "n_patches": self.n_patches,
+            "n_volumes": self.n_volumes,
+            "n_rejected": self.n_rejected,
+            "brain_mask_dice": self.brain_mask_dice,
+            "table1": self.table1.to_dict("records"),
+        }
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def brain_mask_agreement(out_dir: Path, truth_dir: Path, volumes: Sequence[str]) -> dict[str, float] | None:
+    """Dice of the stored brain masks against simulator ground truth ``truth_dir/{stem}.h5``.
+
+    The truth file's ``brain_mask`` (``(S, H, W)``, same grid) is compared slice by slice over the
+    whole volume. Returns mean/min/median over volumes, or None when no truth file is found.
+    """
+    scores = []
+    for v in volumes:
+        truth_file = Path(truth_dir) / f"{v}.h5"
+        mine = result_path(out_dir, v)
+        if not truth_file.exists() or not mine.exists():
+            continue
+        try:
+            with h5py.File(truth_file, "r") as t, h5py.File(mine, "r") as m:
+                if "brain_mask" not in t or "brain_mask" not in m:
+                    continue
+                truth, ours = np.asarray(t["brain_mask"]) > 0, np.asarray(m["brain_mask"]) > 0
+        except OSError:
+            continue
+        if truth.shape != ours.shape:
+            log.warning("%s: truth brain mask %s vs ours %s; not compared", v, truth.shape, ours.shape)
+            continue
+        scores.append(dice(ours, truth))
+    if not scores:
+        return None
+    a = np.asarray(scores)
+    return {"mean": float(a.mean()), "median": float(np.median(a)), "min": float(a.min()), "volumes": len(a)}
+
+
+def merge_prepared(
+    tasks: Sequence[VolumeTask],
+    out_dir: str | Path,
+    cfg: PrepareConfig,
+    seed: int,
+    *,
+    allow_missing: bool = False,
+    truth_dir: str | Path | None = None,
+    figure: bool = True,
+) -> PrepareSummary:
+    """Build the store, rejects report, Table 1 and figure from the per-volume results.
+
+    Raises:
+        IncompleteError: some volume has no result yet (unless ``allow_missing``: then they are
+            reported in rejects.csv as "not processed").
+    """
+    out_dir = Path(out_dir)
+    rejects: list[dict[str, str]] = []
+    headers: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for t in tasks:
+        if t.label == "excluded":
+            rejects.append({"file": str(t.path), "field": "label", "reason": "excluded label"})
+            continue
+        path = result_path(out_dir, t.volume)
+        h = read_result_header(path) if path.exists() else None
+        if h is None or h.get("key") != result_key(t, cfg, seed):
+            missing.append(t.volume)
+            continue
+        if h["status"] != "ok":
+            rejects.append({"file": h["source"], "field": h["field"], "reason": h["reason"]})
+            continue
+        headers.append(h)
+    if missing and not allow_missing:
+        raise IncompleteError(
+            f"{len(missing)} volume(s) not prepared yet with this config (e.g. {missing[0]}); "
+            "run the missing shards first"
+        )
+    rejects += [{"file": v, "field": "", "reason": "not processed"} for v in missing]
+
+    volumes = pd.DataFrame(
+        [{"volume": h["volume"], "sequence": h["sequence"], "label": h["label"]} for h in headers],
+        columns=["volume", "sequence", "label"],
+    )
+    split_of = assign_splits(
+        volumes, seed, cfg.splits.labelled, cfg.splits.unlabeled, cfg.splits.min_volumes_per_split
+    )
+    store_path = out_dir / PATCH_STORE
+    meta = {
+        "stage": "prepare",
+        "seed": seed,
+        "config_hash": config_hash(cfg, seed),
+        "prepare": cfg.model_dump(mode="json"),
+    }
+    manifest_rows: list[dict[str, Any]] = []
+    with StoreWriter(store_path, {"patches": (2, PATCH_SIZE, PATCH_SIZE)}, meta=meta, overwrite=True) as w:
+        for h in sorted(headers, key=lambda h: h["volume"]):
+            rows = [
+                {"patch_id": len(manifest_rows) + k, **r, "split": split_of[h["volume"]]}
+                for k, r in enumerate(h["rows"])
+            ]
+            w.append(rows, patches=read_result_patches(result_path(out_dir, h["volume"])))
+            manifest_rows += rows
+    manifest = pd.DataFrame(manifest_rows)
+    table = (
+        table1(manifest) if len(manifest) else table1(pd.DataFrame(columns=["label", "sequence", "split"]))
+    )
+    write_csv_atomic(table, out_dir / "table1.csv")
+    write_text_atomic(table1_markdown(table), out_dir / "table1.md")
+    reject_frame = pd.DataFrame(rejects, columns=list(REJECT_COLUMNS))
+    write_csv_atomic(reject_frame, out_dir / REJECTS_FILE)
+    agreement = None
+    if truth_dir is not None:
+        agreement = brain_mask_agreement(out_dir, Path(truth_dir), [h["volume"] for h in headers])
+    summary = PrepareSummary(
+        store=store_path,
+        n_patches=len(manifest),
+        n_volumes=len(headers),
+        n_rejected=len(reject_frame),
+        table1=table,
+        rejects=reject_frame,
+        brain_mask_dice=agreement,
+    )
+    write_text_atomic(
+        json.dumps({**summary.to_json(), "config_hash": meta["config_hash"]}, indent=2),
+        out_dir / "summary.json",
+    )
+    if figure and len(manifest):
+        from magphase.report.figures_data import plot_example_patches
+
+        plot_example_patches(store_path, out_dir / "fig2_patches.png", seed=seed)
+    log.info(
+        "prepared %d patches from %d volumes (%d rejected)", len(manifest), len(headers), len(reject_frame)
+    )
+    return summary
+
+
+def find_truth_dir(raw_dir: Path) -> Path | None:
+    """The simulator's ground-truth folder (``truth/`` beside or inside the raw folder), if any."""
+    for cand in (raw_dir / "truth", raw_dir.parent / "truth"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def prepare(
+    raw_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    annotations: str | Path | None = None,
+    file_list: str | Path | None = None,
+    cfg: PrepareConfig | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    workers: int = 1,
+    shard: tuple[int, int] = (0, 1),
+    merge: bool | None = None,
+    process: bool = True,
+    nifti: bool | None = None,
+    progress: Callable[[VolumeOutcome], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> PrepareSummary | None:
+    """The whole stage: discover, process this shard's volumes, and merge.
+
+    Args:
+        merge: None (default) merges only when the run is not sharded; True merges after
+            processing this shard.
+        process: False skips processing: ``process=False, merge=True`` is the cluster "merge
+            step" after every shard finished (it fails if some volume has no result).
+        on_start: called with the number of volumes this call will visit (for a progress bar).
+    Returns:
+        the merge summary, or None when no merge was done.
+    """
+    cfg = cfg or PrepareConfig()
+    tasks = discover_volumes(raw_dir, annotations, file_list, cfg)
+    i, n = shard
+    if process:
+        if on_start is not None:
+            on_start(sum(t.label != "excluded" for t in tasks[i::n]))
+        prepare_volumes(
+            tasks,
+            out_dir,
+            cfg,
+            seed,
+            device=device,
+            workers=workers,
+            shard=shard,
+            nifti=cfg.nifti if nifti is None else nifti,
+            progress=progress,
+        )
+    if merge is None:
+        merge = n == 1
+    if not merge:
+        return None
+    return merge_prepared(tasks, out_dir, cfg, seed, truth_dir=find_truth_dir(Path(raw_dir)))

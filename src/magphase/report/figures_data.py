@@ -1,0 +1,114 @@
+"""Figures of the training data (paper Fig. 2): example patches, magnitude and phase.
+
+Magnitude is drawn in grey on [0, 1] (slices are normalised to their maximum magnitude, so a
+patch's values are comparable across patches); phase with the cyclic colormap ``twilight`` on
+[-pi, pi], so a wrap from +pi to -pi shows no false edge.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from magphase.data.store import Store
+from magphase.mri.complex import magnitude_phase
+
+log = logging.getLogger(__name__)
+
+
+def choose_examples(manifest: pd.DataFrame, n: int, seed: int = 0) -> list[tuple[int | None, int | None]]:
+    """Pick ``n`` (normal index, abnormal index) pairs for display, deterministically.
+
+    Normal examples come from normal volumes (not from the box-free parts of abnormal volumes);
+    abnormal examples prefer patches that contain their whole box, and large boxes (visible
+    lesions), drawn from different volumes where possible.
+    """
+    rng = np.random.default_rng(seed)
+    source = manifest["source_label"] if "source_label" in manifest.columns else manifest["label"]
+    normal = np.flatnonzero(((manifest["label"] == "normal") & (source == "normal")).to_numpy())
+    if normal.size == 0:
+        normal = np.flatnonzero((manifest["label"] == "normal").to_numpy())
+    abnormal_frame = manifest[manifest["label"] == "abnormal"]
+    if len(abnormal_frame) and {"box_row0", "box_row1", "box_col0", "box_col1"} <= set(manifest.columns):
+        area = (abnormal_frame["box_row1"] - abnormal_frame["box_row0"]) * (
+            abnormal_frame["box_col1"] - abnormal_frame["box_col0"]
+        )
+        whole = abnormal_frame[(abnormal_frame["box_overlap"] >= 0.999) & (area >= area.quantile(0.5))]
+        if len(whole):
+            abnormal_frame = whole
+    abnormal_frame = abnormal_frame.drop_duplicates("volume") if len(abnormal_frame) else abnormal_frame
+    abnormal = abnormal_frame.index.to_numpy()
+    normal = rng.permutation(normal)[:n]
+    abnormal = rng.permutation(abnormal)[:n]
+    return [
+        (int(normal[i]) if i < len(normal) else None, int(abnormal[i]) if i < len(abnormal) else None)
+        for i in range(max(len(normal), len(abnormal), 0))
+    ][:n]
+
+
+def plot_example_patches(
+    store: str | Path | Store, out_png: str | Path, seed: int = 0, n_rows: int = 2
+) -> Path:
+    """Fig. 2: rows of [magnitude, phase] for a normal and an abnormal patch; written atomically.
+
+    Abnormal patches get their annotation box outlined (dashed) when the manifest has box columns.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    st = store if isinstance(store, Store) else Store(store)
+    m = st.manifest
+    pairs = choose_examples(m, n_rows, seed)
+    n_rows = max(1, len(pairs))
+    fig, axes = plt.subplots(n_rows, 4, figsize=(12, 3.1 * n_rows + 0.3), squeeze=False)
+    im_mag = im_phase = None
+    for r in range(n_rows):
+        pair = pairs[r] if r < len(pairs) else (None, None)
+        for k, (idx, cls) in enumerate(zip(pair, ("Normal", "Abnormal"), strict=True)):
+            ax_mag, ax_ph = axes[r, 2 * k], axes[r, 2 * k + 1]
+            for ax in (ax_mag, ax_ph):
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if idx is None:
+                ax_mag.set_title(f"(no {cls.lower()} patch)")
+                continue
+            mag, phase = magnitude_phase(st.read("patches", idx))
+            row = m.iloc[idx]
+            im_mag = ax_mag.imshow(mag, cmap="gray", vmin=0, vmax=1)
+            im_phase = ax_ph.imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)
+            ax_mag.set_title(f"Magnitude ({cls})\n{row['sequence']}, slice {row['slice']}", fontsize=9)
+            ax_ph.set_title(f"Phase ({cls})", fontsize=9)
+            if cls == "Abnormal" and "box_row0" in m.columns and int(row["box_row0"]) >= 0:
+                r0, c0 = int(row["box_row0"]) - int(row["row"]), int(row["box_col0"]) - int(row["col"])
+                h, w = (
+                    int(row["box_row1"]) - int(row["box_row0"]),
+                    int(row["box_col1"]) - int(row["box_col0"]),
+                )
+                for ax in (ax_mag, ax_ph):
+                    ax.add_patch(
+                        Rectangle((c0 - 0.5, r0 - 0.5), w, h, fill=False, ec="yellow", ls="--", lw=1.0)
+                    )
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    if im_mag is not None:
+        cax = fig.add_axes((0.935, 0.55, 0.012, 0.35))
+        fig.colorbar(im_mag, cax=cax, label="magnitude")
+    if im_phase is not None:
+        cax = fig.add_axes((0.935, 0.1, 0.012, 0.35))
+        cb = fig.colorbar(im_phase, cax=cax, label="phase (rad)")
+        cb.set_ticks([-np.pi, 0, np.pi], labels=["-π", "0", "π"])
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(f".{out_png.stem}.{uuid.uuid4().hex}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out_png)
+    log.info("wrote %s", out_png)
+    return out_png
