@@ -1,6 +1,6 @@
 """Worker launched by ``torchrun`` from test_ddp.py: trains the tiny task and saves each rank's weights.
 
-Usage: ``python -m torch.distributed.run --nproc_per_node=2 ddp_worker.py OUT_DIR STEPS BATCH [--weighted]``
+Usage: ``python -m torch.distributed.run --nproc_per_node=2 ddp_worker.py OUT_DIR STEPS BATCH``
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from magphase.training import TrainSettings, fit, shutdown_distributed  # noqa: 
 
 def main() -> None:
     out_dir, steps, batch = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    weighted = "--weighted" in sys.argv
     torch.set_num_threads(1)
     dataset = tiny_dataset()
-    weights = np.linspace(1.0, 3.0, len(dataset)) if weighted else None
     settings = TrainSettings(
         steps=steps,
         batch_size=batch,
@@ -36,11 +34,13 @@ def main() -> None:
         deterministic=True,
         device="cpu",
     )
-    result = fit(TinyRegression(), dataset, settings, out_dir / "run", sample_weights=weights)
     rank = int(os.environ["RANK"])
-    state = {f"model.{k}": v for k, v in result.model.state_dict().items()}
-    state |= {f"ema.{k}": v for k, v in result.ema_model.state_dict().items()}
-    torch.save(state, out_dir / f"rank{rank}.pt")
+    # Two fits in one process group: the second reuses the group (as `magphase run` does across stages).
+    for variant, weights in (("uniform", None), ("weighted", np.linspace(1.0, 3.0, len(dataset)))):
+        result = fit(TinyRegression(), dataset, settings, out_dir / variant, sample_weights=weights)
+        state = {f"model.{k}": v for k, v in result.model.state_dict().items()}
+        state |= {f"ema.{k}": v for k, v in result.ema_model.state_dict().items()}
+        torch.save(state, out_dir / f"{variant}_rank{rank}.pt")
     shutdown_distributed()
 
 

@@ -126,17 +126,20 @@ class TrainTaskBase:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """Sent to ``progress`` on rank 0: once at the start (``metrics`` empty), then every ``log_every``.
+    """Sent to ``progress`` on rank 0: once at the start, then after every update.
 
     Attributes:
-        step: completed updates.
+        step: completed updates (the start event carries the resumed step, 0 for a fresh run).
         total_steps: ``settings.steps``.
-        metrics: the ``metrics.jsonl`` row just written (loss terms, lr, samples_per_s, ...).
+        metrics: the latest ``metrics.jsonl`` row (loss terms, lr, samples_per_s, ...); empty before the
+            first row. It is refreshed every ``log_every`` steps.
+        logged: True when ``metrics`` was written at this very step.
     """
 
     step: int
     total_steps: int
     metrics: dict[str, float]
+    logged: bool = False
 
 
 @dataclass(frozen=True)
@@ -354,7 +357,7 @@ def fit(
         sample_weights: per-item weights (length ``len(dataset)``): sample with replacement with
             probability proportional to the weight (class/sequence balancing). None: reshuffled epochs.
         collate_fn: DataLoader collate function.
-        progress: called on rank 0 with a :class:`ProgressEvent` at the start and every ``log_every`` steps
+        progress: called on rank 0 with a :class:`ProgressEvent` at the start and after every update
             (the CLI passes :class:`magphase.training.progress.TqdmProgress`). Library code never prints.
         on_checkpoint: called on rank 0 with a :class:`CheckpointEvent` after each checkpoint.
     Returns:
@@ -537,7 +540,7 @@ def _fit(
             "settings": settings.model_dump(mode="json"),
             "model_config": model_config,
             "elapsed_s": elapsed,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
         }
         atomic_torch_save(payload, ckpt_path)
         export_ema(
@@ -624,10 +627,13 @@ def _fit(
                 last_metrics = row
                 if writer is not None:
                     writer.write(row)
-                    if progress is not None:
-                        progress(ProgressEvent(step=done, total_steps=settings.steps, metrics=row))
                 sums, n_accumulated = {}, 0
                 t_log, step_log = now, done
+                logged = True
+            else:
+                logged = False
+            if progress is not None and info.is_main:
+                progress(ProgressEvent(done, settings.steps, last_metrics, logged))
 
             if info.is_main and settings.keep_every and done % settings.keep_every == 0:
                 save_snapshot(ema.module.state_dict(), out_dir, step=done, model_config=model_config)

@@ -31,7 +31,7 @@ class TqdmProgress:
                 **self.tqdm_kwargs,
             )
         self._bar.update(event.step - self._bar.n)
-        if event.metrics:
+        if event.logged:
             m = event.metrics
             self._bar.set_postfix(
                 loss=f"{m.get('loss', float('nan')):.4g}",
