@@ -106,7 +106,8 @@ def test_loss_must_be_float32_scalar(tmp_path: Path) -> None:
         fit(Float64Loss(), tiny_dataset(), _settings(steps=1, warmup_steps=0), tmp_path)
 
 
-def test_bf16_autocast_runs_on_cpu(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("amp", "dtype"), [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_autocast_runs_on_cpu(tmp_path: Path, amp: str, dtype: torch.dtype) -> None:
     seen: list[torch.dtype] = []
 
     class Recording(TinyRegression):
@@ -114,8 +115,9 @@ def test_bf16_autocast_runs_on_cpu(tmp_path: Path) -> None:
             seen.append(model[0](batch[0]).dtype)  # a Linear under autocast computes in bf16
             return super().loss(model, batch, step)
 
-    result = fit(Recording(), tiny_dataset(), _settings(amp="bf16", steps=3), tmp_path)
-    assert seen[0] == torch.bfloat16
+    result = fit(Recording(), tiny_dataset(), _settings(amp=amp, steps=3), tmp_path)
+    assert seen[0] == dtype
+    assert bool(load_checkpoint(tmp_path)["scaler"]) == (amp == "fp16")  # GradScaler state for fp16 only
     assert result.model[0].weight.dtype == torch.float32  # master weights stay float32
     assert torch.isfinite(torch.tensor(result.last_metrics["loss"]))
     assert resolve_amp("auto", torch.device("cpu")) is None

@@ -107,19 +107,20 @@ def capture_rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: Mapping[str, Any]) -> None:
     """Inverse of :func:`capture_rng_state`."""
-    words = tuple(int(v) for v in state["python"].tolist())
+    # every tensor back to the CPU: torch.set_rng_state and numpy need host memory
+    words = tuple(int(v) for v in state["python"].cpu().tolist())
     random.setstate((int(state["python_version"]), words, state["python_gauss"]))
     np.random.set_state(  # noqa: NPY002
         (
             state["numpy_name"],
-            state["numpy"].numpy().astype(np.uint32),
+            state["numpy"].cpu().numpy().astype(np.uint32),
             int(state["numpy_pos"]),
             int(state["numpy_has_gauss"]),
             float(state["numpy_gauss"]),
         )
     )
-    torch.set_rng_state(state["torch"])
-    cuda_states = state.get("cuda") or []
+    torch.set_rng_state(state["torch"].cpu())
+    cuda_states = [s.cpu() for s in state.get("cuda") or []]
     if cuda_states and torch.cuda.is_available():
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)

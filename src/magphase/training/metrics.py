@@ -77,14 +77,19 @@ def plot_loss_curves(metrics_path: str | Path, png_path: str | Path, title: str 
     terms = sorted({k for r in rows for k in r if k not in NON_LOSS_KEYS and isinstance(r[k], (int, float))})
     terms.sort(key=lambda k: (k != "loss", k))
 
-    fig = Figure(figsize=(11, 4), layout="constrained")
+    fig = Figure(figsize=(12, 4))
     ax_loss, ax_grad, ax_lr = fig.subplots(1, 3)
+    # fixed margins: a layout engine would cost more than the drawing itself
+    fig.subplots_adjust(left=0.075, right=0.98, bottom=0.13, top=0.86, wspace=0.34)
     all_positive = True
     for key in terms:
         ys = [r.get(key, math.nan) for r in rows]
         finite = [y for y in ys if math.isfinite(y)]
         all_positive &= all(y > 0 for y in finite)
-        ax_loss.plot(steps, ys, label=key, lw=2.0 if key == "loss" else 1.2)
+        if key == "loss":  # black dashed on top: stays visible when a term equals the total
+            ax_loss.plot(steps, ys, label=key, color="black", ls="--", lw=1.6, zorder=3)
+        else:
+            ax_loss.plot(steps, ys, label=key, lw=1.2)
     if terms and all_positive:
         ax_loss.set_yscale("log")
     ax_loss.set(xlabel="step", ylabel="loss (interval mean)", title="loss terms")
