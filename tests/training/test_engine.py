@@ -182,3 +182,11 @@ def test_move_to_device_handles_nested_batches() -> None:
     batch = {"a": torch.ones(2), "b": [torch.zeros(1), "text"], "c": (torch.ones(1), 3)}
     moved = move_to_device(batch, torch.device("cpu"))
     assert torch.equal(moved["a"], batch["a"]) and moved["b"][1] == "text" and moved["c"][1] == 3
+
+
+def test_worker_processes_give_the_same_training(tmp_path: Path) -> None:
+    data, task = tiny_dataset(), TinyRegression(input_noise=0.1)
+    inline = fit(task, data, _settings(steps=4), tmp_path / "w0")
+    workers = fit(task, data, _settings(steps=4, num_workers=1), tmp_path / "w1")
+    for v, w in zip(inline.model.state_dict().values(), workers.model.state_dict().values(), strict=True):
+        assert torch.equal(v, w)

@@ -469,6 +469,15 @@ def _fit(
         }
         if changed and info.is_main:
             log.warning("resuming with settings that differ from the checkpoint's (old, new): %s", changed)
+        saved_sampler = state.get("sampler", {})
+        now_sampler = {"kind": "uniform" if sample_weights is None else "weighted", "num_items": len(dataset)}
+        if info.is_main and any(saved_sampler.get(k) != v for k, v in now_sampler.items()):
+            log.warning(
+                "resuming on different data (checkpoint %s, now %s): the data order will not match an "
+                "uninterrupted run",
+                {k: saved_sampler.get(k) for k in now_sampler},
+                now_sampler,
+            )
         if info.is_main:
             truncate_metrics(metrics_path, start_step)
             log.info("resumed from %s at step %d", ckpt_path, start_step)
