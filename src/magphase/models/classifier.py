@@ -1,0 +1,169 @@
+"""Binary classifier of the evaluation experiments: a ResNet with squeeze-and-excitation (paper 2.4).
+
+Input: float32 ``B x C x H x W`` with ``C = 2`` channels ``[real, imag]`` (latents ``2 x 48 x 48`` for
+real-vs-synthetic, decoded patches ``2 x 96 x 96`` downstream; any ``H, W`` works because the head pools
+globally). Output: one logit per item, shape ``(B,)``; ``sigmoid(logit)`` is the probability of the
+positive class (synthetic, or abnormal).
+
+Layout: a 3x3 stem conv (stride ``stem_stride``: 1 for latents, 2 for patches, so both reach the same
+feature-map sizes), then stages of basic residual blocks (two 3x3 convs, batch norm, ReLU) whose residual
+branch is recalibrated by a squeeze-and-excitation gate before the skip is added (Hu et al., SE-ResNet).
+Each stage after the first halves the resolution. Global average pooling, dropout, a linear head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+#: Feature-map size the stem aims at: inputs larger than this are downsampled by the stem.
+_STEM_TARGET = 48
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel gate: ``x * sigmoid(W2 relu(W1 mean_hw(x)))``, shape preserving ``B x C x H x W``."""
+
+    def __init__(self, channels: int, reduction: int = 8, min_hidden: int = 4):
+        super().__init__()
+        hidden = max(min_hidden, channels // reduction)
+        self.squeeze = nn.AdaptiveAvgPool2d(1)
+        self.excite = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.excite(self.squeeze(x))
+
+
+class SEBasicBlock(nn.Module):
+    """Basic residual block with an SE gate on the residual branch: ``relu(skip(x) + se(f(x)))``."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, se_reduction: int = 8):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.se = SqueezeExcitation(out_channels, se_reduction)
+        self.relu = nn.ReLU(inplace=True)
+        self.skip: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.skip = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.relu(self.bn1(self.conv1(x)))
+        h = self.se(self.bn2(self.conv2(h)))
+        return self.relu(self.skip(x) + h)
+
+
+def default_stem_stride(input_size: int) -> int:
+    """Stem stride for a square input of side ``input_size``: 1 for 48 x 48 latents, 2 for 96 x 96 patches."""
+    return max(1, int(input_size) // _STEM_TARGET)
+
+
+class ResNetSEClassifier(nn.Module):
+    """SE-ResNet for binary classification of 2-channel complex images or latents.
+
+    Args:
+        in_channels: input channels (2: ``[real, imag]``; the magnitude-only ablation feeds ``[|x|, 0]``).
+        widths: channels of each stage.
+        blocks: residual blocks per stage.
+        se_reduction: squeeze-excitation bottleneck factor.
+        stem_stride: stride of the stem conv.
+        dropout: dropout probability before the head.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 2,
+        widths: Sequence[int] = (16, 32, 64),
+        blocks: Sequence[int] = (1, 1, 1),
+        se_reduction: int = 8,
+        stem_stride: int = 1,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if len(widths) != len(blocks) or not widths:
+            raise ValueError(
+                f"widths {tuple(widths)} and blocks {tuple(blocks)} need the same non-zero length"
+            )
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, stride=stem_stride, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        stages: list[nn.Module] = []
+        channels = widths[0]
+        for i, (width, n_blocks) in enumerate(zip(widths, blocks, strict=True)):
+            layers = []
+            for j in range(n_blocks):
+                stride = 2 if (i > 0 and j == 0) else 1
+                layers.append(SEBasicBlock(channels, width, stride, se_reduction))
+                channels = width
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(channels, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        # Zero-init the last norm of each residual branch: every block starts as the identity, which
+        # trains deeper nets stably with large learning rates (Goyal et al. 2017).
+        for m in self.modules():
+            if isinstance(m, SEBasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Pooled features ``B x widths[-1]``."""
+        return self.pool(self.stages(self.stem(x))).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B,)`` for input ``B x C x H x W``."""
+        return self.head(self.dropout(self.features(x))).squeeze(1)
+
+
+def build_classifier(model_config: dict[str, Any]) -> ResNetSEClassifier:
+    """Rebuild a classifier from the ``model_config`` dict its training run wrote (``ema.json``).
+
+    Keys: ``in_channels``, ``widths``, ``blocks``, ``se_reduction``, ``stem_stride``, ``dropout``
+    (other keys, e.g. ``input_size`` or ``input_mode``, are ignored here).
+    """
+    return ResNetSEClassifier(
+        in_channels=int(model_config.get("in_channels", 2)),
+        widths=tuple(int(w) for w in model_config["widths"]),
+        blocks=tuple(int(b) for b in model_config["blocks"]),
+        se_reduction=int(model_config.get("se_reduction", 8)),
+        stem_stride=int(model_config.get("stem_stride", 1)),
+        dropout=float(model_config.get("dropout", 0.0)),
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = [
+    "ResNetSEClassifier",
+    "SEBasicBlock",
+    "SqueezeExcitation",
+    "build_classifier",
+    "count_parameters",
+    "default_stem_stride",
+]
