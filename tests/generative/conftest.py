@@ -76,6 +76,15 @@ def write_latent_store(path, n_per_group: int = 6, size: int = 8, seed: int = 0,
     return path
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors: intra-op threads only add synchronisation (and spin badly on a shared machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def make_unet():
     """Factory ``make_unet(seed=0, class_conditioning=False, randomize=True)`` of tiny 8 x 8 U-Nets."""

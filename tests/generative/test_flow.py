@@ -1,0 +1,223 @@
+"""Stage-1/stage-2 tasks on tiny latent stores through the real training engine."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from magphase.config import MagphaseConfig
+from magphase.config.flow import UNetConfig
+from magphase.config.training import TrainSettings
+from magphase.conventions import CLASS_TOKEN_INDEX, NULL_CLASS, NULL_SEQUENCE, SEQUENCE_INDEX, UNKNOWN_CLASS
+from magphase.data.store import StoreWriter
+from magphase.errors import ConfigError, DataError
+from magphase.generative.flow import (
+    LatentFlowDataset,
+    Stage1Task,
+    Stage2Task,
+    class_tokens,
+    flow_weights,
+    is_new_conditioning_parameter,
+    list_flow_snapshots,
+    load_flow_model,
+    select_flow_snapshot,
+    stage2_sample_weights,
+    train_stage1,
+    train_stage2,
+)
+from magphase.generative.path import TimeSampler
+from magphase.training import fit, load_ema_weights
+
+TINY = UNetConfig(
+    base_channels=8,
+    channel_mults=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(4,),
+    num_heads=2,
+    emb_dim=16,
+    time_features=8,
+    groups=4,
+)
+SHAPE = (2, 8, 8)
+
+
+def _settings(steps, **kw):
+    base = dict(
+        steps=steps,
+        batch_size=16,
+        lr=3e-3,
+        warmup_steps=0,
+        ema_decay=0.9,
+        checkpoint_every=steps,
+        log_every=max(1, steps // 4),
+        device="cpu",
+        seed=0,
+    )
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def _randomised_stage1_weights(seed=0):
+    torch.manual_seed(seed)
+    model = Stage1Task(TINY, TimeSampler("uniform"), SHAPE).build_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_class_tokens_and_unknown_sequences():
+    seqs = np.array(["AXFLAIR", "AXT1", "AXT2", "AXT1PRE", "AXT1POST"])
+    labels = np.array(["normal", "abnormal", "abnormal", "normal", "unlabeled"])
+    tok = class_tokens(seqs, labels)
+    expected = [CLASS_TOKEN_INDEX[x] for x in ("normal", "abnormal", "unknown", "unknown", "unknown")]
+    np.testing.assert_array_equal(tok, expected)
+
+
+def test_dataset_items_and_balanced_weights(latent_store):
+    ds = LatentFlowDataset(latent_store, split="train")
+    item = ds[0]
+    assert item["mu"].shape == SHAPE and item["mu"].dtype == torch.float32
+    assert item["sequence"].dtype == torch.int64 and item["class_token"].dtype == torch.int64
+    w = stage2_sample_weights(ds)
+    assert np.isclose(w.sum(), 1)
+    for seq in np.unique(ds.sequences):  # every sequence equally often
+        assert np.isclose(w[ds.sequences == seq].sum(), 1 / 5)
+    axt1 = ds.sequences == SEQUENCE_INDEX["AXT1"]  # 6 normal vs 12 abnormal in the fixture
+    mass = {c: w[axt1 & (ds.class_tokens == CLASS_TOKEN_INDEX[c])].sum() for c in ("normal", "abnormal")}
+    assert np.isclose(mass["normal"], mass["abnormal"])
+    assert (ds.class_tokens[ds.sequences == SEQUENCE_INDEX["AXT2"]] == UNKNOWN_CLASS).all()
+
+
+def test_dataset_rejects_bad_stores(tmp_path, latent_store):
+    with StoreWriter(tmp_path / "p", {"patches": (2, 4, 4)}) as w:
+        w.append(
+            [dict(patch_id=0, sequence="AXT1", label="normal", split="train")], patches=np.zeros((1, 2, 4, 4))
+        )
+    with pytest.raises(DataError, match="mu"):
+        LatentFlowDataset(tmp_path / "p")
+    with pytest.raises(DataError, match="split"):
+        LatentFlowDataset(latent_store, split="test")
+    with StoreWriter(tmp_path / "q", {"mu": SHAPE, "logvar": SHAPE}) as w:
+        w.append(
+            [dict(patch_id=0, sequence="T2STAR", label="normal", split="train")],
+            mu=np.zeros((1, *SHAPE)),
+            logvar=np.zeros((1, *SHAPE)),
+        )
+    with pytest.raises(DataError, match="sequence"):
+        LatentFlowDataset(tmp_path / "q")
+
+
+def test_posterior_draws_are_fresh_and_mean_is_mu():
+    batch = {"mu": torch.zeros(4000, 1), "logvar": torch.full((4000, 1), np.log(0.25))}
+    task = Stage1Task(TINY, TimeSampler(), SHAPE, latents="posterior")
+    a, b = task.draw_latents(batch), task.draw_latents(batch)
+    assert not torch.equal(a, b)
+    assert abs(a.std().item() - 0.5) < 0.03
+    mean_task = Stage1Task(TINY, TimeSampler(), SHAPE, latents="mean")
+    assert torch.equal(mean_task.draw_latents(batch), batch["mu"])
+    with pytest.raises(ConfigError):
+        Stage1Task(TINY, TimeSampler(), SHAPE, latents="mode")
+
+
+def test_condition_dropout_rates():
+    torch.manual_seed(0)
+    batch = {
+        "sequence": torch.zeros(20000, dtype=torch.long),
+        "class_token": torch.ones(20000, dtype=torch.long),
+    }
+    seq, label = Stage1Task(TINY, TimeSampler(), SHAPE, sequence_dropout=0.1).condition(batch)
+    assert label is None and abs((seq == NULL_SEQUENCE).float().mean().item() - 0.1) < 0.01
+    _, weights = _randomised_stage1_weights()
+    task = Stage2Task(TINY, TimeSampler(), SHAPE, weights, 1, sequence_dropout=0.0, class_dropout=0.25)
+    seq, label = task.condition(batch)
+    assert (seq == 0).all() and abs((label == NULL_CLASS).float().mean().item() - 0.25) < 0.01
+
+
+def test_stage2_at_init_equals_stage1():
+    stage1, weights = _randomised_stage1_weights(seed=1)
+    stage2 = Stage2Task(TINY, TimeSampler(), SHAPE, weights, phase=1).build_model()
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(4, *SHAPE, generator=g), torch.rand(4, generator=g)
+    seq = torch.tensor([0, 1, 2, 5])
+    ref = stage1(x, t, seq)
+    for token in range(4):
+        torch.testing.assert_close(stage2(x, t, seq, torch.full((4,), token)), ref, rtol=0, atol=0)
+    trainable = [n for n, p in stage2.named_parameters() if p.requires_grad]
+    assert trainable == ["condition.class_embedding.weight"]
+
+
+def test_phase1_leaves_pretrained_weights_bit_identical(tmp_path, latent_store):
+    _, weights = _randomised_stage1_weights(seed=2)
+    ds = LatentFlowDataset(latent_store)
+    task = Stage2Task(TINY, TimeSampler(), SHAPE, weights, phase=1, class_dropout=0.1)
+    result = fit(
+        task, ds, _settings(6, weight_decay=0.1), tmp_path / "p1", sample_weights=stage2_sample_weights(ds)
+    )
+    for model in (result.model, result.ema_model):
+        state = model.state_dict()
+        for name, value in weights.items():
+            assert torch.equal(state[name], value), name
+        assert state["condition.class_embedding.weight"].abs().sum() > 0  # the new embedding learned
+
+
+def test_phase2_param_groups_lower_pretrained_lr(tmp_path, latent_store):
+    _, weights = _randomised_stage1_weights(seed=3)
+    task = Stage2Task(TINY, TimeSampler(), SHAPE, weights, phase=2, pretrained_lr_scale=0.1)
+    model = task.build_model()
+    assert all(p.requires_grad for p in model.parameters())
+    groups = [g for g in task.param_groups(model) if g["params"]]
+    by_name = {n: p for n, p in model.named_parameters()}
+    for g in groups:
+        names = [n for n, p in by_name.items() if any(p is q for q in g["params"])]
+        new = {is_new_conditioning_parameter(n) for n in names}
+        assert len(new) == 1
+        assert g["lr_scale"] == (1.0 if new.pop() else 0.1)
+    assert sum(len(g["params"]) for g in groups) == len(by_name)
+    result = fit(task, LatentFlowDataset(latent_store), _settings(3), tmp_path / "p2")
+    changed = [n for n, v in weights.items() if not torch.equal(result.model.state_dict()[n], v)]
+    assert len(changed) > len(weights) // 2  # pretrained weights train in phase 2
+
+
+def _tiny_config(tmp_path, store, steps=40):
+    cfg = MagphaseConfig()
+    flow = cfg.flow.model_copy(
+        update=dict(
+            unet=TINY,
+            latent_store=str(store),
+            time_sampling=cfg.flow.time_sampling.model_copy(update=dict(distribution="uniform")),
+            stage1=cfg.flow.stage1.model_copy(update=dict(train=_settings(steps, keep_every=steps // 2))),
+            stage2=cfg.flow.stage2.model_copy(
+                update=dict(phase1=_settings(5), phase2=_settings(steps // 3, keep_every=steps // 6))
+            ),
+        )
+    )
+    return cfg.model_copy(update=dict(flow=flow, device="cpu"))
+
+
+@pytest.mark.slow
+def test_two_stages_train_reduce_loss_and_export(tmp_path, latent_store):
+    cfg = _tiny_config(tmp_path, latent_store, steps=60)
+    run = tmp_path / "run"
+    r1 = train_stage1(cfg, run)
+    rows = [json.loads(line) for line in r1.metrics_path.read_text().splitlines()]
+    assert rows[-1]["loss"] < 0.7 * rows[0]["loss"], (rows[0]["loss"], rows[-1]["loss"])
+    assert sorted(list_flow_snapshots(run, 1)) == [30, 60]
+    model1 = load_flow_model(flow_weights(run, 1))
+    assert not model1.class_conditioned
+    # Model selection: a recorded snapshot becomes the stage's weights (and stage 2's starting point).
+    select_flow_snapshot(run, 1, 30, criterion="realfake_auroc", value=0.61)
+    assert flow_weights(run, 1) == list_flow_snapshots(run, 1)[30]
+    with pytest.raises(ConfigError):
+        select_flow_snapshot(run, 1, 7)
+
+    r2 = train_stage2(cfg, run)
+    assert r2.step == 20 and sorted(list_flow_snapshots(run, 2)) == [10, 20]
+    model2 = load_flow_model(flow_weights(run, 2))
+    assert model2.class_conditioned
+    # Phase 1 started from the selected stage-1 snapshot and kept those weights.
+    start = load_ema_weights(list_flow_snapshots(run, 1)[30])
+    phase1 = load_ema_weights(run / "flow" / "stage2" / "phase1" / "ema.safetensors")
+    assert all(torch.equal(phase1[k], v) for k, v in start.items())
+    assert json.loads((run / "flow" / "stage2" / "done.json").read_text())["step"] == 20
