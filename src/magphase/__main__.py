@@ -1,0 +1,5 @@
+"""``python -m magphase`` entry point."""
+
+from magphase.cli import main
+
+main()
