@@ -86,6 +86,7 @@ def write_phantom_volume(
     shape: tuple[int, int] = RECON,
     lesion: tuple[int, int, int, int] | None = None,
     noise: float = 0.002,
+    acquisition: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Write a phantom as fastMRI multi-coil k-space (2x readout oversampling); return its truth."""
     images, brains, lesions = head_phantom(rng, n_slices, shape, lesion)
@@ -107,7 +108,7 @@ def write_phantom_volume(
         tr_ms=9000.0,
         te_ms=100.0,
     )
-    write_volume(path, kspace, header)
+    write_volume(path, kspace, header, attrs={"acquisition": acquisition} if acquisition else None)
     return images, brains, lesions
 
 

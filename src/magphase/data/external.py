@@ -126,7 +126,9 @@ def combine_external(path: Path, cfg: PrepareConfig, device: str | None = None) 
             ]
         )
     try:
-        images = espirit_combine(kspace, oversampling=None, recon_size=None, device=device, **cfg.espirit)
+        images = espirit_combine(
+            kspace, oversampling=None, recon_size=None, device=device, source=path, **cfg.espirit
+        )
     except (ValueError, RuntimeError) as exc:
         raise DataError(path, "kspace", f"coil combination failed: {exc}") from exc
     images = np.asarray(images, np.complex64)

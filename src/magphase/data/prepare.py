@@ -250,7 +250,7 @@ def combine_volume(
         header, sequence = vol.header, vol.sequence
     try:
         images = espirit_combine(
-            kspace, oversampling=None, recon_size=recon_shape, device=device, **cfg.espirit
+            kspace, oversampling=None, recon_size=recon_shape, device=device, source=path, **cfg.espirit
         )
     except (ValueError, RuntimeError) as exc:
         raise DataError(path, "kspace", f"coil combination failed: {exc}") from exc
@@ -750,6 +750,7 @@ def prepare(
     merge: bool | None = None,
     process: bool = True,
     nifti: bool | None = None,
+    figure: bool = True,
     progress: Callable[[VolumeOutcome], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> PrepareSummary | None:
@@ -760,6 +761,7 @@ def prepare(
             processing this shard.
         process: False skips processing: ``process=False, merge=True`` is the cluster "merge
             step" after every shard finished (it fails if some volume has no result).
+        figure: draw ``fig2_patches.png`` when merging.
         on_start: called with the number of volumes this call will visit (for a progress bar).
     Returns:
         the merge summary, or None when no merge was done.
@@ -785,4 +787,4 @@ def prepare(
         merge = n == 1
     if not merge:
         return None
-    return merge_prepared(tasks, out_dir, cfg, seed, truth_dir=find_truth_dir(Path(raw_dir)))
+    return merge_prepared(tasks, out_dir, cfg, seed, truth_dir=find_truth_dir(Path(raw_dir)), figure=figure)

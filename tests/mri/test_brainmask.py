@@ -1,0 +1,55 @@
+"""Magnitude brain mask: agreement with known masks, skull/scalp stripped, empty slices."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from magphase.mri.brainmask import BrainMaskParams, brain_mask, brain_mask_slice, dice, otsu_threshold
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from prepare_fixtures import head_phantom  # noqa: E402
+
+
+def test_dice():
+    a = np.zeros((10, 10), bool)
+    b = np.zeros((10, 10), bool)
+    assert dice(a, b) == 1.0
+    a[:5] = True
+    b[:5, :5] = True
+    assert dice(a, b) == pytest.approx(2 * 25 / 75)
+
+
+def test_otsu_matches_skimage(rng):
+    from skimage.filters import threshold_otsu
+
+    values = np.concatenate([rng.normal(0.1, 0.03, 5000), rng.normal(0.6, 0.1, 3000)])
+    assert otsu_threshold(values) == pytest.approx(threshold_otsu(values, nbins=256), abs=0.01)
+
+
+def test_mask_matches_phantom_brain_and_strips_the_scalp(rng):
+    images, truth, _ = head_phantom(rng, n_slices=4, shape=(192, 192))
+    noisy = images + 0.01 * (rng.standard_normal(images.shape) + 1j * rng.standard_normal(images.shape))
+    masks = brain_mask(np.abs(noisy))
+    assert masks.shape == truth.shape and masks.dtype == bool
+    for s in range(4):
+        assert dice(masks[s], truth[s]) >= 0.9
+        # Conservative: (almost) nothing outside the true brain, in particular no scalp.
+        assert (masks[s] & ~truth[s]).sum() <= 0.01 * masks[s].sum()
+    # The skull and scalp ring is bright in magnitude yet never in the mask.
+    scalp = (np.abs(images[1]) > 0.7) & ~truth[1]
+    assert scalp.any() and not (masks[1] & scalp).any()
+
+
+def test_mask_scales_with_image_size(rng):
+    images, truth, _ = head_phantom(rng, n_slices=1, shape=(320, 320))
+    assert dice(brain_mask_slice(np.abs(images[0])), truth[0]) >= 0.9
+
+
+def test_empty_and_noise_slices_have_no_brain(rng):
+    assert not brain_mask_slice(np.zeros((64, 64))).any()
+    noise = np.abs(rng.standard_normal((128, 128)) + 1j * rng.standard_normal((128, 128)))
+    assert not brain_mask_slice(noise, BrainMaskParams()).any()
+    with pytest.raises(ValueError):
+        brain_mask(np.zeros((4, 4)))
