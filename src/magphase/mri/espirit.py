@@ -19,10 +19,12 @@ Algorithm, per slice (k-space ``(C, H, W)``, last two axes = readout, phase enco
 6. pixels whose eigenvalue is ``<= crop`` get zero maps.
 
 Speed: step 5 is the cost (a ``C x C`` eigenproblem per pixel: BART spends ~3.4 s per
-16-coil 640 x 320 slice on it). Sensitivities are smooth, so by default the eigenproblem is solved
-on a grid ``eig_downsample`` times coarser per axis and the eigenvectors (after the smooth phase
-reference below) and eigenvalues are bicubically upsampled, renormalised and re-referenced at full
-resolution. ``eig_downsample=1`` gives the exact full-resolution result. The accuracy cost is
+16-coil 640 x 320 slice on it). ``G`` has only ``2k - 1`` frequencies per axis (in cycles per
+FOV, whatever the matrix size), so the sensitivities are smooth on the scale of the FOV: by default
+the eigenproblem is solved on ``eig_grid = 64`` samples per axis, and the eigenvectors (after the
+smooth phase reference below) and eigenvalues are interpolated to the pixels with separable
+periodic cubic convolution (two small matrix products), then renormalised, re-referenced and cropped
+pixel by pixel. ``eig_grid=None`` solves at every pixel (the exact result). The accuracy cost is
 measured in ``docs/coil-combination.md``.
 
 Phase reference: eigenvectors have an arbitrary per-pixel phase. Maps are rotated so that the
@@ -41,12 +43,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ArrayLike = np.ndarray | torch.Tensor
 
 # Complex elements of the per-pixel C x C matrices held at once (bounds memory for big volumes).
-_MAX_MATRIX_ELEMENTS = 2**25
+_MAX_MATRIX_ELEMENTS = 2**23
+# Calibration-matrix eigenproblem precision (complex128 changes the combined image by < 1e-6).
+_CALIBRATION_DTYPE = torch.complex64
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ class EspiritParams:
         crop: zero the maps where the dominant eigenvalue is ``<= crop``.
         max_iter: power iterations after the squaring stage.
         num_squarings: repeated squarings ``G -> G @ G`` before iterating (G**(2**n)).
-        eig_downsample: solve the eigenproblem on a grid this many times coarser per axis.
+        eig_grid: solve the eigenproblem on ``eig_grid`` samples per axis (uniform over the FOV,
+            capped at the image size) and interpolate; ``None``: at every pixel.
     """
 
     calib_size: int = 24
@@ -69,7 +73,7 @@ class EspiritParams:
     crop: float = 0.95
     max_iter: int = 2
     num_squarings: int = 6
-    eig_downsample: int = 4
+    eig_grid: int | None = 64
 
 
 def _to_tensor(x: ArrayLike) -> tuple[torch.Tensor, bool]:
@@ -134,7 +138,7 @@ def _signal_kernels(
     k = kernel_size
     if min(calib.shape[-2:]) < k:
         raise ValueError(f"calibration region {tuple(calib.shape[-2:])} smaller than kernel {k}")
-    windows = calib.to(torch.complex128).unfold(2, k, 1).unfold(3, k, 1)  # (S, C, ny, nx, k, k)
+    windows = calib.to(_CALIBRATION_DTYPE).unfold(2, k, 1).unfold(3, k, 1)  # (S, C, ny, nx, k, k)
     rows = windows.shape[2] * windows.shape[3]
     matrix = windows.permute(0, 2, 3, 1, 4, 5).reshape(slices, rows, coils * k * k)
     columns = matrix.shape[-1]
@@ -154,7 +158,7 @@ def _signal_kernels(
     count = max(1, int(keep.sum(-1).max()))
     # Rows of A lie in the span of the *conjugated* right singular vectors (rows of V^H).
     kernels = right[..., :count].transpose(1, 2).conj().reshape(slices, count, coils, k, k)
-    return kernels, keep[:, :count].to(torch.float64)
+    return kernels, keep[:, :count].to(kernels.real.dtype)
 
 
 def _operator_coefficients(kernels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -184,12 +188,78 @@ def _frequency_matrix(m: int, positions: torch.Tensor) -> torch.Tensor:
     return torch.exp(2j * math.pi * positions[:, None].to(torch.float64) * frequency[None, :])
 
 
-def _coarse_positions(size: int, coarse: int, device: torch.device) -> torch.Tensor:
-    """FOV-fraction positions of a coarse grid that bicubic ``align_corners=False`` resampling maps
-    back onto the fine grid exactly (fine pixel ``i`` sits at ``(i - size // 2) / size``)."""
-    j = torch.arange(coarse, dtype=torch.float64, device=device)
-    fine_index = (j + 0.5) * size / coarse - 0.5
+def _grid_positions(size: int, samples: int, device: torch.device) -> torch.Tensor:
+    """FOV-fraction positions of ``samples`` uniformly spaced points covering an axis of ``size`` pixels.
+
+    Fine pixel ``i`` sits at ``(i - size // 2) / size``; coarse sample ``j`` at fine (continuous)
+    index ``(j + 0.5) * size / samples - 0.5`` (the cell-centred grid), so ``samples == size`` gives
+    the pixels themselves and the grid is periodic with the FOV, like ``G`` itself.
+    """
+    j = torch.arange(samples, dtype=torch.float64, device=device)
+    fine_index = (j + 0.5) * size / samples - 0.5
     return (fine_index - size // 2) / size
+
+
+def _cubic_blocks(size: int, samples: int, device: torch.device, block: int = 64) -> list[tuple]:
+    """Periodic cubic-convolution interpolation (Keys, a = -0.5) as banded blocks.
+
+    Maps values on the :func:`_grid_positions` grid (``samples`` points) to the ``size`` pixels of
+    the axis. Keys' kernel with ``a = -1/2`` is third-order accurate. Indices refer to the input
+    padded periodically by two samples on each side (``G`` and hence the maps are periodic with the
+    FOV), so each block of ``block`` output pixels reads one contiguous input slab.
+
+    Returns:
+        ``[(lo, hi, matrix)]``: output pixels ``k*block ...`` are ``matrix @ padded[lo:hi]``,
+        ``matrix`` float32 ``(block, hi - lo)``.
+    """
+    i = torch.arange(size, dtype=torch.float64, device=device)
+    t = (i + 0.5) * samples / size - 0.5  # coarse coordinate of each fine pixel
+    base = torch.floor(t)
+    frac = t - base
+    a = -0.5
+    full = torch.zeros(size, samples + 4, dtype=torch.float64, device=device)
+    for offset in (-1, 0, 1, 2):
+        d = (frac - offset).abs()
+        near = ((a + 2) * d - (a + 3)) * d * d + 1
+        far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+        weight = torch.where(d <= 1, near, torch.where(d < 2, far, torch.zeros_like(d)))
+        full[i.long(), base.long() + offset + 2] = weight
+    blocks = []
+    for start in range(0, size, block):
+        rows = full[start : start + block]
+        used = torch.nonzero(rows.abs().sum(0)).flatten()
+        lo, hi = int(used.min()), int(used.max()) + 1
+        blocks.append((lo, hi, rows[:, lo:hi].to(torch.float32).contiguous()))
+    return blocks
+
+
+def _periodic_pad(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Pad ``x`` periodically by two samples on each side of ``dim``."""
+    n = x.shape[dim]
+    index = torch.arange(-2, n + 2, device=x.device) % n
+    return x.index_select(dim, index)
+
+
+def _upsample_complex(x: torch.Tensor, rows: list[tuple], cols: list[tuple]) -> torch.Tensor:
+    """Separable interpolation of complex ``x (..., h, w)`` with :func:`_cubic_blocks` (real matmuls)."""
+    lead = x.shape[:-2]
+    h, w = x.shape[-2:]
+    real = torch.view_as_real(x).reshape(-1, h, w, 2).transpose(-1, -2)  # (B, h, 2, w)
+    real = _periodic_pad(real, -1)
+    real = torch.cat([real[..., lo:hi] @ matrix.T for lo, hi, matrix in cols], dim=-1)  # (B, h, 2, W)
+    width = real.shape[-1]
+    real = _periodic_pad(real.reshape(-1, h, 2 * width), -2)
+    real = torch.cat([matrix @ real[:, lo:hi] for lo, hi, matrix in rows], dim=-2)  # (B, H, 2W)
+    real = real.reshape(-1, real.shape[1], 2, width)
+    return torch.complex(real[:, :, 0], real[:, :, 1]).reshape(*lead, real.shape[1], width)
+
+
+def _upsample_real(x: torch.Tensor, rows: list[tuple], cols: list[tuple]) -> torch.Tensor:
+    """Separable interpolation of real ``x (B, h, w)`` with :func:`_cubic_blocks`."""
+    x = _periodic_pad(x, -1)
+    x = torch.cat([x[..., lo:hi] @ matrix.T for lo, hi, matrix in cols], dim=-1)
+    x = _periodic_pad(x, -2)
+    return torch.cat([matrix @ x[:, lo:hi] for lo, hi, matrix in rows], dim=-2)
 
 
 def _coil_norm(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -237,11 +307,6 @@ def _rotate_to_reference(maps: torch.Tensor, reference: torch.Tensor, coil_dim: 
     return maps * phase.conj()
 
 
-def _resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bicubic resampling of a real ``(N, Ch, h, w)`` tensor (align_corners=False geometry)."""
-    return F.interpolate(x, size=size, mode="bicubic", align_corners=False)
-
-
 def espirit_maps(
     kspace: ArrayLike,
     *,
@@ -251,16 +316,16 @@ def espirit_maps(
     crop: float = 0.95,
     max_iter: int = 2,
     num_squarings: int = 6,
-    eig_downsample: int = 4,
+    eig_grid: int | None = 64,
     reference: ArrayLike | None = None,
     return_eigenvalues: bool = False,
 ):
-    """ESPIRiT sensitivity maps (one set) for fully sampled-centre Cartesian k-space.
+    """ESPIRiT sensitivity maps (one set) for Cartesian k-space with a fully sampled centre.
 
     Args:
         kspace: complex ``(S, C, H, W)`` or ``(C, H, W)``, rows = readout, cols = phase encode,
             DC at ``(H // 2, W // 2)`` (fastMRI layout). numpy or torch; torch runs on its device.
-        calib_size, kernel_size, threshold, crop, max_iter, num_squarings, eig_downsample:
+        calib_size, kernel_size, threshold, crop, max_iter, num_squarings, eig_grid:
             see :class:`EspiritParams`.
         reference: complex ``(C,)`` virtual-coil weights ``a`` defining the phase reference;
             default: :func:`virtual_coil_weights` of this call's k-space (pass it explicitly when a
@@ -272,66 +337,99 @@ def espirit_maps(
         ``sum_c conj(a_c) maps_c`` is real and >= 0. With ``return_eigenvalues``:
         ``(maps, eigenvalues)``, eigenvalues float32 ``(S, H, W)`` (or ``(H, W)``).
     """
-    if eig_downsample < 1:
-        raise ValueError(f"eig_downsample must be >= 1, got {eig_downsample}")
     k, from_numpy = _to_tensor(kspace)
     k, unbatched = _with_batch(k)
     if not torch.is_complex(k):
         raise TypeError(f"k-space must be complex, got {k.dtype}")
     k = k.to(torch.complex64)
-    device = k.device
-    slices, coils, rows, cols = k.shape
+    calib = calibration_region(k, calib_size)
     if reference is None:
-        ref = virtual_coil_weights(k, calib_size)
-    else:
-        ref = torch.as_tensor(reference).to(device=device, dtype=torch.complex64)
-        if ref.shape != (coils,):
-            raise ValueError(f"reference must have shape ({coils},), got {tuple(ref.shape)}")
+        reference = virtual_coil_weights(calib, calib_size)
+    maps, eigenvalues = espirit_maps_from_calibration(
+        calib,
+        k.shape[-2:],
+        kernel_size=kernel_size,
+        threshold=threshold,
+        crop=crop,
+        max_iter=max_iter,
+        num_squarings=num_squarings,
+        eig_grid=eig_grid,
+        reference=reference,
+    )
+    if unbatched:
+        maps, eigenvalues = maps[0], eigenvalues[0]
+    if from_numpy:
+        maps, eigenvalues = maps.cpu().numpy(), eigenvalues.cpu().numpy()
+    return (maps, eigenvalues) if return_eigenvalues else maps
 
-    kernels, weights = _signal_kernels(calibration_region(k, calib_size), kernel_size, threshold)
+
+def espirit_maps_from_calibration(
+    calib: torch.Tensor,
+    image_shape: tuple[int, int],
+    *,
+    reference: ArrayLike,
+    kernel_size: int = 6,
+    threshold: float = 0.02,
+    crop: float = 0.95,
+    max_iter: int = 2,
+    num_squarings: int = 6,
+    eig_grid: int | None = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ESPIRiT maps from the calibration region alone (all ESPIRiT needs from the k-space).
+
+    Args:
+        calib: complex ``(S, C, cy, cx)`` centre of the k-space (:func:`calibration_region`), on
+            the device to compute on.
+        image_shape: ``(H, W)`` of the image grid the maps are wanted on.
+        reference: complex ``(C,)`` virtual-coil weights (:func:`virtual_coil_weights`).
+        others: see :class:`EspiritParams`.
+    Returns:
+        maps complex64 ``(S, C, H, W)`` and eigenvalues float32 ``(S, H, W)``, torch on
+        ``calib.device``.
+    """
+    if eig_grid is not None and eig_grid < 1:
+        raise ValueError(f"eig_grid must be >= 1 or None, got {eig_grid}")
+    device = calib.device
+    slices, coils = calib.shape[:2]
+    rows, cols = (int(n) for n in image_shape)
+    ref = torch.as_tensor(reference).to(device=device, dtype=torch.complex64)
+    if ref.shape != (coils,):
+        raise ValueError(f"reference must have shape ({coils},), got {tuple(ref.shape)}")
+
+    kernels, weights = _signal_kernels(calib, kernel_size, threshold)
+    # (S, m, m, C*C): one C x C coefficient matrix per frequency, so evaluation lands in (y, x, C, C).
     coefficients = _operator_coefficients(kernels, weights).to(torch.complex64)
     m = coefficients.shape[-1]
+    coefficients = coefficients.permute(0, 3, 4, 1, 2).reshape(slices, m, m * coils * coils)
 
-    coarse_rows = max(1, math.ceil(rows / eig_downsample))
-    coarse_cols = max(1, math.ceil(cols / eig_downsample))
-    if eig_downsample == 1:
-        pos_y = (torch.arange(rows, device=device, dtype=torch.float64) - rows // 2) / rows
-        pos_x = (torch.arange(cols, device=device, dtype=torch.float64) - cols // 2) / cols
-    else:
-        pos_y = _coarse_positions(rows, coarse_rows, device)
-        pos_x = _coarse_positions(cols, coarse_cols, device)
-    e_y = _frequency_matrix(m, pos_y).to(torch.complex64)
-    e_x = _frequency_matrix(m, pos_x).to(torch.complex64)
+    grid_rows = rows if eig_grid is None else min(rows, eig_grid)
+    grid_cols = cols if eig_grid is None else min(cols, eig_grid)
+    e_y = _frequency_matrix(m, _grid_positions(rows, grid_rows, device)).to(torch.complex64)
+    e_x = _frequency_matrix(m, _grid_positions(cols, grid_cols, device)).to(torch.complex64)
 
-    per_slice = coarse_rows * coarse_cols * coils * coils
-    chunk = max(1, _MAX_MATRIX_ELEMENTS // per_slice)
-    vectors, eigenvalues = [], []
+    chunk = max(1, _MAX_MATRIX_ELEMENTS // (grid_rows * grid_cols * coils * coils))
+    vectors, values = [], []
     for start in range(0, slices, chunk):
-        coeff = coefficients[start : start + chunk]
-        half = torch.einsum("scdab,ya->scdyb", coeff, e_y)
-        operator = torch.einsum("scdyb,xb->syxcd", half, e_x).contiguous()
+        part = (e_y @ coefficients[start : start + chunk]).reshape(-1, grid_rows, m, coils * coils)
+        operator = (e_x @ part).reshape(-1, grid_rows, grid_cols, coils, coils)
         vector, value = _dominant_eigenvectors(operator, num_squarings, max_iter)
+        # The reference makes the phase smooth across pixels, which the interpolation below needs.
         vectors.append(_rotate_to_reference(vector, ref, coil_dim=-1).permute(0, 3, 1, 2))
-        eigenvalues.append(value)
-    maps = torch.cat(vectors)  # (S, C, h, w)
-    eigenvalue = torch.cat(eigenvalues)  # (S, h, w)
+        values.append(value)
+    maps = torch.cat(vectors)  # (S, C, grid_rows, grid_cols)
+    eigenvalues = torch.cat(values)  # (S, grid_rows, grid_cols)
 
-    if eig_downsample > 1:
-        real = (
-            torch.view_as_real(maps)
-            .permute(0, 1, 4, 2, 3)
-            .reshape(slices, 2 * coils, coarse_rows, coarse_cols)
-        )
-        real = _resample(real, (rows, cols)).reshape(slices, coils, 2, rows, cols).permute(0, 1, 3, 4, 2)
-        maps = torch.view_as_complex(real.contiguous())
-        maps = maps / _coil_norm(maps, 1).clamp_min(1e-30)
-        maps = _rotate_to_reference(maps, ref, coil_dim=1)
-        eigenvalue = _resample(eigenvalue[:, None], (rows, cols))[:, 0]
-
-    maps = maps * (eigenvalue > crop)[:, None]
-    eigenvalue = eigenvalue.to(torch.float32)
-    if unbatched:
-        maps, eigenvalue = maps[0], eigenvalue[0]
-    if from_numpy:
-        maps, eigenvalue = maps.cpu().numpy(), eigenvalue.cpu().numpy()
-    return (maps, eigenvalue) if return_eigenvalues else maps
+    if (grid_rows, grid_cols) != (rows, cols):
+        interp_rows = _cubic_blocks(rows, grid_rows, device)
+        interp_cols = _cubic_blocks(cols, grid_cols, device)
+        maps = _upsample_complex(maps, interp_rows, interp_cols)
+        eigenvalues = _upsample_real(eigenvalues, interp_rows, interp_cols)
+        # Interpolated vectors are no longer exactly unit-norm and referenced: one fused rescale.
+        virtual = (ref.conj()[:, None, None] * maps).sum(1, keepdim=True)
+        magnitude = virtual.abs()
+        scale = torch.where(magnitude > 0, virtual.conj() / magnitude.clamp_min(1e-30), 1.0)
+        scale = scale / _coil_norm(maps, 1).clamp_min(1e-30)
+        maps = maps * (scale * (eigenvalues > crop)[:, None])
+    else:
+        maps = maps * (eigenvalues > crop)[:, None]
+    return maps, eigenvalues.to(torch.float32)
