@@ -137,6 +137,24 @@ def test_volume_results_do_not_depend_on_order(dataset, tmp_path):
     assert a.rows != c.rows
 
 
+def test_nifti_export_of_combined_volumes(dataset, tmp_path):
+    import nibabel as nib
+
+    out = tmp_path / "nifti_run"
+    task = next(t for t in prep.discover_volumes(dataset["raw"], dataset["csv"]) if t.label == "normal")
+    assert prep.run_volume(task, out, PrepareConfig(), 11, nifti=True).status == "ok"
+    mag = nib.load(out / "nifti" / f"{task.volume}_mag.nii.gz")
+    phase = np.asarray(nib.load(out / "nifti" / f"{task.volume}_phase.nii.gz").dataobj)
+    assert mag.shape == (192, 192, 4)  # (columns, rows, slices)
+    assert mag.header.get_zooms() == pytest.approx((220 / 192, 220 / 192, 5.0))
+    assert np.asarray(mag.dataobj).max() == pytest.approx(1.0, abs=1e-5)  # slices normalised
+    assert np.abs(phase).max() <= np.pi + 1e-6
+    # A finished volume whose NIfTI files are missing is redone when NIfTI is asked for.
+    (out / "nifti" / f"{task.volume}_phase.nii.gz").unlink()
+    assert prep.run_volume(task, out, PrepareConfig(), 11, nifti=True).status == "ok"
+    assert prep.run_volume(task, out, PrepareConfig(), 11, nifti=True).status == "cached"
+
+
 def _manifest(out):
     return pd.read_csv(out / "patches" / "manifest.csv", keep_default_na=False)
 

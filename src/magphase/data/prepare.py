@@ -478,13 +478,15 @@ def run_volume(
     """Prepare one volume unless its up-to-date result exists; bad files become reject results."""
     path = result_path(out_dir, task.volume)
     key = result_key(task, cfg, seed)
+    nifti_dir = Path(out_dir) / "nifti" if nifti else None
     existing = read_result_header(path) if path.exists() else None
     if existing is not None and existing.get("key") == key:
-        return VolumeOutcome(
-            task.volume, "cached", existing["n_patches"], 0.0, existing.get("reason") or None
-        )
+        # A finished volume is redone only if NIfTI export is asked for and its files are missing.
+        nifti_missing = nifti_dir is not None and not (nifti_dir / f"{task.volume}_phase.nii.gz").exists()
+        if not (nifti_missing and existing["status"] == "ok"):
+            reason = existing.get("reason") or None
+            return VolumeOutcome(task.volume, "cached", existing["n_patches"], 0.0, reason)
     start = time.perf_counter()
-    nifti_dir = Path(out_dir) / "nifti" if nifti else None
     if nifti_dir is not None:
         nifti_dir.mkdir(parents=True, exist_ok=True)
     try:
