@@ -1,0 +1,352 @@
+"""Lesions labelled as in fastMRI+: placement, 3-D shape, tissue make-up, susceptibility sources.
+
+A lesion is planned in two steps. `plan_lesions` picks a plausible site in the head model (deep
+white matter, periventricular, cortex/surface, deep grey nuclei, ...), maps it into the subject's
+scanner space, makes sure it crosses at least one slice, and draws its size, irregular shape,
+concentric tissue shells (e.g. necrotic core / enhancing rim / vasogenic edema) and any
+susceptibility sources (micro-haemorrhages: paramagnetic; calcifications: diamagnetic) as small
+spheres whose field is analytic. `render_lesion` then rasterises the shells on the slice points.
+
+All coordinates are scanner (z, y, x) millimetres unless named `*_anatomy_mm` (MNI).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from magphase.simulate.anatomy import HeadAnatomy, LocalScaling, SubjectGeometry, anatomy_to_scanner
+
+LESION_LABELS = (
+    "Mass",
+    "Extra-axial mass",
+    "Nonspecific white matter lesion",
+    "Nonspecific lesion",
+    "Encephalomalacia",
+    "Lacunar infarct",
+    "Likely cysts",
+    "Metastasis",
+    "Posttreatment change",
+    "Possible artifact",
+)
+
+BRAIN_TISSUES = ("gm", "wm", "deep_gm")
+INTRACRANIAL = ("gm", "wm", "deep_gm", "csf", "choroid")
+EXTRA_AXIAL_SPACE = ("gm", "wm", "deep_gm", "csf", "dura")
+
+CSF_INFLOW = "csf_inflow"
+"""Pseudo-tissue of 'Possible artifact': inflowing CSF that escaped the inversion (FLAIR)."""
+
+
+@dataclass(frozen=True)
+class Shell:
+    """Tissue occupying normalised radii rho in [rho_inner, rho_outer) of a lesion.
+
+    replaces: tissue maps it displaces; weights: optional per-tissue affinity (edema spreads in
+    white matter and spares cortex); annotated: part of the labelled lesion mask.
+    """
+
+    tissue: str
+    rho_inner: float
+    rho_outer: float
+    replaces: tuple[str, ...]
+    annotated: bool = True
+    weights: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class SphereSource:
+    """A small sphere of blood products or calcium: tissue + susceptibility vs tissue (ppm)."""
+
+    centre_mm: np.ndarray
+    radius_mm: float
+    delta_chi_ppm: float
+    tissue: str
+
+
+@dataclass
+class LesionPlan:
+    """A placed lesion (see module docstring)."""
+
+    label: str
+    centre_mm: np.ndarray
+    radii_mm: np.ndarray
+    rotation: np.ndarray
+    shells: list[Shell]
+    shape_noise: list[tuple[np.ndarray, float, float]] = field(default_factory=list)
+    sources: list[SphereSource] = field(default_factory=list)
+    mass_effect: LocalScaling | None = None
+
+    @property
+    def susceptibility(self) -> bool:
+        return bool(self.sources)
+
+    @property
+    def extent(self) -> float:
+        """Largest normalised radius of any shell."""
+        return max(s.rho_outer for s in self.shells)
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    a, b, c, d = q
+    return np.array(
+        [
+            [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+            [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
+            [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d],
+        ]
+    )
+
+
+def _shape_noise(
+    rng: np.random.Generator, amplitude: float, n: int = 5
+) -> list[tuple[np.ndarray, float, float]]:
+    """Random smooth radial modulation: sum of cosines of the direction (lobulated outline)."""
+    terms = []
+    for _ in range(n):
+        k = rng.normal(size=3)
+        k *= rng.uniform(1.5, 4.0) / np.linalg.norm(k)
+        terms.append((k, rng.uniform(0, 2 * math.pi), amplitude * rng.uniform(0.4, 1.0) / math.sqrt(n)))
+    return terms
+
+
+_SITE_BY_LABEL = {
+    "Mass": ("hemisphere",),
+    "Extra-axial mass": ("surface",),
+    "Nonspecific white matter lesion": ("periventricular", "periventricular", "deep_wm", "juxtacortical"),
+    "Nonspecific lesion": ("parenchyma", "juxtacortical"),
+    "Encephalomalacia": ("surface",),
+    "Lacunar infarct": ("deep_gm", "deep_gm", "deep_wm", "periventricular"),
+    "Likely cysts": ("parenchyma", "deep_wm"),
+    "Metastasis": ("juxtacortical", "juxtacortical", "parenchyma"),
+    "Posttreatment change": ("surface",),
+    "Possible artifact": ("ventricle",),
+}
+
+
+def _design(label: str, rng: np.random.Generator) -> tuple[np.ndarray, list[Shell], float, float]:
+    """Size (radii mm), shells, shape irregularity and mass-effect strength for a label."""
+    u = rng.uniform
+    edema_w = (("wm", 1.0), ("deep_gm", 0.8), ("gm", 0.25))
+    if label == "Mass":
+        r = u(9.0, 22.0)
+        radii = r * np.array([u(0.8, 1.1), u(0.9, 1.25), u(0.8, 1.1)])
+        core = u(0.35, 0.65) if rng.random() < 0.75 else 0.0
+        shells = [Shell("tumour", core, 1.0, INTRACRANIAL)]
+        if core > 0:
+            shells.insert(0, Shell("necrosis", 0.0, core, INTRACRANIAL))
+        shells.append(Shell("edema", 1.0, u(1.5, 2.4), BRAIN_TISSUES, annotated=False, weights=edema_w))
+        return radii, shells, 0.18, u(1.25, 1.5)
+    if label == "Extra-axial mass":
+        r = u(8.0, 20.0)
+        radii = r * np.array([u(0.8, 1.0), u(0.9, 1.2), u(0.9, 1.2)])
+        shells = [Shell("meningioma", 0.0, 1.0, EXTRA_AXIAL_SPACE)]
+        if rng.random() < 0.3:
+            shells.append(Shell("edema", 1.0, u(1.2, 1.5), BRAIN_TISSUES, annotated=False, weights=edema_w))
+        return radii, shells, 0.08, u(1.35, 1.7)
+    if label == "Nonspecific white matter lesion":
+        r = u(1.5, 5.0)
+        radii = r * np.array([u(0.8, 1.6), u(0.7, 1.3), u(0.7, 1.3)])
+        return radii, [Shell("wm_lesion", 0.0, 1.0, BRAIN_TISSUES)], 0.15, 1.0
+    if label == "Nonspecific lesion":
+        r = u(3.0, 9.0)
+        radii = r * np.array([u(0.8, 1.2), u(0.8, 1.2), u(0.8, 1.2)])
+        shells = [Shell("gliosis", 0.0, 1.0, BRAIN_TISSUES)]
+        if rng.random() < 0.4:
+            shells = [Shell("tumour", 0.0, 0.45, BRAIN_TISSUES), Shell("gliosis", 0.45, 1.0, BRAIN_TISSUES)]
+        return radii, shells, 0.15, 1.0
+    if label == "Encephalomalacia":
+        r = u(10.0, 22.0)
+        radii = r * np.array([u(0.7, 1.0), u(0.9, 1.3), u(0.9, 1.3)])
+        shells = [Shell("csf", 0.0, 1.0, BRAIN_TISSUES), Shell("gliosis", 1.0, u(1.2, 1.4), BRAIN_TISSUES)]
+        return radii, shells, 0.25, 0.85
+    if label == "Lacunar infarct":
+        r = u(2.0, 6.0)
+        radii = r * np.array([u(0.9, 1.5), u(0.8, 1.2), u(0.8, 1.2)])
+        shells = [Shell("csf", 0.0, 1.0, BRAIN_TISSUES), Shell("gliosis", 1.0, u(1.3, 1.6), BRAIN_TISSUES)]
+        return radii, shells, 0.12, 1.0
+    if label == "Likely cysts":
+        r = u(4.0, 12.0)
+        radii = r * np.array([u(0.85, 1.15), u(0.85, 1.15), u(0.85, 1.15)])
+        return radii, [Shell("cyst", 0.0, 1.0, INTRACRANIAL)], 0.04, u(1.0, 1.15)
+    if label == "Metastasis":
+        r = u(2.5, 11.0)
+        radii = r * np.array([u(0.85, 1.15), u(0.85, 1.15), u(0.85, 1.15)])
+        shells = [Shell("tumour", 0.0, 1.0, INTRACRANIAL)]
+        if r > 6.0:
+            core = u(0.4, 0.7)
+            shells = [Shell("necrosis", 0.0, core, INTRACRANIAL), Shell("tumour", core, 1.0, INTRACRANIAL)]
+        shells.append(Shell("edema", 1.0, u(1.6, 3.2), BRAIN_TISSUES, annotated=False, weights=edema_w))
+        return radii, shells, 0.1, u(1.05, 1.25)
+    if label == "Posttreatment change":
+        r = u(10.0, 20.0)
+        radii = r * np.array([u(0.8, 1.1), u(0.9, 1.2), u(0.8, 1.1)])
+        rim = u(0.72, 0.85)
+        shells = [
+            Shell("cyst", 0.0, rim, INTRACRANIAL),
+            Shell("tumour", rim, 0.9, BRAIN_TISSUES),  # thin reactive enhancing rim
+            Shell("gliosis", 0.9, u(1.3, 1.8), BRAIN_TISSUES, weights=edema_w),
+        ]
+        return radii, shells, 0.2, 0.9
+    if label == "Possible artifact":
+        r = u(2.5, 5.0)
+        radii = r * np.array([u(0.8, 1.2), u(0.8, 1.4), u(0.8, 1.2)])
+        return radii, [Shell(CSF_INFLOW, 0.0, 1.0, ("csf",))], 0.2, 1.0
+    raise ValueError(f"lesion label {label!r}: known labels are {LESION_LABELS}")
+
+
+def _sources(
+    label: str, rng: np.random.Generator, centre: np.ndarray, radii: np.ndarray, rotation: np.ndarray
+):
+    """Susceptibility spheres inside the lesion (may be empty)."""
+    p_haem = {"Mass": 0.25, "Metastasis": 0.3, "Posttreatment change": 0.6}.get(label, 0.0)
+    p_calc = {"Mass": 0.15, "Extra-axial mass": 0.3}.get(label, 0.0)
+    draw = rng.random()
+    if draw < p_haem:
+        tissue, dchi, n, rmin, rmax = "haemorrhage", 1.0, int(rng.integers(3, 9)), 0.6, 1.8
+    elif draw < p_haem + p_calc:
+        tissue, dchi, n, rmin, rmax = "calcification", -1.0, int(rng.integers(1, 4)), 1.0, 2.8
+    else:
+        return []
+    sources = []
+    for _ in range(n):
+        v = rng.normal(size=3)
+        v *= rng.uniform(0.0, 0.85) / np.linalg.norm(v)
+        sources.append(
+            SphereSource(centre + rotation @ (v * radii), float(rng.uniform(rmin, rmax)), dchi, tissue)
+        )
+    return sources
+
+
+def plan_lesions(
+    labels: tuple[str, ...],
+    rng: np.random.Generator,
+    anatomy: HeadAnatomy,
+    geometry: SubjectGeometry,
+    slice_z_mm: np.ndarray,
+    fov_half_mm: tuple[float, float],
+) -> list[LesionPlan]:
+    """Place one lesion per entry of `labels` so that each crosses at least one slice.
+
+    slice_z_mm: (S,) scanner z of the slice centres. Lesions avoid each other (no overlap of
+    their annotated parts). Raises ValueError for unknown labels; a label whose site cannot be
+    found in the slab after many tries is placed at the best candidate found.
+    """
+    plans: list[LesionPlan] = []
+    for label in labels:
+        if label not in _SITE_BY_LABEL:
+            raise ValueError(f"lesion label {label!r}: known labels are {LESION_LABELS}")
+        radii, shells, irregularity, mass_factor = _design(label, rng)
+        site = str(rng.choice(_SITE_BY_LABEL[label]))
+        candidates = anatomy.sites[site]
+        pick = rng.choice(len(candidates), size=min(400, len(candidates)), replace=False)
+        anat = candidates[pick].astype(np.float64)
+        if site == "surface":
+            normals = anatomy.surface_normals[pick].astype(np.float64)
+            r_mean = float(np.mean(radii))
+            # Extra-axial lesions sit on the dura (centre outside the brain); cortical defects
+            # (encephalomalacia, resection cavities) are centred just under the surface.
+            offset = {"Extra-axial mass": 0.45, "Encephalomalacia": -0.45, "Posttreatment change": -0.6}[
+                label
+            ]
+            anat = anat + normals * offset * r_mean
+        scanner = anatomy_to_scanner(anat, geometry)
+        rz = float(radii.max()) * 0.6
+        dz = np.min(np.abs(scanner[:, :1] - slice_z_mm[None, :]), axis=1)
+        inside_fov = (np.abs(scanner[:, 1]) < fov_half_mm[0] - radii.max()) & (
+            np.abs(scanner[:, 2]) < fov_half_mm[1] - radii.max()
+        )
+        clear = np.ones(len(scanner), bool)
+        for other in plans:
+            gap = np.linalg.norm(scanner - other.centre_mm, axis=1)
+            clear &= gap > float(np.max(radii)) + float(np.max(other.radii_mm)) * 1.2 + 2.0
+        score = dz / max(rz, 1.0) + 10.0 * ~inside_fov + 10.0 * ~clear
+        best = int(np.argmin(score + rng.uniform(0, 0.3, size=len(score))))
+        centre = scanner[best]
+        rotation = _random_rotation(rng)
+        plan = LesionPlan(
+            label=label,
+            centre_mm=centre,
+            radii_mm=radii,
+            rotation=rotation,
+            shells=shells,
+            shape_noise=_shape_noise(rng, irregularity),
+            sources=_sources(label, rng, centre, radii, rotation),
+        )
+        if mass_factor != 1.0:
+            plan.mass_effect = LocalScaling(
+                centre_mm=anat[best].astype(np.float32),
+                sigma_mm=(radii * 1.3).astype(np.float32),
+                factor=float(mass_factor),
+            )
+        plans.append(plan)
+    return plans
+
+
+def lesion_rho(plan: LesionPlan, points_mm: np.ndarray) -> np.ndarray:
+    """Normalised, shape-modulated radius of `points_mm` (..., 3) for a lesion (rho < 1 inside)."""
+    d = (np.asarray(points_mm, np.float32) - plan.centre_mm.astype(np.float32)) @ plan.rotation.astype(
+        np.float32
+    )
+    q = d / plan.radii_mm.astype(np.float32)
+    rho = np.sqrt(np.sum(q * q, axis=-1))
+    u = q / np.maximum(rho[..., None], 1e-6)
+    modulation = np.ones_like(rho)
+    for k, phase, amp in plan.shape_noise:
+        modulation += amp * np.cos(u @ k.astype(np.float32) + phase)
+    return rho / np.maximum(modulation, 0.3)
+
+
+def render_lesion(
+    plan: LesionPlan, points_mm: np.ndarray, edge_mm: float = 0.8
+) -> tuple[tuple[slice, ...], dict[int, np.ndarray]]:
+    """Shell occupancies of a lesion on the slice points (S, H, W, 3) within its bounding box.
+
+    Returns (box, {shell index: float32 fraction in [0, 1] over the box}); the box is a tuple of
+    slices (s, h, w). Empty dict if the lesion misses every point.
+    """
+    reach = float(plan.radii_mm.max()) * plan.extent * 1.4 + 2.0
+    s_idx = np.nonzero(np.abs(points_mm[:, 0, 0, 0] - plan.centre_mm[0]) < reach)[0]
+    if s_idx.size == 0:
+        return (slice(0, 0),) * 3, {}
+    rows = np.nonzero(np.abs(points_mm[s_idx[0], :, 0, 1] - plan.centre_mm[1]) < reach)[0]
+    cols = np.nonzero(np.abs(points_mm[s_idx[0], 0, :, 2] - plan.centre_mm[2]) < reach)[0]
+    if rows.size == 0 or cols.size == 0:
+        return (slice(0, 0),) * 3, {}
+    box = (
+        slice(int(s_idx[0]), int(s_idx[-1]) + 1),
+        slice(int(rows[0]), int(rows[-1]) + 1),
+        slice(int(cols[0]), int(cols[-1]) + 1),
+    )
+    rho = lesion_rho(plan, points_mm[box])
+    scale = float(np.mean(plan.radii_mm)) / edge_mm  # rho units -> edge widths
+    out = {}
+    for i, shell in enumerate(plan.shells):
+        inner = np.clip((rho - shell.rho_inner) * scale + 0.5, 0.0, 1.0) if shell.rho_inner > 0 else 1.0
+        outer = np.clip((shell.rho_outer - rho) * scale + 0.5, 0.0, 1.0)
+        occ = (inner * outer).astype(np.float32)
+        if occ.max() > 0:
+            out[i] = occ
+    return box, out
+
+
+def sphere_occupancy(
+    source: SphereSource, points_mm: np.ndarray, thickness_mm: float, n_sub: int = 5
+) -> np.ndarray:
+    """Fraction of each thick-slice voxel (points (..., 3) at slice centres) inside a sphere.
+
+    Averages the in-plane partial-volume disk over `n_sub` positions across the slice thickness.
+    """
+    d = np.asarray(points_mm, np.float32) - source.centre_mm.astype(np.float32)
+    r_xy = np.sqrt(d[..., 1] ** 2 + d[..., 2] ** 2)
+    occ = np.zeros(r_xy.shape, np.float32)
+    for t in (np.arange(n_sub) + 0.5) / n_sub - 0.5:
+        dz = d[..., 0] + t * thickness_mm
+        r2 = source.radius_mm**2 - dz**2
+        disk = np.sqrt(np.maximum(r2, 0.0))
+        occ += np.clip(disk - r_xy + 0.35, 0.0, 1.0) * (r2 > 0)
+    return occ / n_sub

@@ -1,0 +1,509 @@
+"""Ground-truth complex brain volumes: anatomy x contrast x B0 field x background phase.
+
+`render_volume(VolumeSpec(seed, sequence, ...))` returns a `GroundTruthVolume`: the noise-free,
+coil-combined complex image of one axial multi-slice acquisition plus its masks, lesion masks
+and field map. Coils, noise and k-space are added by `magphase.simulate` acquisition code.
+
+Geometry (fixed, tests pin it):
+- Arrays are (S, H, W) = (slice, row, col), "as stored" by fastMRI: row index increases towards
+  *anterior*, column index increases towards the patient's *left*; `np.flipud(image[s])` is the
+  radiological view (anterior at top, patient left on image right). Slices run inferior ->
+  superior.
+- Scanner coordinates (z, y, x) mm: z along B0 (superior), y anterior, x patient right (RAS).
+  Pixel (r, c) of slice s sits at y = (r - (H-1)/2) * fov_rows / H, x = -(c - (W-1)/2) * fov_cols / W,
+  z = DEFAULT_SLAB_CENTRE_MM + slab_offset + (s - (S-1)/2) * (thickness + gap).
+
+Phase model (see docs/simulated-data.md): phase = -2 pi * b0_hz * tau + background, where b0_hz
+is the shimmed susceptibility field (dipole kernel on a 2 mm grid + analytic spheres for small
+lesion sources) and tau is the protocol's phase-evolution time (spin echo: readout-to-echo
+offset, ~0.5-1.5 ms; it would be TE for a gradient echo). Fat adds its chemical shift over tau.
+The background is a smooth, low-order transmit/receive ("transceiver") phase plus a global offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from magphase.errors import ConfigError
+from magphase.simulate import anatomy as anat
+from magphase.simulate.contrast import (
+    ALL_SIMULATED_SEQUENCES,
+    Protocol,
+    default_protocol,
+    signal,
+    tissue_signal,
+    with_phase_time,
+)
+from magphase.simulate.lesions import (
+    CSF_INFLOW,
+    LESION_LABELS,
+    plan_lesions,
+    render_lesion,
+    sphere_occupancy,
+)
+from magphase.simulate.susceptibility import (
+    evaluate_polynomial,
+    field_from_susceptibility,
+    phase_from_field,
+    ppm_to_hz,
+    remove_shim_terms,
+    sphere_field_ppm,
+    wrap_phase,
+)
+from magphase.simulate.tissue import (
+    ALL_TISSUES,
+    FAT_CHEMICAL_SHIFT_PPM,
+    GAMMA_BAR_MHZ_PER_T,
+    IRON_R2_PER_PPM_S,
+    check_field_strength,
+    relaxation,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SLAB_CENTRE_MM = 14.0
+"""Scanner z of the slab centre at slab_offset 0: with the head reference (MNI z = +15) at the
+isocentre this is MNI z ~ +29, so a 16 x 6 mm slab spans the temporal lobes (MNI ~ -18) to the
+vertex and shows no orbits; slab_offset ~ -30 mm brings orbits and sinuses in."""
+
+THROUGH_PLANE_SAMPLES = 2
+"""Positions across the slice thickness at which the anatomy is sampled and averaged."""
+
+FIELD_GRID_MM = 2.0
+FACIAL_AREA_MM2 = 150.0
+
+
+@dataclass
+class VolumeSpec:
+    """What to render. None acquisition parameters -> the sequence's default at that field."""
+
+    seed: int
+    sequence: str
+    field_strength_t: float = 3.0
+    matrix: tuple[int, int] = (320, 320)
+    fov_mm: tuple[float, float] = (220.0, 220.0)
+    n_slices: int = 16
+    slice_thickness_mm: float = 5.0
+    slice_gap_mm: float = 1.0
+    slab_offset_mm: float = 0.0
+    lesions: tuple[str, ...] = ()
+    tr_ms: float | None = None
+    te_ms: float | None = None
+    ti_ms: float | None = None
+    flip_deg: float | None = None
+
+
+@dataclass
+class Lesion:
+    """One placed lesion: its fastMRI+ label, mask on the stored grid, susceptibility flag."""
+
+    label: str
+    mask: np.ndarray
+    susceptibility: bool
+
+
+@dataclass
+class GroundTruthVolume:
+    """Noise-free combined complex volume and its ground truth (shapes (S, H, W), see module doc).
+
+    image: complex64; magnitude = the sequence's signal equation (fully relaxed water = 1, so the
+        maximum is of order 1), phase = wrapped(-2 pi b0_hz tau + background).
+    b0_hz: float32 field offset (after the scanner's shim) at the slice centres.
+    facial: bool (S,), slice shows orbits / paranasal sinuses / face.
+    voxel_size_mm: (slice thickness, row pixel size, column pixel size).
+    phase_time_ms: tau of the phase model; slice_z_mm: (S,) scanner z of slice centres.
+    """
+
+    image: np.ndarray
+    brain_mask: np.ndarray
+    head_mask: np.ndarray
+    lesions: list[Lesion]
+    b0_hz: np.ndarray
+    facial: np.ndarray
+    sequence: str
+    field_strength_t: float
+    tr_ms: float
+    te_ms: float
+    ti_ms: float | None
+    flip_deg: float
+    voxel_size_mm: tuple[float, float, float]
+    phase_time_ms: float = 0.0
+    slice_z_mm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+def _validate(spec: VolumeSpec) -> None:
+    if spec.sequence not in ALL_SIMULATED_SEQUENCES:
+        raise ConfigError(f"sequence={spec.sequence!r}: expected one of {ALL_SIMULATED_SEQUENCES}")
+    try:
+        check_field_strength(spec.field_strength_t)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if len(spec.matrix) != 2 or min(spec.matrix) < 16:
+        raise ConfigError(f"matrix={spec.matrix}: expected (rows, cols), each >= 16")
+    if len(spec.fov_mm) != 2 or min(spec.fov_mm) <= 50:
+        raise ConfigError(f"fov_mm={spec.fov_mm}: expected (rows, cols) in mm, each > 50")
+    if spec.n_slices < 1 or spec.slice_thickness_mm <= 0 or spec.slice_gap_mm < 0:
+        raise ConfigError("n_slices >= 1, slice_thickness_mm > 0 and slice_gap_mm >= 0 are required")
+    unknown = [lab for lab in spec.lesions if lab not in LESION_LABELS]
+    if unknown:
+        raise ConfigError(f"lesions={unknown}: known labels are {LESION_LABELS}")
+
+
+def slice_positions_mm(spec: VolumeSpec) -> np.ndarray:
+    """Scanner z (mm) of the slice centres, inferior -> superior, float64 (S,)."""
+    spacing = spec.slice_thickness_mm + spec.slice_gap_mm
+    return (
+        DEFAULT_SLAB_CENTRE_MM
+        + spec.slab_offset_mm
+        + (np.arange(spec.n_slices) - (spec.n_slices - 1) / 2) * spacing
+    )
+
+
+def pixel_coordinates_mm(
+    matrix: tuple[int, int], fov_mm: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scanner y of each row and x of each column (mm), stored orientation (module docstring)."""
+    h, w = matrix
+    y = (np.arange(h) - (h - 1) / 2) * (fov_mm[0] / h)
+    x = -(np.arange(w) - (w - 1) / 2) * (fov_mm[1] / w)
+    return y, x
+
+
+def slice_points_mm(z_mm: np.ndarray, matrix: tuple[int, int], fov_mm: tuple[float, float]) -> np.ndarray:
+    """Scanner points (S, H, W, 3) as (z, y, x) mm for slices at `z_mm`, float32."""
+    y, x = pixel_coordinates_mm(matrix, fov_mm)
+    pts = np.empty((len(z_mm), len(y), len(x), 3), np.float32)
+    pts[..., 0] = np.asarray(z_mm, np.float32)[:, None, None]
+    pts[..., 1] = y[None, :, None]
+    pts[..., 2] = x[None, None, :]
+    return pts
+
+
+def _tissue_signals(protocol: Protocol) -> dict[str, float]:
+    signals = {name: tissue_signal(protocol, name) for name in ALL_TISSUES}
+    # Inflowing CSF that missed the inversion (FLAIR) or lost signal to flow dephasing (SE).
+    csf = ALL_TISSUES["csf"]
+    relax = relaxation("csf", protocol.field_strength_t)
+    uninverted = float(signal(replace(protocol, kind="SE"), csf.pd, relax.t1_ms, relax.t2_ms))
+    signals[CSF_INFLOW] = 0.55 * uninverted if protocol.kind == "IR" else 0.6 * signals["csf"]
+    return signals
+
+
+def _deep_gm_signal(protocol: Protocol, iron_ppm: np.ndarray) -> np.ndarray:
+    """Signal of deep grey matter whose T2 is shortened by its iron (Gelman et al. 1999)."""
+    t = ALL_TISSUES["deep_gm"]
+    relax = relaxation("deep_gm", protocol.field_strength_t, t.gd_mm if protocol.gadolinium else None)
+    r2 = 1000.0 / relax.t2_ms + IRON_R2_PER_PPM_S[protocol.field_strength_t] * np.asarray(
+        iron_ppm, np.float64
+    )
+    return signal(protocol, t.pd, relax.t1_ms, 1000.0 / r2).astype(np.float32)
+
+
+_WATER_MAPS = tuple(n for n in anat.TISSUE_MAPS if n not in ("fat", "air"))
+_LESION_CONTEXT_MAPS = ("gm", "wm", "deep_gm", "csf", "dura", "choroid", "iron")
+
+
+def _water_signal_map(
+    anatomy: anat.HeadAnatomy, protocol: Protocol, signals: dict[str, float], z_index: slice
+) -> np.ndarray:
+    """Water signal sum_t f_t S_t on the anatomy grid between z indices `z_index` (float32).
+
+    Combining on the grid and sampling once is ~10x cheaper than sampling every tissue map.
+    """
+    maps = anatomy.maps
+    out = np.zeros((z_index.stop - z_index.start, *anat.GRID_SHAPE[1:]), np.float32)
+    tmp = np.empty_like(out)
+    for name in _WATER_MAPS:
+        if name == "deep_gm":
+            continue
+        np.multiply(maps[name][z_index], np.float32(signals[name] / 255.0), out=tmp, dtype=np.float32)
+        out += tmp
+    deep = maps["deep_gm"][z_index]
+    nz = np.nonzero(deep)
+    iron = maps["iron"][z_index][nz] * anat.IRON_SCALE_PPM
+    out[nz] += deep[nz] * (_deep_gm_signal(protocol, iron) / 255.0)
+    return out
+
+
+def _sample_grid(volume: np.ndarray, origin_mm: np.ndarray, points_mm: np.ndarray, spacing: float = 1.0):
+    """Trilinear sample of a float32 (z, y, x) volume at points (..., 3) mm; 0 outside."""
+    idx = ((points_mm.reshape(-1, 3) - origin_mm.astype(np.float32)) / spacing).T
+    out = ndi.map_coordinates(volume, idx, order=1, mode="constant", cval=0.0, output=np.float32)
+    return out.reshape(points_mm.shape[:-1])
+
+
+def _smooth_random_field(
+    rng: np.random.Generator, shape: tuple[int, ...], coarse: tuple[int, ...]
+) -> np.ndarray:
+    """Zero-mean, unit-ish std smooth random field: Gaussian noise on a coarse grid, upsampled."""
+    noise = rng.normal(size=coarse).astype(np.float32)
+    return ndi.zoom(
+        noise, [s / c for s, c in zip(shape, coarse, strict=True)], order=1, grid_mode=True, mode="nearest"
+    )
+
+
+def _background_phase(rng: np.random.Generator, z_mm, y_mm, x_mm, field_strength_t: float) -> np.ndarray:
+    """Smooth transceiver phase on the open mesh (z, y, x): global offset + 1st/2nd-order terms.
+
+    At 3 T the RF wavelength in tissue (~12 cm) is comparable to the head, so the transmit and
+    receive B1 phases vary by about a radian or more across it; at 1.5 T less.
+    """
+    strong = field_strength_t > 2.0
+    sigma1, sigma2 = (0.9, 0.7) if strong else (0.5, 0.3)
+    coef = np.concatenate(
+        [[rng.uniform(-math.pi, math.pi)], rng.normal(0, sigma1, 3), rng.normal(0, sigma2, 6)]
+    )
+    return evaluate_polynomial(coef, z_mm, y_mm, x_mm, 2)
+
+
+def _transmit_bias(rng: np.random.Generator, z_mm, y_mm, x_mm, field_strength_t: float, centre: np.ndarray):
+    """Smooth magnitude modulation from B1+ inhomogeneity (central brightening at 3 T)."""
+    amp = rng.uniform(0.08, 0.18) if field_strength_t > 2.0 else rng.uniform(0.0, 0.05)
+    dz, dy, dx = (
+        np.asarray(a, np.float32) - np.float32(c) for a, c in zip((z_mm, y_mm, x_mm), centre, strict=True)
+    )
+    r2 = dy**2 + dx**2 + 0.5 * dz**2
+    tilt = rng.normal(0, 0.03, 3).astype(np.float32)
+    return (
+        1.0
+        - amp / 2
+        + amp * np.exp(-r2 / (2 * 65.0**2))
+        + (dz * tilt[0] + dy * tilt[1] + dx * tilt[2]) / 100.0
+    ).astype(np.float32)
+
+
+def _field_ppm(
+    anatomy: anat.HeadAnatomy,
+    geometry: anat.SubjectGeometry,
+    z_mm: np.ndarray,
+    fov_mm: tuple[float, float],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Shimmed relative field (ppm) on a 2 mm scanner grid covering the head and the FOV.
+
+    Returns (field (nz, ny, nx), (z, y, x) axis coordinates in mm).
+    """
+    h = FIELD_GRID_MM
+    half_y = max(fov_mm[0] / 2, 120.0)
+    half_x = max(fov_mm[1] / 2, 100.0)
+    gz = np.arange(-150.0, 130.0 + h / 2, h)
+    gy = np.arange(-half_y, half_y + h / 2, h)
+    gx = np.arange(-half_x, half_x + h / 2, h)
+    anat_pts = anat.map_slices(gz, gy, gx, geometry, step=3)
+    chi = anat.sample_chi(anatomy, anat_pts)
+    fld = field_from_susceptibility(chi, (h, h, h), pad_factor=1.5)
+    # Shim volume: the brain within the imaged slab (the scanner's adjustment box).
+    brain = anat.sample_maps(anatomy, anat_pts[::2, ::2, ::2], ("brain",))["brain"] > 0.5
+    in_slab = (gz[::2] >= z_mm.min() - 5.0) & (gz[::2] <= z_mm.max() + 5.0)
+    shim_mask = brain & in_slab[:, None, None]
+    if shim_mask.sum() < 50:
+        shim_mask = brain
+    full_mask = np.zeros(fld.shape, bool)
+    full_mask[::2, ::2, ::2] = shim_mask
+    fld, _ = remove_shim_terms(fld, full_mask, (gz, gy, gx), order=2, fit_stride=2)
+    # Imperfect shim: a small residual linear gradient (~0.05 ppm over 10 cm).
+    residual = evaluate_polynomial(
+        np.concatenate([[0.0], rng.normal(0, 0.05, 3)]),
+        gz[:, None, None],
+        gy[None, :, None],
+        gx[None, None, :],
+        1,
+    )
+    return (fld + residual).astype(np.float32), (gz, gy, gx)
+
+
+def _interpolate_field(fld: np.ndarray, axes, points_mm: np.ndarray) -> np.ndarray:
+    gz, gy, gx = axes
+    idx = [(points_mm[..., i].reshape(-1) - a[0]) / (a[1] - a[0]) for i, a in enumerate((gz, gy, gx))]
+    out = ndi.map_coordinates(fld, np.stack(idx), order=1, mode="nearest", output=np.float32)
+    return out.reshape(points_mm.shape[:-1])
+
+
+def _source_box(points_mm: np.ndarray, centre: np.ndarray, reach: float) -> tuple[slice, slice, slice] | None:
+    """Index box (s, h, w) of slice points (S, H, W, 3) within `reach` mm of `centre`."""
+    s_idx = np.nonzero(np.abs(points_mm[:, 0, 0, 0] - centre[0]) < reach)[0]
+    r_idx = np.nonzero(np.abs(points_mm[0, :, 0, 1] - centre[1]) < reach)[0]
+    c_idx = np.nonzero(np.abs(points_mm[0, 0, :, 2] - centre[2]) < reach)[0]
+    if s_idx.size == 0 or r_idx.size == 0 or c_idx.size == 0:
+        return None
+    return (
+        slice(int(s_idx[0]), int(s_idx[-1]) + 1),
+        slice(int(r_idx[0]), int(r_idx[-1]) + 1),
+        slice(int(c_idx[0]), int(c_idx[-1]) + 1),
+    )
+
+
+def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
+    """Render the ground-truth complex volume of `spec` (deterministic per `spec.seed`).
+
+    See the module docstring for geometry and phase conventions. ~1-2 s for 16 x 320 x 320 on
+    one core once the head model is loaded (first call per process: load or build it).
+    """
+    _validate(spec)
+    geo_seq, les_seq, scan_seq, tex_seq = np.random.SeedSequence(spec.seed).spawn(4)
+    rng_scan = np.random.default_rng(scan_seq)
+    b0 = check_field_strength(spec.field_strength_t)
+    protocol = default_protocol(spec.sequence, b0, spec.tr_ms, spec.te_ms, spec.ti_ms, spec.flip_deg)
+    # Scanner-to-scanner spread of the readout/echo offset.
+    protocol = with_phase_time(protocol, protocol.phase_time_ms * rng_scan.uniform(0.7, 1.4))
+    signals = _tissue_signals(protocol)
+
+    anatomy = anat.load_head_anatomy()
+    geometry = anat.sample_subject_geometry(np.random.default_rng(geo_seq), anatomy)
+    z_mm = slice_positions_mm(spec)
+    y_mm, x_mm = pixel_coordinates_mm(spec.matrix, spec.fov_mm)
+    h, w = spec.matrix
+    shape = (spec.n_slices, h, w)
+    plans = plan_lesions(
+        tuple(spec.lesions),
+        np.random.default_rng(les_seq),
+        anatomy,
+        geometry,
+        z_mm,
+        (spec.fov_mm[0] / 2, spec.fov_mm[1] / 2),
+    )
+    geometry = geometry.with_scalings(tuple(p.mass_effect for p in plans if p.mass_effect is not None))
+
+    # Anatomy coordinates of every sub-slice, and the part of the anatomy grid they touch.
+    offsets = (
+        (np.arange(THROUGH_PLANE_SAMPLES) + 0.5) / THROUGH_PLANE_SAMPLES - 0.5
+    ) * spec.slice_thickness_mm
+    sub_points = [slice_points_mm(z_mm + dz, spec.matrix, spec.fov_mm) for dz in offsets]
+    sub_anatomy = [anat.map_slices(z_mm + dz, y_mm, x_mm, geometry) for dz in offsets]
+    z_lo = min(float(a[..., 0].min()) for a in sub_anatomy) - anat.GRID_ORIGIN_MM[0] - 2
+    z_hi = max(float(a[..., 0].max()) for a in sub_anatomy) - anat.GRID_ORIGIN_MM[0] + 3
+    z_index = slice(int(np.clip(z_lo, 0, anat.GRID_SHAPE[0] - 1)), int(np.clip(z_hi, 1, anat.GRID_SHAPE[0])))
+    water_map = _water_signal_map(anatomy, protocol, signals, z_index)
+    map_origin = anat.GRID_ORIGIN_MM + np.array([z_index.start, 0.0, 0.0])
+
+    water = np.zeros(shape, np.float32)
+    fat = np.zeros(shape, np.float32)
+    brain_frac = np.zeros(shape, np.float32)
+    head_frac = np.zeros(shape, np.float32)
+    annotated = [np.zeros(shape, np.float32) for _ in plans]
+    n_sub = float(THROUGH_PLANE_SAMPLES)
+    for pts, apts in zip(sub_points, sub_anatomy, strict=True):
+        water += _sample_grid(water_map, map_origin, apts) / n_sub
+        sampled = anat.sample_maps(anatomy, apts, ("fat", "brain", "head"))
+        fat += sampled["fat"] * np.float32(signals["fat"] / n_sub)
+        brain_frac += sampled["brain"] / n_sub
+        head_frac += sampled["head"] / n_sub
+        for i, plan in enumerate(plans):
+            box, occupancy = render_lesion(plan, pts)
+            if not occupancy:
+                continue
+            delta, ann = _lesion_signal_change(plan, occupancy, anatomy, apts[box], protocol, signals)
+            water[box] += delta / n_sub
+            annotated[i][box] += ann / n_sub
+    del water_map
+
+    brain_mask = brain_frac >= 0.5
+    head_mask = head_frac >= 0.5
+    facial_frac = anat.sample_maps(anatomy, sub_anatomy[0][:, ::4, ::4], ("facial",))["facial"]
+    pixel_area = (spec.fov_mm[0] / h) * (spec.fov_mm[1] / w) * 16.0
+    facial = (facial_frac >= 0.5).sum(axis=(1, 2)) * pixel_area >= FACIAL_AREA_MM2
+
+    # Susceptibility sources: small spheres of blood products / calcium replace tissue.
+    centre_pts = slice_points_mm(z_mm, spec.matrix, spec.fov_mm)
+    sources = [src for plan in plans for src in plan.sources]
+    for i, plan in enumerate(plans):
+        for src in plan.sources:
+            box = _source_box(centre_pts, src.centre_mm, src.radius_mm + spec.slice_thickness_mm)
+            if box is None:
+                continue
+            occ = np.minimum(sphere_occupancy(src, centre_pts[box], spec.slice_thickness_mm), head_frac[box])
+            water[box] = water[box] * (1.0 - occ) + occ * signals[src.tissue]
+            fat[box] *= 1.0 - occ
+            annotated[i][box] += occ
+
+    rng_tex = np.random.default_rng(tex_seq)
+    texture = 1.0 + 0.03 * _smooth_random_field(
+        rng_tex, shape, (spec.n_slices, max(h // 10, 2), max(w // 10, 2))
+    )
+    water *= texture
+
+    # Field: susceptibility of the head (FFT dipole model) + analytic lesion spheres.
+    fld, axes = _field_ppm(anatomy, geometry, z_mm, spec.fov_mm, rng_scan)
+    field_ppm = _interpolate_field(fld, axes, centre_pts)
+    for src in sources:
+        box = _source_box(centre_pts, src.centre_mm, 12.0 * src.radius_mm + 2.0)
+        if box is not None:
+            field_ppm[box] += sphere_field_ppm(
+                centre_pts[box], src.centre_mm, src.radius_mm, src.delta_chi_ppm
+            )
+    b0_hz = ppm_to_hz(field_ppm, b0)
+
+    tau = protocol.phase_time_ms
+    zz, yy, xx = z_mm[:, None, None], y_mm[None, :, None], x_mm[None, None, :]
+    phase = phase_from_field(b0_hz, tau) + _background_phase(rng_scan, zz, yy, xx, b0)
+    fat_shift_hz = FAT_CHEMICAL_SHIFT_PPM * GAMMA_BAR_MHZ_PER_T * b0
+    fat_rotation = np.complex64(np.exp(1j * float(phase_from_field(np.float32(fat_shift_hz), tau))))
+    bias = _transmit_bias(rng_scan, zz, yy, xx, b0, geometry.shift_mm)
+    complex_signal = (water + fat * fat_rotation) * bias
+    wrapped = wrap_phase(phase)
+    image = (complex_signal * (np.cos(wrapped) + 1j * np.sin(wrapped)).astype(np.complex64)).astype(
+        np.complex64
+    )
+
+    lesions = [
+        Lesion(label=p.label, mask=a >= 0.4, susceptibility=p.susceptibility)
+        for p, a in zip(plans, annotated, strict=True)
+    ]
+    return GroundTruthVolume(
+        image=image,
+        brain_mask=brain_mask,
+        head_mask=head_mask,
+        lesions=lesions,
+        b0_hz=b0_hz.astype(np.float32),
+        facial=facial,
+        sequence=spec.sequence,
+        field_strength_t=b0,
+        tr_ms=protocol.tr_ms,
+        te_ms=protocol.te_ms,
+        ti_ms=protocol.ti_ms,
+        flip_deg=protocol.flip_deg,
+        voxel_size_mm=(float(spec.slice_thickness_mm), spec.fov_mm[0] / h, spec.fov_mm[1] / w),
+        phase_time_ms=float(tau),
+        slice_z_mm=z_mm.astype(np.float32),
+    )
+
+
+def _lesion_signal_change(
+    plan,
+    occupancy: dict[int, np.ndarray],
+    anatomy: anat.HeadAnatomy,
+    anatomy_points: np.ndarray,
+    protocol: Protocol,
+    signals: dict[str, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Change of water signal when a lesion's shells displace normal tissue, and its annotated
+    occupancy, over the lesion's box. Shells displace the tissues they may replace in proportion
+    (edema weighted towards white matter)."""
+    local = anat.sample_maps(anatomy, anatomy_points, _LESION_CONTEXT_MAPS)
+    tissue_signal_map = {
+        t: np.float32(signals[t]) for t in _LESION_CONTEXT_MAPS if t not in ("deep_gm", "iron")
+    }
+    tissue_signal_map["deep_gm"] = _deep_gm_signal(protocol, local.pop("iron"))
+    delta = np.zeros(anatomy_points.shape[:-1], np.float32)
+    annotated = np.zeros_like(delta)
+    for k, occ in occupancy.items():
+        shell = plan.shells[k]
+        available = sum(local[t] for t in shell.replaces)
+        if shell.weights:
+            affinity = sum(local[t] * wgt for t, wgt in shell.weights) / np.maximum(available, 1e-6)
+            occ = occ * np.clip(affinity, 0.0, 1.0)
+        take = np.minimum(occ, available)
+        ratio = take / np.maximum(available, 1e-6)
+        for t in shell.replaces:
+            removed = local[t] * ratio
+            delta -= removed * tissue_signal_map[t]
+            local[t] = local[t] - removed
+        delta += take * signals[shell.tissue]
+        if shell.annotated:
+            annotated += take
+    return delta, annotated
