@@ -1,5 +1,220 @@
-"""CLI subcommands: flow. Register with `@app.command(...)` (or `@evaluate_app.command`)."""
+"""CLI subcommands of the flow stage: ``train-flow --stage 1|2`` and ``sample``."""
 
 from __future__ import annotations
 
-from magphase.cli._app import app, evaluate_app  # noqa: F401
+import itertools
+from pathlib import Path
+
+import typer
+from tqdm import tqdm
+
+from magphase.cli._app import app
+from magphase.config import MagphaseConfig, dump_config, load_config
+from magphase.errors import ConfigError
+
+_CONFIG = typer.Option(None, "--config", "-c", help="magphase config YAML (its flow section)")
+_SET = typer.Option(None, "--set", help="override a config value, e.g. --set flow.stage1.train.steps=200")
+_DRY = typer.Option(False, "--dry-run", help="print the resolved config and the plan, do nothing")
+
+
+def _stage(stage: int) -> int:
+    if stage not in (1, 2):
+        raise ConfigError(f"--stage must be 1 or 2, got {stage}")
+    return stage
+
+
+def _split_list(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+@app.command("train-flow")
+def train_flow_cmd(
+    stage: int = typer.Option(
+        ..., "--stage", help="1: sequence-conditioned; 2: + normal/abnormal fine-tuning"
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory (writes RUN/flow/stage<N>)"),
+    config: Path | None = _CONFIG,
+    latents: Path | None = typer.Option(
+        None, "--latents", help="latent store (default: config, else RUN/latents)"
+    ),
+    resume: bool = typer.Option(False, "--resume", help="continue from the stage's checkpoints"),
+    overrides: list[str] | None = _SET,
+    dry_run: bool = _DRY,
+) -> None:
+    """Train flow stage 1 (paper 2.3.1) or stage 2 (2.3.2, two phases) on the latent store's train split."""
+    from magphase.generative.flow import (
+        latent_store_path,
+        stage2_init_weights,
+        stage_dir,
+        train_stage1,
+        train_stage2,
+    )
+    from magphase.training.progress import TqdmProgress
+
+    cfg = load_config(config, overrides)
+    stage = _stage(stage)
+    store = latent_store_path(cfg, out, latents)
+    flow = cfg.flow
+    if dry_run:
+        typer.echo(dump_config(cfg))
+        net = flow.network().model_dump()
+        if stage == 1:
+            t = flow.stage1.train
+            typer.echo(
+                f"plan: stage 1, U-Net {flow.preset!r} {net} on {store} (split train), {t.steps} steps of "
+                f"batch {t.batch_size}, sequence dropout {flow.stage1.sequence_dropout} "
+                f"-> {stage_dir(out, 1)}"
+            )
+        else:
+            s2 = flow.stage2
+            init = s2.init or f"{stage_dir(out, 1)} (selected snapshot, else final EMA)"
+            typer.echo(
+                f"plan: stage 2 from {init} on {store}: phase 1 ({s2.phase1.steps} steps, class embedding "
+                f"only), phase 2 ({s2.phase2.steps} steps, pretrained lr x {s2.pretrained_lr_scale}), class "
+                f"dropout {s2.class_dropout}, unknown sequences {list(s2.unknown_sequences)} "
+                f"-> {stage_dir(out, 2)}"
+            )
+        return
+    if stage == 1:
+        with TqdmProgress("flow stage 1") as bar:
+            result = train_stage1(cfg, out, latents=latents, resume=resume, progress=bar)
+    else:
+        stage2_init_weights(cfg, out)  # fail early (before phase 1) when stage 1 is missing
+        bars: dict[int, TqdmProgress] = {}
+
+        def progress(phase: int) -> TqdmProgress:
+            for b in bars.values():
+                b.close()
+            bars[phase] = TqdmProgress(f"flow stage 2 phase {phase}")
+            return bars[phase]
+
+        try:
+            result = train_stage2(cfg, out, latents=latents, resume=resume, progress=progress)
+        finally:
+            for b in bars.values():
+                b.close()
+    m = result.last_metrics
+    typer.echo(
+        f"stage {stage} trained to step {result.step}: loss {m.get('loss', float('nan')):.4g}; "
+        f"EMA weights {result.ema_path}; {len(result.snapshots)} kept snapshots; "
+        f"curves {result.loss_plot_path}"
+    )
+
+
+def _resolve_device(cfg: MagphaseConfig, device: str | None) -> str:
+    return device or cfg.device
+
+
+@app.command("sample")
+def sample_cmd(
+    stage: int = typer.Option(..., "--stage", help="1: sequence-conditioned model; 2: class-conditioned"),
+    out: Path = typer.Option(..., "--out", "-o", help="synthetic store to write (e.g. RUN/synthetic-stage2)"),
+    sequence: str = typer.Option(
+        ..., "--sequence", "-s", help="sequence(s), comma-separated, e.g. AXT1,AXFLAIR"
+    ),
+    label: str | None = typer.Option(
+        None, "--label", "-l", help="stage 2: normal, abnormal or unknown (comma-separated for several)"
+    ),
+    n: int = typer.Option(..., "--n", help="samples per (sequence, label)"),
+    guidance: float | None = typer.Option(None, "--guidance", "-w", help="CFG scale w (default: config)"),
+    steps: int | None = typer.Option(None, "--steps", "-k", help="integration steps K (default: config)"),
+    solver: str | None = typer.Option(None, "--solver", help="heun | euler (default: config)"),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="flow weights (.safetensors / snapshot); default: RUN's selected or final"
+    ),
+    run: Path | None = typer.Option(None, "--run", help="run directory (default: the parent of --out)"),
+    decode: bool = typer.Option(True, "--decode/--no-decode", help="also write decoded 2x96x96 patches"),
+    autoencoder: Path | None = typer.Option(
+        None, "--autoencoder", help="autoencoder weights (default: RUN/autoencoder)"
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="noise seed (default: config seed)"),
+    split: str = typer.Option("train", "--split", help="value of the manifest's split column"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="latents per batch and rank"),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda[:N] (default: config)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store"),
+    config: Path | None = _CONFIG,
+    overrides: list[str] | None = _SET,
+    dry_run: bool = _DRY,
+) -> None:
+    """Sample synthetic latents (and decoded complex patches) into a store marked synthetic.
+
+    Runs under torchrun too: each rank integrates its share, rank 0 merges.
+    """
+    from magphase.generative.flow import flow_stage_of, flow_weights, load_flow_model
+    from magphase.generative.sampling import SampleGroup, generate_synthetic_store, weights_provenance
+    from magphase.training.distributed import init_distributed, shutdown_distributed
+
+    cfg = load_config(config, overrides)
+    stage = _stage(stage)
+    sc = cfg.flow.sampling
+    guidance = (
+        guidance if guidance is not None else (sc.guidance_stage1 if stage == 1 else sc.guidance_stage2)
+    )
+    steps = steps if steps is not None else sc.steps
+    solver = solver or sc.solver
+    if solver not in ("heun", "euler"):
+        raise ConfigError(f"--solver must be heun or euler, got {solver!r}")
+    seed = seed if seed is not None else cfg.seed
+    run_dir = run if run is not None else out.parent
+    labels: list[str | None] = list(_split_list(label)) or [None]
+    if stage == 2 and labels == [None]:
+        raise ConfigError("stage 2 needs --label (normal, abnormal or unknown)")
+    groups = [
+        SampleGroup(s.upper(), lab, n).validate(stage)
+        for s, lab in itertools.product(_split_list(sequence), labels)
+    ]
+    if not groups:
+        raise ConfigError("--sequence: give at least one sequence")
+    weights = checkpoint if checkpoint is not None else flow_weights(run_dir, stage)
+    ae_path = (autoencoder if autoencoder is not None else run_dir / "autoencoder") if decode else None
+    if dry_run:
+        typer.echo(dump_config(cfg))
+        typer.echo(
+            f"plan: stage {stage} weights {weights}; {len(groups)} group(s) x {n} samples "
+            f"{[(g.sequence, g.label) for g in groups]}; {solver} K={steps}, w={guidance}, seed {seed}; "
+            f"decode with {ae_path or '(no decoding)'} -> {out}"
+        )
+        return
+    if flow_stage_of(weights) != stage:
+        raise ConfigError(
+            f"--checkpoint {weights} is a stage-{flow_stage_of(weights)} model, not stage {stage}"
+        )
+    info = init_distributed(_resolve_device(cfg, device))
+    try:
+        model = load_flow_model(weights, device=info.device)
+        ae = None
+        if ae_path is not None:
+            from magphase.models.autoencoder import load_autoencoder
+
+            ae = load_autoencoder(ae_path, device=info.device)
+        provenance = weights_provenance(weights)
+        provenance["autoencoder"] = str(ae_path) if ae_path is not None else None
+        total = sum(g.n for g in groups)
+        with tqdm(
+            total=total,
+            desc=f"sample stage {stage}",
+            unit="sample",
+            dynamic_ncols=True,
+            disable=not info.is_main,
+        ) as bar:
+            path = generate_synthetic_store(
+                model,
+                out,
+                groups,
+                stage=stage,
+                guidance=guidance,
+                steps=steps,
+                solver=solver,
+                seed=seed,
+                split=split,
+                batch_size=batch_size or sc.batch_size,
+                autoencoder=ae,
+                provenance=provenance,
+                dist=info,
+                overwrite=overwrite,
+                progress=bar.update if info.world_size == 1 else None,
+            )
+    finally:
+        shutdown_distributed()
+    if info.is_main:
+        typer.echo(f"synthetic store: {path} ({total} samples{', decoded' if ae is not None else ''})")

@@ -477,7 +477,8 @@ def train_stage1(
     return result
 
 
-def _stage1_weights_for_stage2(cfg: MagphaseConfig, run_dir: str | Path) -> Path:
+def stage2_init_weights(cfg: MagphaseConfig, run_dir: str | Path) -> Path:
+    """The stage-1 weights stage 2 starts from: ``flow.stage2.init``, else :func:`flow_weights` of stage 1."""
     return Path(cfg.flow.stage2.init) if cfg.flow.stage2.init else flow_weights(run_dir, 1)
 
 
@@ -497,7 +498,7 @@ def train_stage2(
         The phase-2 :class:`TrainResult` (its EMA weights are the stage-2 model).
     """
     flow, s2 = cfg.flow, cfg.flow.stage2
-    init_path = _stage1_weights_for_stage2(cfg, run_dir)
+    init_path = stage2_init_weights(cfg, run_dir)
     meta = read_weights_metadata(init_path)
     if meta.get("model_config", {}).get("unet") != flow.network().model_dump(mode="json"):
         raise ConfigError(
@@ -559,6 +560,7 @@ __all__ = [
     "load_flow_model",
     "select_flow_snapshot",
     "stage1_sample_weights",
+    "stage2_init_weights",
     "stage2_sample_weights",
     "stage_dir",
     "train_stage1",

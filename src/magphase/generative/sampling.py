@@ -1,0 +1,378 @@
+"""Sampling synthetic latents (and decoded patches) from a trained flow model into a store.
+
+A latent starts from ``x_0 ~ N(0, I)`` at t=0 and is integrated to t=1 with Heun's method (or
+Euler) under classifier-free guidance: stage 1 guides on the sequence, stage 2 on the class with
+the sequence fixed (:mod:`magphase.generative.guidance`).
+
+Reproducibility: the initial noise of sample ``i`` of a group (stage, sequence, class) is drawn
+from its own generator seeded by ``(seed, stage, sequence, class, i)``, so a sample does not
+depend on the batch size or on how many ranks share the work, and two groups never share noise.
+
+Synthetic store layout (same manifest columns as the real stores)::
+
+    z          N x 2 x 48 x 48  the sampled latents (a draw, not a posterior: no logvar)
+    patches    N x 2 x 96 x 96  decoded by the autoencoder (only when one is given)
+    manifest   patch_id = volume = "syn<stage>-<SEQ>-<label>-s<seed>-<i>", sequence, label
+               (normal / abnormal / unlabeled), split, slice = row = col = -1, box_overlap = -1,
+               plus synthetic = 1, stage, class_token, guidance, steps, solver, seed, sample_index
+    meta.json  kind "synthetic" and the provenance (weights, step, autoencoder, settings)
+
+Under ``torchrun`` each rank integrates its contiguous slice of the samples (all groups in order) into
+``OUT.rank<r>-of-<W>``; rank 0 merges them in rank order (:func:`~magphase.data.store.merge_stores`)
+so the merged store equals the single-process one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from magphase.conventions import CLASS_TOKEN_INDEX, SEQUENCE_INDEX, SEQUENCES
+from magphase.data.store import StoreWriter, merge_stores
+from magphase.errors import ConfigError
+from magphase.generative.guidance import guidance_conditions, guided_velocity
+from magphase.generative.solver import make_solver
+from magphase.training.checkpoint import derive_seed, read_weights_metadata
+from magphase.training.distributed import DistInfo, barrier
+
+log = logging.getLogger(__name__)
+
+#: Name of the latent array of a synthetic store.
+LATENT_ARRAY = "z"
+PATCH_ARRAY = "patches"
+_NOISE_TAG = 0x5A3D
+
+
+@dataclass(frozen=True)
+class SampleGroup:
+    """``n`` samples of one condition.
+
+    Attributes:
+        sequence: a name in ``SEQUENCES``.
+        label: stage 2: ``normal``, ``abnormal`` or ``unknown`` (the class token); stage 1: None.
+        n: number of samples.
+    """
+
+    sequence: str
+    label: str | None
+    n: int
+
+    def validate(self, stage: int) -> SampleGroup:
+        if self.sequence not in SEQUENCE_INDEX:
+            raise ConfigError(f"sequence {self.sequence!r}: expected one of {', '.join(SEQUENCES)}")
+        if stage == 1 and self.label is not None:
+            raise ConfigError("stage 1 samples are conditioned on the sequence only: give no label")
+        if stage == 2 and self.label not in ("normal", "abnormal", "unknown"):
+            raise ConfigError(f"stage 2 label {self.label!r}: expected normal, abnormal or unknown")
+        if self.n < 0:
+            raise ConfigError(f"n must be >= 0, got {self.n}")
+        return self
+
+    @property
+    def manifest_label(self) -> str:
+        """The manifest's label (``unknown`` and stage 1 map to ``unlabeled``)."""
+        return self.label if self.label in ("normal", "abnormal") else "unlabeled"
+
+    @property
+    def class_index(self) -> int | None:
+        return None if self.label is None else CLASS_TOKEN_INDEX[self.label]
+
+
+def initial_noise(
+    group: SampleGroup, stage: int, seed: int, start: int, stop: int, shape: Sequence[int]
+) -> Tensor:
+    """The float32 noise ``x_0`` of samples ``start .. stop-1`` of ``group``: ``(stop - start, *shape)``.
+
+    Sample ``i`` always gets the same noise for the same (seed, stage, sequence, class, i).
+    """
+    cls = -1 if group.class_index is None else group.class_index
+    out = torch.empty((stop - start, *shape), dtype=torch.float32)
+    for k, i in enumerate(range(start, stop)):
+        gen = torch.Generator().manual_seed(
+            derive_seed(_NOISE_TAG, seed, stage, SEQUENCE_INDEX[group.sequence], cls + 1, i)
+        )
+        out[k] = torch.randn(tuple(shape), generator=gen)
+    return out
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _latent_shape(model: nn.Module) -> tuple[int, int, int]:
+    return (model.in_channels, model.input_size, model.input_size)  # type: ignore[return-value]
+
+
+def sample_latents(
+    model: nn.Module,
+    *,
+    stage: int,
+    group: SampleGroup,
+    guidance: float,
+    steps: int,
+    solver: str = "heun",
+    seed: int = 0,
+    start: int = 0,
+    stop: int | None = None,
+    batch_size: int = 256,
+    noise: Tensor | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Integrate samples ``start .. stop-1`` of ``group`` from noise (t=0) to latents (t=1).
+
+    Args:
+        model: the flow U-Net (EMA weights, eval mode) on its device; stage 2 needs class conditioning.
+        stage: 1 (guide on the sequence) or 2 (guide on the class, sequence fixed).
+        group: sequence, label and count of the samples.
+        guidance: classifier-free guidance scale w (1: conditional model).
+        steps: integration steps K (Heun: ``2K - 1`` batched network evaluations).
+        solver: ``heun`` or ``euler``.
+        seed: noise seed (see :func:`initial_noise`).
+        start, stop: which samples of the group (default all ``group.n``).
+        batch_size: samples integrated together (the network sees ``2 x batch_size`` when guiding).
+        noise: optional explicit ``x_0`` ``(stop - start, C, S, S)`` instead of the seeded noise
+            (e.g. the same noise for normal and abnormal in a figure).
+        progress: called with the number of samples finished after each batch.
+    Returns:
+        float32 CPU tensor ``(stop - start, C, S, S)`` of latents.
+    """
+    group.validate(stage)
+    stop = group.n if stop is None else stop
+    if getattr(model, "class_conditioned", stage == 2) != (stage == 2):
+        raise ConfigError(
+            f"stage {stage} sampling needs a {'stage-2' if stage == 2 else 'stage-1'} flow model"
+        )
+    device = _device_of(model)
+    shape = _latent_shape(model)
+    integrator = make_solver(solver, steps)  # type: ignore[arg-type]
+    if noise is not None and tuple(noise.shape) != (stop - start, *shape):
+        raise ValueError(f"noise must have shape {(stop - start, *shape)}, got {tuple(noise.shape)}")
+    out = torch.empty((stop - start, *shape), dtype=torch.float32)
+    for a in range(start, stop, batch_size):
+        b = min(a + batch_size, stop)
+        x0 = (
+            noise[a - start : b - start]
+            if noise is not None
+            else initial_noise(group, stage, seed, a, b, shape)
+        )
+        seq = torch.full((b - a,), SEQUENCE_INDEX[group.sequence], dtype=torch.long, device=device)
+        label = None if stage == 1 else torch.full_like(seq, group.class_index)  # type: ignore[arg-type]
+        cond, null = guidance_conditions(stage, seq, label)
+        velocity = guided_velocity(model, cond, null, guidance)
+        result = integrator.solve(velocity, x0.to(device))
+        out[a - start : b - start] = result.x.to(torch.float32).cpu()
+        if progress is not None:
+            progress(b - a)
+    return out
+
+
+@torch.no_grad()
+def decode_latents(autoencoder: nn.Module, z: Tensor, sequence: str, *, batch_size: int = 64) -> Tensor:
+    """Decode latents with ``autoencoder.decode(z, seq)`` in batches: float32 CPU ``(N, 2, 96, 96)``."""
+    device = _device_of(autoencoder)
+    parts = []
+    for a in range(0, z.shape[0], batch_size):
+        zb = z[a : a + batch_size].to(device)
+        seq = torch.full((zb.shape[0],), SEQUENCE_INDEX[sequence], dtype=torch.long, device=device)
+        parts.append(autoencoder.decode(zb, seq).float().cpu())
+    if not parts:
+        return torch.zeros((0, 2, 96, 96))
+    return torch.cat(parts)
+
+
+def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous ``[start, stop)`` of ``n`` items for ``rank`` of ``world_size`` (sizes differ by <= 1)."""
+    return n * rank // world_size, n * (rank + 1) // world_size
+
+
+def _rows(
+    group: SampleGroup,
+    stage: int,
+    start: int,
+    stop: int,
+    *,
+    seed: int,
+    split: str,
+    guidance: float,
+    steps: int,
+    solver: str,
+) -> list[dict[str, Any]]:
+    tag = group.label if group.label is not None else "any"
+    rows = []
+    for i in range(start, stop):
+        pid = f"syn{stage}-{group.sequence}-{tag}-s{seed}-{i:06d}"
+        rows.append(
+            dict(
+                patch_id=pid,
+                volume=pid,
+                sequence=group.sequence,
+                label=group.manifest_label,
+                split=split,
+                slice=-1,
+                row=-1,
+                col=-1,
+                box_overlap=-1.0,
+                synthetic=1,
+                stage=stage,
+                class_token=group.label if group.label is not None else "",
+                guidance=guidance,
+                steps=steps,
+                solver=solver,
+                seed=seed,
+                sample_index=i,
+            )
+        )
+    return rows
+
+
+def generate_synthetic_store(
+    model: nn.Module,
+    out: str | Path,
+    groups: Sequence[SampleGroup],
+    *,
+    stage: int,
+    guidance: float,
+    steps: int,
+    solver: str = "heun",
+    seed: int = 0,
+    split: str = "train",
+    batch_size: int = 256,
+    autoencoder: nn.Module | None = None,
+    decode_batch_size: int = 64,
+    provenance: dict[str, Any] | None = None,
+    dist: DistInfo | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Sample every group and write one synthetic store (latents ``z`` and, with an autoencoder,
+    decoded ``patches``); see the module docstring for the layout.
+
+    Args:
+        model: flow U-Net (EMA weights) on its device.
+        out: store folder to write (atomically).
+        groups: what to sample; the store holds the groups in order, each in sample order.
+        stage, guidance, steps, solver, seed, batch_size: see :func:`sample_latents`.
+        split: value of the manifest's ``split`` column.
+        autoencoder: decoder for ``patches`` (``decode(z, seq)``); None writes latents only.
+        provenance: extra entries for meta.json (weights path, step, ...).
+        dist: rank / world size under ``torchrun`` (None: a single process).
+        overwrite: replace an existing store.
+        progress: called with the number of samples this rank finished.
+    Returns:
+        The store path (every rank returns it once rank 0 has merged).
+    """
+    out = Path(out)
+    groups = [g.validate(stage) for g in groups]
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: store already exists (pass overwrite)")
+    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    shape = _latent_shape(model)
+    arrays: dict[str, tuple[int, ...]] = {LATENT_ARRAY: shape}
+    if autoencoder is not None:
+        arrays[PATCH_ARRAY] = (2, 96, 96)
+    meta = {
+        "synthetic": True,
+        "stage": stage,
+        "guidance": guidance,
+        "steps": steps,
+        "solver": solver,
+        "seed": seed,
+        "groups": [dict(sequence=g.sequence, label=g.label, n=g.n) for g in groups],
+        "decoded": autoencoder is not None,
+        **(provenance or {}),
+    }
+    target = out if world == 1 else out.with_name(f"{out.name}.rank{rank}-of-{world}")
+    with StoreWriter(target, arrays, kind="synthetic", meta=meta, overwrite=True) as writer:
+        # Shard the concatenation of all groups, so that rank-order merging restores the single-process order.
+        lo, hi = shard_range(sum(g.n for g in groups), rank, world)
+        offset = 0
+        for g in groups:
+            start, stop = max(lo - offset, 0), min(hi - offset, g.n)
+            offset += g.n
+            for a in range(start, stop, batch_size):
+                b = min(a + batch_size, stop)
+                z = sample_latents(
+                    model,
+                    stage=stage,
+                    group=g,
+                    guidance=guidance,
+                    steps=steps,
+                    solver=solver,
+                    seed=seed,
+                    start=a,
+                    stop=b,
+                    batch_size=batch_size,
+                )
+                payload = {LATENT_ARRAY: z.numpy()}
+                if autoencoder is not None:
+                    payload[PATCH_ARRAY] = decode_latents(
+                        autoencoder, z, g.sequence, batch_size=decode_batch_size
+                    ).numpy()
+                writer.append(
+                    _rows(
+                        g, stage, a, b, seed=seed, split=split, guidance=guidance, steps=steps, solver=solver
+                    ),
+                    **payload,
+                )
+                if progress is not None:
+                    progress(b - a)
+    if world > 1:
+        barrier(dist)  # type: ignore[arg-type]
+        if rank == 0:
+            parts = [out.with_name(f"{out.name}.rank{r}-of-{world}") for r in range(world)]
+            merged = out.with_name(f"{out.name}.merged")
+            if merged.exists():  # left by a crashed earlier merge
+                shutil.rmtree(merged)
+            merge_stores(parts, merged, kind="synthetic")
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(merged, out)
+            for p in parts:
+                shutil.rmtree(p)
+        barrier(dist)  # type: ignore[arg-type]
+    log.info(
+        "synthetic store %s: %d samples (stage %d, w=%g, K=%d)",
+        out,
+        sum(g.n for g in groups),
+        stage,
+        guidance,
+        steps,
+    )
+    return out
+
+
+def weights_provenance(path: str | Path) -> dict[str, Any]:
+    """meta.json entries describing a flow weights file (path, step, stage)."""
+    meta = read_weights_metadata(path)
+    return {
+        "flow_weights": str(path),
+        "flow_step": meta.get("step"),
+        "flow_stage": meta["model_config"]["stage"],
+    }
+
+
+def network_evaluations(steps: int, solver: str = "heun") -> int:
+    """Batched network calls per sample for K steps (one call holds the conditional and null halves)."""
+    return make_solver(solver, steps).evaluations  # type: ignore[arg-type]
+
+
+__all__ = [
+    "LATENT_ARRAY",
+    "PATCH_ARRAY",
+    "SampleGroup",
+    "decode_latents",
+    "generate_synthetic_store",
+    "initial_noise",
+    "network_evaluations",
+    "sample_latents",
+    "shard_range",
+    "weights_provenance",
+]

@@ -1,0 +1,181 @@
+"""Sampling latents and writing synthetic stores (tiny stand-in networks)."""
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from magphase.data.store import MANIFEST_COLUMNS, Store
+from magphase.errors import ConfigError
+from magphase.generative.sampling import (
+    SampleGroup,
+    generate_synthetic_store,
+    initial_noise,
+    network_evaluations,
+    sample_latents,
+    shard_range,
+)
+
+
+class StandInDecoder(nn.Module):
+    """``decode(z, seq)``: 2 x 8 x 8 latents -> 2 x 96 x 96 patches (nearest upsampling + sequence offset)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def decode(self, z, seq):
+        up = torch.nn.functional.interpolate(z, size=(96, 96), mode="nearest")
+        return self.scale * up + seq.float()[:, None, None, None]
+
+
+def _sample(model, stage=1, label=None, n=5, **kw):
+    args = dict(stage=stage, group=SampleGroup("AXT1", label, n), guidance=2.0, steps=3, seed=7)
+    args.update(kw)
+    return sample_latents(model, **args)
+
+
+def test_shape_dtype_and_determinism(make_unet):
+    model = make_unet()
+    a = _sample(model)
+    assert a.shape == (5, 2, 8, 8) and a.dtype == torch.float32 and torch.isfinite(a).all()
+    torch.testing.assert_close(_sample(model), a, rtol=0, atol=0)
+    assert not torch.allclose(_sample(model, seed=8), a)
+    # Independent of batching and of the slice asked for.
+    torch.testing.assert_close(_sample(model, batch_size=2), a, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(_sample(model, start=2, stop=5), a[2:], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(_sample(model, solver="euler"), a)
+
+
+def test_noise_per_sample_and_per_group():
+    g = SampleGroup("AXT1", "normal", 6)
+    full = initial_noise(g, 2, seed=1, start=0, stop=6, shape=(2, 4, 4))
+    torch.testing.assert_close(initial_noise(g, 2, seed=1, start=3, stop=5, shape=(2, 4, 4)), full[3:5])
+    other = initial_noise(SampleGroup("AXT1", "abnormal", 6), 2, seed=1, start=0, stop=6, shape=(2, 4, 4))
+    assert not torch.allclose(full, other)
+    assert abs(full.std().item() - 1) < 0.2
+
+
+def test_explicit_noise_and_stage_checks(make_unet):
+    stage2 = make_unet(class_conditioning=True)
+    with torch.no_grad():
+        stage2.condition.class_embedding.weight.normal_()
+    noise = torch.randn(3, 2, 8, 8)
+    a = _sample(stage2, stage=2, label="normal", n=3, noise=noise)
+    b = _sample(stage2, stage=2, label="abnormal", n=3, noise=noise)
+    assert not torch.allclose(a, b)
+    with pytest.raises(ConfigError):
+        _sample(make_unet(), stage=2, label="normal")  # stage-1 model
+    with pytest.raises(ConfigError):
+        _sample(stage2, stage=2, label="unlabeled")
+    with pytest.raises(ConfigError):
+        _sample(make_unet(), stage=1, label="normal")
+    with pytest.raises(ConfigError):
+        _sample(make_unet(), group=SampleGroup("T2STAR", None, 2))
+
+
+def test_evaluation_count_and_shards():
+    assert network_evaluations(10) == 19 and network_evaluations(10, "euler") == 10
+    pieces = [shard_range(10, r, 3) for r in range(3)]
+    assert pieces == [(0, 3), (3, 6), (6, 10)]
+
+
+def test_synthetic_store_layout(tmp_path, make_unet):
+    model = make_unet(class_conditioning=True)
+    groups = [
+        SampleGroup("AXFLAIR", "normal", 3),
+        SampleGroup("AXT1", "abnormal", 2),
+        SampleGroup("AXT2", "unknown", 1),
+    ]
+    path = generate_synthetic_store(
+        model,
+        tmp_path / "syn",
+        groups,
+        stage=2,
+        guidance=2.0,
+        steps=2,
+        seed=3,
+        split="val",
+        batch_size=2,
+        autoencoder=StandInDecoder(),
+        provenance={"flow_weights": "w.safetensors"},
+    )
+    store = Store(path)
+    assert store.arrays == {"z": (2, 8, 8), "patches": (2, 96, 96)} and len(store) == 6
+    m = store.manifest
+    assert tuple(m.columns[: len(MANIFEST_COLUMNS)]) == MANIFEST_COLUMNS
+    assert list(m["sequence"]) == ["AXFLAIR"] * 3 + ["AXT1"] * 2 + ["AXT2"]
+    assert list(m["label"]) == ["normal"] * 3 + ["abnormal"] * 2 + ["unlabeled"]
+    assert (m["synthetic"] == 1).all() and (m["split"] == "val").all() and m["patch_id"].is_unique
+    assert store.meta["kind"] == "synthetic" and store.meta["flow_weights"] == "w.safetensors"
+    z = store.read("z", slice(None))
+    ref = _sample(model, stage=2, label="normal", n=3, seed=3, steps=2, group=groups[0])
+    np.testing.assert_allclose(z[:3], ref.numpy(), rtol=1e-5, atol=1e-5)
+    # Patches are the decoder's output for the stored latents and each group's sequence.
+    patches = store.read("patches", slice(None))
+    np.testing.assert_allclose(patches[3, 0, :12, :12], z[3, 0, 0, 0] + 1.0, rtol=1e-6)
+    with pytest.raises(FileExistsError):
+        generate_synthetic_store(model, path, groups, stage=2, guidance=2.0, steps=2)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_sharded_sampling_under_two_ranks_equals_single_process(tmp_path, make_unet):
+    model = make_unet()
+    groups = [SampleGroup("AXT1", None, 5), SampleGroup("AXT2", None, 3)]
+    single = generate_synthetic_store(
+        model, tmp_path / "single", groups, stage=1, guidance=1.5, steps=2, seed=1
+    )
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    port = _free_port()
+    ctx = torch.multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_sharded_worker, args=(r, 2, port, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    a, b = Store(single), Store(tmp_path / "sharded")
+    assert list(a.manifest["patch_id"]) == list(b.manifest["patch_id"])
+    np.testing.assert_allclose(a.read("z", slice(None)), b.read("z", slice(None)), rtol=1e-5, atol=1e-5)
+    assert not list(tmp_path.glob("sharded.rank*"))
+
+
+def _sharded_worker(rank, world, port, tmp):
+    os.environ.update(
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    from magphase.models.unet import VelocityUNet
+    from magphase.training.distributed import init_distributed, shutdown_distributed
+
+    info = init_distributed("cpu")
+    model = VelocityUNet(
+        base_channels=8,
+        channel_mults=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(4,),
+        num_heads=2,
+        emb_dim=16,
+        time_features=8,
+        groups=4,
+        input_size=8,
+    )
+    model.load_state_dict(torch.load(f"{tmp}/w.pt", weights_only=True))
+    groups = [SampleGroup("AXT1", None, 5), SampleGroup("AXT2", None, 3)]
+    generate_synthetic_store(
+        model.eval(), f"{tmp}/sharded", groups, stage=1, guidance=1.5, steps=2, seed=1, dist=info
+    )
+    shutdown_distributed()
