@@ -203,17 +203,14 @@ def main() -> None:
         print("{:<34} {:<32} {:>8} {:>9} {:>13} {:>14}".format(*cells))
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "espirit",
-        "params": PARAMS.__dict__,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        },  # fmt: skip
-        "rows": rows,
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
+    report = {"benchmark": "espirit", "params": PARAMS.__dict__, "machine": machine, "rows": rows}
     temporary = RESULTS.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(report, indent=2))
     os.replace(temporary, RESULTS)

@@ -35,7 +35,7 @@ def combine_coils(coil_images: ArrayLike, maps: ArrayLike) -> ArrayLike:
     if isinstance(coil_images, torch.Tensor):
         maps = torch.as_tensor(maps, device=coil_images.device)
         numerator = (maps.conj() * coil_images).sum(-3)
-        denominator = maps.abs().square().sum(-3)
+        denominator = (maps.real.square() + maps.imag.square()).sum(-3)
         safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
         return torch.where(denominator > 0, numerator / safe, torch.zeros_like(numerator)).to(torch.complex64)
     maps = np.asarray(maps)

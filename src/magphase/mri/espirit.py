@@ -71,8 +71,8 @@ class EspiritParams:
     kernel_size: int = 6
     threshold: float = 0.02
     crop: float = 0.95
-    max_iter: int = 2
-    num_squarings: int = 6
+    max_iter: int = 3
+    num_squarings: int = 5
     eig_grid: int | None = 64
 
 
@@ -314,8 +314,8 @@ def espirit_maps(
     kernel_size: int = 6,
     threshold: float = 0.02,
     crop: float = 0.95,
-    max_iter: int = 2,
-    num_squarings: int = 6,
+    max_iter: int = 3,
+    num_squarings: int = 5,
     eig_grid: int | None = 64,
     reference: ArrayLike | None = None,
     return_eigenvalues: bool = False,
@@ -371,8 +371,8 @@ def espirit_maps_from_calibration(
     kernel_size: int = 6,
     threshold: float = 0.02,
     crop: float = 0.95,
-    max_iter: int = 2,
-    num_squarings: int = 6,
+    max_iter: int = 3,
+    num_squarings: int = 5,
     eig_grid: int | None = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ESPIRiT maps from the calibration region alone (all ESPIRiT needs from the k-space).
