@@ -108,35 +108,20 @@ class SiteProfile:
         )
 
 
-@dataclass(frozen=True)
-class SliceGeometry:
-    """In-plane field of view and slice placement of a volume (recon grid).
+def image_axes_mm(
+    h: int, w: int, pixel_mm: tuple[float, float], oversampled: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scanner y of every stored row and x of every column (mm), the phantom's convention.
 
-    Attributes:
-        fov_mm: recon field of view (rows = readout, columns = phase encoding).
-        slice_thickness_mm: nominal slice thickness.
-        slice_z_mm: ``(S,)`` slice centres along z relative to the nominal brain centre.
+    Recon grid: ``y = (r - (H - 1) / 2) dy`` (anterior), ``x = -(c - (W - 1) / 2) dx`` (patient right).
+    With ``oversampled`` the rows are those of the ``2H``-row readout grid, whose rows
+    ``H//2 .. H//2 + H`` are the recon rows (where fastMRI's centre crop takes them).
     """
-
-    fov_mm: tuple[float, float]
-    slice_thickness_mm: float
-    slice_z_mm: tuple[float, ...]
-
-    @classmethod
-    def regular(
-        cls,
-        n_slices: int,
-        fov_mm: tuple[float, float],
-        slice_thickness_mm: float,
-        slice_gap_mm: float,
-        slab_offset_mm: float = 0.0,
-    ) -> SliceGeometry:
-        """Equally spaced slices (thickness + gap apart) centred on ``slab_offset_mm``."""
-        spacing = slice_thickness_mm + slice_gap_mm
-        z = slab_offset_mm + (np.arange(n_slices) - (n_slices - 1) / 2) * spacing
-        return cls(
-            (float(fov_mm[0]), float(fov_mm[1])), float(slice_thickness_mm), tuple(float(v) for v in z)
-        )
+    first = -(h // 2) if oversampled else 0
+    n_rows = 2 * h if oversampled else h
+    rows = (np.arange(n_rows) + first - (h - 1) / 2) * pixel_mm[0]
+    cols = -(np.arange(w) - (w - 1) / 2) * pixel_mm[1]
+    return rows, cols
 
 
 @dataclass(frozen=True)
@@ -221,7 +206,7 @@ class GroundTruthRecord:
             slices: optional index/slice into the slice axis.
         """
         h, w = self.recon_shape
-        full = self.coil_maps.on_grid(2 * h, w, self.pixel_mm, slices=slices)
+        full = self.coil_maps.on_axes(*image_axes_mm(h, w, self.pixel_mm, oversampled=True), slices=slices)
         if grid == "oversampled":
             return full
         if grid == "recon":
@@ -254,17 +239,17 @@ def _place_on_oversampled_grid(image: np.ndarray) -> np.ndarray:
 
 
 def _head_center_mm(head_mask: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[float, float]:
-    """In-plane (x, y) centroid of the head mask in scanner mm (origin at the FFT centre)."""
+    """In-plane (x, y) centroid of the head mask (all slices together) in scanner mm."""
     _, h, w = head_mask.shape
     rows, cols = np.nonzero(head_mask.any(axis=0))
     if rows.size == 0:
         return 0.0, 0.0
-    return float((cols.mean() - w // 2) * pixel_mm[1]), float((rows.mean() - h // 2) * pixel_mm[0])
+    y_mm, x_mm = image_axes_mm(h, w, pixel_mm)
+    return float(x_mm[cols].mean()), float(y_mm[rows].mean())
 
 
 def acquire(
     volume: GroundTruthVolume,
-    geometry: SliceGeometry,
     settings: AcquisitionSettings,
     rng: np.random.Generator,
     *,
@@ -275,8 +260,8 @@ def acquire(
 
     Args:
         volume: noise-free ground truth; ``image`` complex ``(S, H, W)`` on the recon grid, rows =
-            readout.
-        geometry: field of view and slice positions (``len(slice_z_mm) == S``).
+            readout; ``voxel_size_mm = (thickness, dy, dx)`` gives the field of view and
+            ``slice_z_mm`` the slice positions (equally spaced by the thickness when absent).
         settings: coils, SNR, site.
         rng: random generator for the coil array, noise covariance and noise (seeded by the caller).
         stem: file stem (used for the header protocol and the patient id default).
@@ -290,9 +275,12 @@ def acquire(
     if image.ndim != 3 or not np.iscomplexobj(image):
         raise ValueError(f"ground-truth image must be complex (S, H, W), got {image.dtype} {image.shape}")
     n_slices, h, w = image.shape
-    if len(geometry.slice_z_mm) != n_slices:
-        raise ValueError(f"geometry has {len(geometry.slice_z_mm)} slices, the image {n_slices}")
-    pixel_mm = (geometry.fov_mm[0] / h, geometry.fov_mm[1] / w)
+    thickness_mm, dy, dx = (float(v) for v in volume.voxel_size_mm)
+    pixel_mm = (dy, dx)
+    fov_mm = (h * dy, w * dx)
+    slice_z_mm = np.asarray(getattr(volume, "slice_z_mm", ()), dtype=np.float64)
+    if slice_z_mm.size != n_slices:
+        slice_z_mm = (np.arange(n_slices) - (n_slices - 1) / 2) * thickness_mm
     head_mask = np.asarray(volume.head_mask, dtype=bool)
     brain_mask = np.asarray(volume.brain_mask, dtype=bool)
     site = settings.site
@@ -303,9 +291,10 @@ def acquire(
         center[1] + rng.normal(0, settings.head_jitter_mm),
     )
     array = build_coil_array(settings.n_coils, site.coil_design, rng, center_xy_mm=center)
-    rows_mm = coarse_axis_mm(2 * h, pixel_mm[0], settings.map_step_mm)
-    cols_mm = coarse_axis_mm(w, pixel_mm[1], settings.map_step_mm)
-    maps = compute_coil_maps(array, np.asarray(geometry.slice_z_mm), rows_mm, cols_mm, site.field_strength_t)
+    rows_os_mm, cols_px_mm = image_axes_mm(h, w, pixel_mm, oversampled=True)
+    rows_mm = coarse_axis_mm(rows_os_mm, settings.map_step_mm)
+    cols_mm = coarse_axis_mm(cols_px_mm, settings.map_step_mm)
+    maps = compute_coil_maps(array, slice_z_mm, rows_mm, cols_mm, site.field_strength_t)
     psi = noise_covariance(array, site.coil_design, rng)
 
     # Pass 1, per slice: expand the (unnormalised) maps once, keep the noise-free k-space and the
@@ -314,7 +303,7 @@ def acquire(
     kspace = np.empty((n_slices, n_coils, 2 * h, w), dtype=np.complex64)
     rss_maps = np.empty((n_slices, h, w), dtype=np.float32)
     for s in range(n_slices):
-        maps_s = maps.on_grid(2 * h, w, pixel_mm, slices=slice(s, s + 1))[0]
+        maps_s = maps.on_axes(rows_os_mm, cols_px_mm, slices=slice(s, s + 1))[0]
         rss_maps[s] = np.sqrt(np.sum(np.abs(maps_s[:, h // 2 : h // 2 + h]) ** 2, axis=0))
         kspace[s] = fft2c(maps_s * _place_on_oversampled_grid(image[s].astype(np.complex64)))
     head_rss = rss_maps[head_mask] if head_mask.any() else rss_maps.ravel()
@@ -344,9 +333,9 @@ def acquire(
     sequence = str(volume.sequence)
     header = AcquisitionHeader(
         encoded_matrix=(2 * h, w, 1),
-        encoded_fov_mm=(2 * geometry.fov_mm[0], geometry.fov_mm[1], geometry.slice_thickness_mm),
+        encoded_fov_mm=(2 * fov_mm[0], fov_mm[1], thickness_mm),
         recon_matrix=(h, w, 1),
-        recon_fov_mm=(geometry.fov_mm[0], geometry.fov_mm[1], geometry.slice_thickness_mm),
+        recon_fov_mm=(fov_mm[0], fov_mm[1], thickness_mm),
         field_strength_t=float(volume.field_strength_t),
         tr_ms=float(volume.tr_ms),
         te_ms=float(volume.te_ms),
@@ -388,8 +377,8 @@ def acquire(
             "ti_ms": float("nan") if volume.ti_ms is None else float(volume.ti_ms),
             "flip_deg": float("nan") if volume.flip_deg is None else float(volume.flip_deg),
             "voxel_size_mm": tuple(float(v) for v in volume.voxel_size_mm),
-            "fov_mm": tuple(geometry.fov_mm),
-            "slice_thickness_mm": geometry.slice_thickness_mm,
+            "fov_mm": fov_mm,
+            "slice_thickness_mm": thickness_mm,
             "snr": float(settings.snr),
             "noise_sigma0": float(sigma0),
             "kspace_scale": float(scale),
@@ -568,8 +557,8 @@ __all__ = [
     "GroundTruthRecord",
     "SimulatedAcquisition",
     "SiteProfile",
-    "SliceGeometry",
     "acquire",
+    "image_axes_mm",
     "patient_id_for",
     "read_truth",
     "read_truth_attrs",

@@ -1,10 +1,10 @@
 """Receive coil arrays: Biot-Savart loop sensitivities and correlated noise.
 
-Coordinates are scanner millimetres: ``x`` runs along the stored image columns (left-right,
-the phase-encode direction), ``y`` along the stored rows (anterior-posterior, the readout
-direction) and ``z`` along the slices (B0, head-foot). Image pixel ``(row, col)`` of an
-``n_rows x n_cols`` grid with pixel size ``(dy, dx)`` sits at ``y = (row - n_rows // 2) * dy``,
-``x = (col - n_cols // 2) * dx`` (the FFT centre is the origin).
+Coordinates are the phantom's scanner millimetres (:mod:`magphase.simulate.phantom`), right-handed
+RAS: ``x`` towards the patient's right (stored columns run the other way), ``y`` anterior (stored rows,
+the readout direction), ``z`` superior (along B0, the slice direction). Positions of image pixels come
+from the caller (:func:`magphase.simulate.acquisition.image_axes_mm`); this module only needs them as
+axes.
 
 Sensitivity model: each element is a circular loop on an elliptic cylinder around the head (plus a
 top cap for the 20-channel array). Its quasi-static field B(r) follows from Biot-Savart (the closed
@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -234,18 +235,12 @@ def rf_wavenumber_per_mm(field_strength_t: float) -> float:
     return 2 * math.pi / wavelength_mm
 
 
-def coarse_axis_mm(n_pixels: int, pixel_mm: float, step_mm: float) -> np.ndarray:
-    """Coarse sample positions (mm) that cover a pixel axis with one step of margin each side."""
-    first = (0 - n_pixels // 2) * pixel_mm
-    last = (n_pixels - 1 - n_pixels // 2) * pixel_mm
-    lo = math.floor(first / step_mm) - 1
-    hi = math.ceil(last / step_mm) + 1
+def coarse_axis_mm(positions_mm: np.ndarray, step_mm: float) -> np.ndarray:
+    """Increasing coarse sample positions (mm, multiples of ``step_mm``) covering ``positions_mm`` with
+    one step of margin each side (cubic splines then interpolate, never extrapolate)."""
+    lo = math.floor(float(np.min(positions_mm)) / step_mm) - 1
+    hi = math.ceil(float(np.max(positions_mm)) / step_mm) + 1
     return np.arange(lo, hi + 1) * step_mm
-
-
-def pixel_axis_mm(n_pixels: int, pixel_mm: float) -> np.ndarray:
-    """Pixel centre positions (mm) of an axis; pixel ``n // 2`` is the origin (FFT centre)."""
-    return (np.arange(n_pixels) - n_pixels // 2) * pixel_mm
 
 
 @dataclass
@@ -254,8 +249,8 @@ class CoilMaps:
 
     Attributes:
         coarse: ``(S, C, Ry, Rx)`` complex64 sensitivities at ``rows_mm x cols_mm`` of each slice.
-        rows_mm: ``(Ry,)`` y positions (mm) of the coarse rows.
-        cols_mm: ``(Rx,)`` x positions (mm) of the coarse columns.
+        rows_mm: ``(Ry,)`` increasing y positions (mm) of the coarse rows.
+        cols_mm: ``(Rx,)`` increasing x positions (mm) of the coarse columns.
         slice_z_mm: ``(S,)`` slice positions along z.
     """
 
@@ -264,19 +259,13 @@ class CoilMaps:
     cols_mm: np.ndarray
     slice_z_mm: np.ndarray
 
-    def on_grid(self, n_rows: int, n_cols: int, pixel_mm: tuple[float, float], slices=None) -> np.ndarray:
-        """Expand to an ``n_rows x n_cols`` pixel grid (centre convention of the module docstring).
+    def on_axes(self, rows_mm: np.ndarray, cols_mm: np.ndarray, slices: Any = None) -> np.ndarray:
+        """Expand to the pixel grid with row positions ``rows_mm`` (y) and column positions ``cols_mm`` (x).
 
-        Returns ``(S', C, n_rows, n_cols)`` complex64 for the selected ``slices`` (default all).
+        Returns ``(S', C, len(rows_mm), len(cols_mm))`` complex64 for ``slices`` (index/slice; default all).
         """
         coarse = self.coarse if slices is None else self.coarse[slices]
-        return expand_coil_maps(
-            coarse,
-            self.rows_mm,
-            self.cols_mm,
-            pixel_axis_mm(n_rows, pixel_mm[0]),
-            pixel_axis_mm(n_cols, pixel_mm[1]),
-        )
+        return expand_coil_maps(coarse, self.rows_mm, self.cols_mm, rows_mm, cols_mm)
 
 
 @functools.lru_cache(maxsize=16)

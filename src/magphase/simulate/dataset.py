@@ -52,7 +52,6 @@ from magphase.io.fastmri import open_volume
 from magphase.simulate.acquisition import (
     AcquisitionSettings,
     SiteProfile,
-    SliceGeometry,
     acquire,
     patient_id_for,
     read_truth_attrs,
@@ -166,11 +165,6 @@ class PlannedVolume:
             slice_gap_mm=self.slice_gap_mm,
             slab_offset_mm=self.slab_offset_mm,
             lesions=self.lesions,
-        )
-
-    def geometry(self) -> SliceGeometry:
-        return SliceGeometry.regular(
-            self.n_slices, self.fov_mm, self.slice_thickness_mm, self.slice_gap_mm, self.slab_offset_mm
         )
 
 
@@ -514,10 +508,15 @@ def _fragment(volume: PlannedVolume, lesion_masks: np.ndarray, labels: list[str]
         frag.update(annotated=False, boxes=[], study_labels=[])
         return frag
     boxes = lesion_boxes(volume.stem, lesion_masks, labels)
+    study_labels = [NORMAL_FOR_AGE] if volume.normal_for_age else []
+    if volume.volume_class == "excluded" and not boxes:
+        # The out-of-rule finding missed every slice (e.g. a ventricle artifact above a low slab):
+        # annotators would still note it, at study level, which keeps the volume excluded.
+        study_labels.append(volume.lesions[0])
     frag.update(
         annotated=True,
         boxes=[[b.slice, b.x, b.y, b.width, b.height, b.label] for b in boxes],
-        study_labels=[NORMAL_FOR_AGE] if volume.normal_for_age else [],
+        study_labels=study_labels,
     )
     return frag
 
@@ -595,7 +594,6 @@ def simulate_volume(task: VolumeTask) -> VolumeOutcome:
     )
     acquisition = acquire(
         truth_volume,
-        volume.geometry(),
         settings,
         np.random.default_rng(volume.acquire_seed),
         stem=volume.stem,
@@ -612,7 +610,7 @@ def simulate_volume(task: VolumeTask) -> VolumeOutcome:
     _write_json_atomic(fragment_path(out_dir, volume), fragment)
     t3 = time.perf_counter()
     note = None
-    if volume.volume_class in ("abnormal", "excluded", "metastasis") and not truth.lesion_masks.any():
+    if volume.volume_class in ("abnormal", "metastasis") and not truth.lesion_masks.any():
         note = f"{volume.stem}: planned {volume.volume_class} but no lesion voxel lies in the slab"
         logger.warning(note)
     return VolumeOutcome(
