@@ -1,11 +1,169 @@
-"""Config section `autoencoder` (owned by the autoencoder stage)."""
+"""Config section `autoencoder` (owned by the autoencoder stage): the sequence-conditioned CVAE (paper 2.2).
+
+Network sizes come from a named preset (:data:`AUTOENCODER_PRESETS`) unless ``network`` spells them
+out. ``train`` is the shared engine's :class:`~magphase.config.training.TrainSettings`; its defaults
+depend on the preset (:data:`TRAIN_PRESETS`) unless given explicitly in the YAML.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from magphase.config.training import TrainSettings
+from magphase.conventions import SEQUENCES
+
+
+class AutoencoderNetwork(BaseModel):
+    """Sizes of :class:`magphase.models.autoencoder.ConditionalVAE` (see its module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+    latent_channels: int = Field(2, ge=1, description="latent channels (paper: 2 -> 2 x 48 x 48)")
+    full_res_channels: int = Field(32, ge=1, description="width of the 96 x 96 blocks")
+    full_res_blocks: int = Field(0, ge=0, description="residual blocks at 96 x 96 per encoder/decoder")
+    latent_res_channels: int = Field(64, ge=1, description="width of the 48 x 48 blocks")
+    latent_res_blocks: int = Field(3, ge=1, description="residual blocks at 48 x 48 per encoder/decoder")
+    groups: int = Field(8, ge=1, description="group-norm groups")
+    shortcut: bool = Field(
+        True, description="parameter-free 2x2-mean / bilinear shortcuts around the trunks (DC-AE residual AE)"
+    )
+
+
+#: Named network presets, each with what it measured when last run (dev box: 2 shared CPU cores).
+AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
+    # 0.08 M params. Everything at 48 x 48 (pixel-unshuffle stem): the demo/reproduce CPU budget.
+    "cpu": dict(
+        latent_channels=2,
+        full_res_channels=16,
+        full_res_blocks=0,
+        latent_res_channels=32,
+        latent_res_blocks=2,
+        groups=8,
+        shortcut=True,
+    ),
+    # 6.6 M params. Full-resolution blocks before the 2x2 down-sampling, wide 48 x 48 trunk (one GPU).
+    "paper": dict(
+        latent_channels=2,
+        full_res_channels=64,
+        full_res_blocks=2,
+        latent_res_channels=192,
+        latent_res_blocks=6,
+        groups=32,
+        shortcut=True,
+    ),
+}
+
+#: Engine settings per preset (used when ``train`` is not given in the config).
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": dict(
+        steps=1500,
+        batch_size=32,
+        lr=2e-3,
+        warmup_steps=50,
+        min_lr_ratio=0.05,
+        ema_decay=0.995,
+        checkpoint_every=250,
+        log_every=25,
+    ),
+    "paper": dict(
+        steps=100_000,
+        batch_size=64,
+        lr=2e-4,
+        warmup_steps=1000,
+        min_lr_ratio=0.05,
+        ema_decay=0.999,
+        checkpoint_every=5000,
+        keep_every=20_000,
+        log_every=100,
+        num_workers=4,
+    ),
+}
+
+
+class AutoencoderLoss(BaseModel):
+    """Weights of paper Eq. 1 (normalisations: :mod:`magphase.models.losses`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    lambda_grad: float = Field(0.5, ge=0, description="weight of the finite-difference L1 term")
+    lambda_kl: float = Field(
+        1e-4, ge=0, description="weight of the KL term (mean per latent element, not sum per sample)"
+    )
+
+
+class AutoencoderEval(BaseModel):
+    """Settings of ``magphase evaluate autoencoder`` (Table 3, Fig. 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+    split: str = Field("test", description="manifest split evaluated")
+    batch_size: int = Field(64, ge=1)
+    decode_mean: bool = Field(True, description="reconstruct from mu (True) or from one posterior draw")
+    figure_abnormal_sequence: str = Field("AXT1POST", description="preferred sequence of Fig. 3's abnormal sample")
+    figure_normal_sequence: str = Field("AXT1PRE", description="preferred sequence of Fig. 3's normal sample")
+
+    @field_validator("figure_abnormal_sequence", "figure_normal_sequence")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in SEQUENCES:
+            raise ValueError(f"unknown sequence {v!r}; expected one of {SEQUENCES}")
+        return v
 
 
 class AutoencoderConfig(BaseModel):
-    """Settings of the autoencoder stage."""
+    """Settings of the autoencoder stage (run seed and device come from the top-level config)."""
 
     model_config = ConfigDict(extra="forbid")
+    preset: Literal["cpu", "paper"] = Field("cpu", description="network size + training preset")
+    network: AutoencoderNetwork | None = Field(None, description="explicit network sizes (overrides preset)")
+    patch_store: str | None = Field(
+        None, description="patch store to train on (None: RUN/prepare/patches, else RUN/patches)"
+    )
+    external_store: str | None = Field(
+        None, description="external test patch store to encode too (None: RUN/prepare-external/patches if present)"
+    )
+    augmentation: Literal["none", "flips"] = Field(
+        "flips", description="flips: random horizontal/vertical flips of the training patches"
+    )
+    loss: AutoencoderLoss = AutoencoderLoss()
+    train: TrainSettings = Field(default_factory=lambda: TrainSettings(**TRAIN_PRESETS["cpu"]))
+    eval: AutoencoderEval = AutoencoderEval()
+    encode_batch_size: int = Field(128, ge=1, description="patches encoded per forward pass")
+    sequence_aliases: dict[str, str] = Field(
+        default_factory=lambda: {"T1-TSE": "AXT1", "T2-TIRM": "AXFLAIR"},
+        description="manifest sequence names outside the five fastMRI ones -> the FiLM token used "
+        "(the external test set's T1-TSE / T2-TIRM)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_from_preset(cls, data: Any) -> Any:
+        # The preset picks the engine defaults; fields given explicitly under `train` still win.
+        if isinstance(data, dict):
+            preset = data.get("preset", "cpu")
+            if preset in TRAIN_PRESETS:
+                given = data.get("train")
+                if given is None or isinstance(given, dict):
+                    data = {**data, "train": {**TRAIN_PRESETS[preset], **(given or {})}}
+        return data
+
+    @field_validator("sequence_aliases")
+    @classmethod
+    def _aliases_known(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = {k: s for k, s in v.items() if s not in SEQUENCES}
+        if bad:
+            raise ValueError(f"aliases must map to one of {SEQUENCES}, got {bad}")
+        return v
+
+    def network_sizes(self) -> AutoencoderNetwork:
+        """The resolved network sizes: ``network`` if given, else the preset's."""
+        return self.network if self.network is not None else AutoencoderNetwork(**AUTOENCODER_PRESETS[self.preset])
+
+
+__all__ = [
+    "AUTOENCODER_PRESETS",
+    "TRAIN_PRESETS",
+    "AutoencoderConfig",
+    "AutoencoderEval",
+    "AutoencoderLoss",
+    "AutoencoderNetwork",
+]

@@ -1,0 +1,155 @@
+"""Patch store -> latent store with the trained autoencoder (``magphase encode``).
+
+The latent store has the arrays ``mu`` and ``logvar`` (float32 ``N x 2 x 48 x 48``: the posterior
+``N(mu, exp(logvar))`` of every patch) and the SAME manifest as the patch store, row for row, every
+split included. No noisy draw is stored: the flow stage samples ``z ~ N(mu, sigma^2)`` fresh every time.
+
+``meta.json`` records the source store, the autoencoder weights (path, training step, SHA-256) and latent
+statistics over all items (per-channel mean and std of ``mu``, mean posterior std), so a flow stage can
+check the scale of its data. A store whose meta matches the same source and weights is up to date and
+is not rewritten (unless ``overwrite``). Writes are atomic (:class:`magphase.data.store.StoreWriter`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from magphase.data.store import META_FILE, Store, StoreWriter
+from magphase.errors import DataError
+from magphase.generative.autoencoder import PatchDataset
+from magphase.models.autoencoder import ConditionalVAE
+from magphase.training.checkpoint import EMA_WEIGHTS_NAME, read_weights_metadata
+
+log = logging.getLogger(__name__)
+
+LATENT_KIND = "latents"
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_file(autoencoder: str | Path) -> Path:
+    """The weights file of an autoencoder run folder (``ema.safetensors``) or the file itself."""
+    p = Path(autoencoder)
+    return p / EMA_WEIGHTS_NAME if p.is_dir() else p
+
+
+def provenance(source: str | Path, autoencoder: str | Path) -> dict[str, Any]:
+    """What determines a latent store: the source store (path, item count) and the weights (path, sha)."""
+    src = Store(source)
+    weights = weights_file(autoencoder)
+    if not weights.is_file():
+        raise DataError(weights, None, "autoencoder weights not found")
+    meta = read_weights_metadata(weights)
+    return {
+        "source_store": str(Path(source).resolve()),
+        "source_count": len(src),
+        "autoencoder": str(weights.resolve()),
+        "autoencoder_step": meta.get("step"),
+        "autoencoder_sha256": file_sha256(weights),
+    }
+
+
+def is_up_to_date(out: str | Path, expected: dict[str, Any]) -> bool:
+    """True when ``out`` is a latent store written from the same source store and weights."""
+    meta_path = Path(out) / META_FILE
+    if not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return meta.get("kind") == LATENT_KIND and all(meta.get(k) == v for k, v in expected.items())
+
+
+@torch.no_grad()
+def encode_store(
+    model: ConditionalVAE,
+    source: str | Path,
+    out: str | Path,
+    *,
+    autoencoder: str | Path | None = None,
+    batch_size: int = 128,
+    sequence_aliases: dict[str, str] | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Encode every patch of ``source`` into the latent store ``out`` (atomic).
+
+    Args:
+        model: the trained autoencoder (eval mode; its device is used).
+        source: patch store (``patches`` ``N x 2 x 96 x 96``, manifest with ``sequence``).
+        out: latent store folder to write.
+        autoencoder: where ``model``'s weights came from (run folder or file): recorded in meta.json and
+            used to decide whether an existing ``out`` is up to date. None: always rewrite.
+        batch_size: patches per forward pass.
+        sequence_aliases: manifest sequence names outside the five fastMRI ones -> FiLM token.
+        overwrite: rewrite even an up-to-date store.
+        progress: called with the number of patches encoded after each batch.
+    Returns:
+        ``out``.
+    Raises:
+        DataError: a source that is not a patch store, or unknown sequence names.
+    """
+    out = Path(out)
+    expected = provenance(source, autoencoder) if autoencoder is not None else None
+    if expected is not None and not overwrite and is_up_to_date(out, expected):
+        log.info("%s is up to date (same patch store and autoencoder weights): skipped", out)
+        return out
+    store = Store(source)
+    dataset = PatchDataset(store, split=None, sequence_aliases=sequence_aliases)
+    n = len(store)
+    latent_shape = tuple(model.latent_shape)
+    device = next(model.parameters()).device
+    model.eval()
+    rows = store.manifest.to_dict("records")
+    sum_mu = np.zeros(latent_shape[0], np.float64)
+    sum_mu2 = np.zeros(latent_shape[0], np.float64)
+    sum_sigma = 0.0
+    meta = {
+        "source_kind": store.meta.get("kind"),
+        **(expected or {"source_store": str(Path(source).resolve())}),
+    }
+    with StoreWriter(
+        out, {"mu": latent_shape, "logvar": latent_shape}, kind=LATENT_KIND, meta=meta, overwrite=True
+    ) as w:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            x = torch.from_numpy(store.read("patches", slice(start, stop))).to(device)
+            seq = torch.from_numpy(dataset.sequences[start:stop]).to(device)
+            mu, logvar = model.encode(x, seq)
+            mu_np = mu.float().cpu().numpy()
+            logvar_np = logvar.float().cpu().numpy()
+            sum_mu += mu_np.sum(axis=(0, 2, 3), dtype=np.float64)
+            sum_mu2 += np.square(mu_np, dtype=np.float64).sum(axis=(0, 2, 3))
+            sum_sigma += float(np.exp(0.5 * logvar_np.astype(np.float64)).sum())
+            w.append(rows[start:stop], mu=mu_np, logvar=logvar_np)
+            if progress is not None:
+                progress(stop - start)
+        per_channel = max(n, 1) * latent_shape[1] * latent_shape[2]
+        mean = sum_mu / per_channel
+        w.meta["latent_stats"] = {
+            "mu_mean": mean.tolist(),
+            "mu_std": np.sqrt(np.maximum(sum_mu2 / per_channel - mean**2, 0.0)).tolist(),
+            "sigma_mean": sum_sigma / max(n * int(np.prod(latent_shape)), 1),
+        }
+    store.close()
+    log.info("encoded %d patches of %s -> %s", n, source, out)
+    return out
+
+
+__all__ = ["LATENT_KIND", "encode_store", "file_sha256", "is_up_to_date", "provenance", "weights_file"]
