@@ -130,6 +130,18 @@ def realfake_required_counts(
     return {str(seq): int(r["train"] + r["val"] + n_test_sets * r["test"]) for seq, r in counts.iterrows()}
 
 
+def resolve_real_latents(cfg: Any) -> str:
+    """The real-latent mode for a whole :class:`~magphase.config.MagphaseConfig`.
+
+    ``evaluation.realfake.real_latents`` when set, else how the flow model was trained (``flow.latents``:
+    ``posterior`` -> posterior draws, ``mean`` -> ``mu``).
+    """
+    explicit = cfg.evaluation.realfake.real_latents
+    if explicit is not None:
+        return explicit
+    return "mean" if getattr(cfg.flow, "latents", "posterior") == "mean" else "posterior"
+
+
 def _seeded_rows(manifest: pd.DataFrame, sequence: str, seed: int) -> np.ndarray:
     """Store rows of ``sequence`` in a seeded order independent of the manifest's row order."""
     rows = np.flatnonzero((manifest["sequence"] == sequence).to_numpy())
@@ -583,6 +595,7 @@ __all__ = [
     "matched_synthetic_splits",
     "real_split_counts",
     "realfake_required_counts",
+    "resolve_real_latents",
     "run_realfake",
     "select_stage1_checkpoint",
     "table4",
