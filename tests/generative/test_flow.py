@@ -221,3 +221,17 @@ def test_two_stages_train_reduce_loss_and_export(tmp_path, latent_store):
     phase1 = load_ema_weights(run / "flow" / "stage2" / "phase1" / "ema.safetensors")
     assert all(torch.equal(phase1[k], v) for k, v in start.items())
     assert json.loads((run / "flow" / "stage2" / "done.json").read_text())["step"] == 20
+
+
+def test_loading_weights_that_are_not_a_flow_model_raises(tmp_path):
+    from magphase.training.checkpoint import save_weights
+
+    path = save_weights(
+        {"w": torch.zeros(2)}, tmp_path / "other.safetensors", {"model_config": '{"kind": "cvae"}'}
+    )
+    with pytest.raises(DataError, match="model_config"):
+        load_flow_model(path)
+    with pytest.raises(DataError):
+        load_flow_model(tmp_path / "missing.safetensors")
+    with pytest.raises(DataError, match="stage 1"):
+        flow_weights(tmp_path / "run", 1)

@@ -365,7 +365,9 @@ def select_flow_snapshot(run_dir: str | Path, stage: int, step: int, **info: Any
     snaps = list_flow_snapshots(run_dir, stage)
     if step not in snaps:
         raise ConfigError(f"flow stage {stage} has no snapshot at step {step} (kept: {sorted(snaps)})")
-    record = {"stage": stage, "step": step, "path": str(snaps[step]), **info}
+    # The path is stored relative to the run directory so a moved run stays valid.
+    rel = snaps[step].relative_to(Path(run_dir))
+    record = {"stage": stage, "step": step, "path": str(rel), **info}
     return atomic_write_text(
         json.dumps(record, indent=2, default=str) + "\n", stage_dir(run_dir, stage) / SELECTED_NAME
     )
@@ -379,7 +381,7 @@ def flow_weights(run_dir: str | Path, stage: int) -> Path:
     """
     selected = stage_dir(run_dir, stage) / SELECTED_NAME
     if selected.is_file():
-        return Path(json.loads(selected.read_text())["path"])
+        return Path(run_dir) / json.loads(selected.read_text())["path"]
     path = training_dir(run_dir, stage) / EMA_WEIGHTS_NAME
     if not path.is_file():
         raise DataError(path, None, f"flow stage {stage} has no EMA weights (train it first)")
