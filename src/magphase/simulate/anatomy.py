@@ -310,14 +310,17 @@ def anatomy_cache_path() -> Path | None:
 
     `MAGPHASE_CACHE_DIR` picks the folder (default `~/.cache/magphase`); set it to "off" to
     disable. The file name carries a hash of this module's source and nilearn's version, so a
-    changed model never loads a stale cache.
+    changed model (this module or the tissue table) never loads a stale cache.
     """
     root = os.environ.get("MAGPHASE_CACHE_DIR", str(Path.home() / ".cache" / "magphase"))
     if root.strip().lower() in ("", "off", "none", "0"):
         return None
     import nilearn
 
-    digest = hashlib.sha256(Path(__file__).read_bytes() + nilearn.__version__.encode()).hexdigest()[:16]
+    from magphase.simulate import tissue
+
+    sources = Path(__file__).read_bytes() + Path(tissue.__file__).read_bytes()
+    digest = hashlib.sha256(sources + nilearn.__version__.encode()).hexdigest()[:16]
     return Path(root) / f"head_anatomy_{digest}.npz"
 
 
@@ -534,11 +537,11 @@ def build_head_anatomy() -> HeadAnatomy:
         globe = np.zeros(GRID_SHAPE, bool)
         globe[box] = inside
         carve(globe, _L_VITREOUS)
-        facial |= cone_mask | globe
+        facial |= globe
     sinus_specs = (
         # (centre z y x, radii, label, wall mm, facial?)
         ((-2.0, 78.0, 0.0), (11.0, 6.0, 15.0), _L_AIRIN, 1.5, False),  # frontal
-        ((-32.0, 44.0, 0.0), (13.0, 16.0, 10.0), _L_ETHMOID, 1.0, True),  # ethmoid
+        ((-34.0, 44.0, 0.0), (11.0, 16.0, 10.0), _L_ETHMOID, 1.0, True),  # ethmoid
         ((-32.0, 14.0, 0.0), (10.0, 11.0, 13.0), _L_AIRIN, 1.5, False),  # sphenoid
         ((-64.0, 42.0, -28.0), (15.0, 17.0, 13.0), _L_AIRIN, 1.5, True),  # maxillary right
         ((-64.0, 42.0, 28.0), (15.0, 17.0, 13.0), _L_AIRIN, 1.5, True),  # maxillary left

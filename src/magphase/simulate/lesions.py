@@ -206,10 +206,10 @@ def _sources(
     p_haem = {"Mass": 0.25, "Metastasis": 0.3, "Posttreatment change": 0.6}.get(label, 0.0)
     p_calc = {"Mass": 0.15, "Extra-axial mass": 0.3}.get(label, 0.0)
     draw = rng.random()
-    if draw < p_haem:
-        tissue, dchi, n, rmin, rmax = "haemorrhage", 1.0, int(rng.integers(3, 9)), 0.6, 1.8
-    elif draw < p_haem + p_calc:
-        tissue, dchi, n, rmin, rmax = "calcification", -1.0, int(rng.integers(1, 4)), 1.0, 2.8
+    if draw < p_haem:  # intratumoral / post-operative blood products, micro- to small bleeds
+        tissue, dchi, n, rmin, rmax = "haemorrhage", 1.0, int(rng.integers(2, 7)), 1.0, 3.5
+    elif draw < p_haem + p_calc:  # dystrophic / psammomatous calcification
+        tissue, dchi, n, rmin, rmax = "calcification", -1.0, int(rng.integers(1, 4)), 1.5, 4.0
     else:
         return []
     sources = []
@@ -334,19 +334,14 @@ def render_lesion(
     return box, out
 
 
-def sphere_occupancy(
-    source: SphereSource, points_mm: np.ndarray, thickness_mm: float, n_sub: int = 5
-) -> np.ndarray:
-    """Fraction of each thick-slice voxel (points (..., 3) at slice centres) inside a sphere.
+def sphere_cross_section(source: SphereSource, points_mm: np.ndarray, edge_mm: float = 0.35) -> np.ndarray:
+    """In-plane partial-volume fraction of the sphere's section through each point (..., 3).
 
-    Averages the in-plane partial-volume disk over `n_sub` positions across the slice thickness.
+    The section at the points' z is a disk of radius sqrt(a^2 - dz^2); pixels are scored by
+    their distance to its edge (linear ramp over ~2 * edge_mm). float32, shape points.shape[:-1].
     """
     d = np.asarray(points_mm, np.float32) - source.centre_mm.astype(np.float32)
     r_xy = np.sqrt(d[..., 1] ** 2 + d[..., 2] ** 2)
-    occ = np.zeros(r_xy.shape, np.float32)
-    for t in (np.arange(n_sub) + 0.5) / n_sub - 0.5:
-        dz = d[..., 0] + t * thickness_mm
-        r2 = source.radius_mm**2 - dz**2
-        disk = np.sqrt(np.maximum(r2, 0.0))
-        occ += np.clip(disk - r_xy + 0.35, 0.0, 1.0) * (r2 > 0)
-    return occ / n_sub
+    r2 = source.radius_mm**2 - d[..., 0] ** 2
+    disk = np.sqrt(np.maximum(r2, 0.0))
+    return (np.clip(disk - r_xy + edge_mm, 0.0, 1.0) * (r2 > 0)).astype(np.float32)

@@ -44,7 +44,7 @@ from magphase.simulate.lesions import (
     LESION_LABELS,
     plan_lesions,
     render_lesion,
-    sphere_occupancy,
+    sphere_cross_section,
 )
 from magphase.simulate.susceptibility import (
     evaluate_polynomial,
@@ -73,6 +73,10 @@ vertex and shows no orbits; slab_offset ~ -30 mm brings orbits and sinuses in.""
 
 THROUGH_PLANE_SAMPLES = 2
 """Positions across the slice thickness at which the anatomy is sampled and averaged."""
+
+SOURCE_THROUGH_PLANE_SAMPLES = 5
+"""Positions across the slice at which lesion susceptibility spheres (tissue and field) are
+evaluated and the complex signal averaged."""
 
 FIELD_GRID_MM = 2.0
 FACIAL_AREA_MM2 = 150.0
@@ -248,7 +252,7 @@ def _smooth_random_field(
 
 
 def _background_phase(rng: np.random.Generator, z_mm, y_mm, x_mm, field_strength_t: float) -> np.ndarray:
-    """Smooth transceiver phase on the open mesh (z, y, x): global offset + 1st/2nd-order terms.
+    """Smooth transceiver phase on the open mesh (z, y, x): offset + 1st/2nd-order terms.
 
     At 3 T the RF wavelength in tissue (~12 cm) is comparable to the head, so the transmit and
     receive B1 phases vary by about a radian or more across it; at 1.5 T less.
@@ -347,10 +351,13 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
     _validate(spec)
     geo_seq, les_seq, scan_seq, tex_seq = np.random.SeedSequence(spec.seed).spawn(4)
     rng_scan = np.random.default_rng(scan_seq)
+    # What differs between two acquisitions of the same subject on the same scanner: the
+    # receiver's reference phase and the echo timing.
+    rng_acq = np.random.default_rng([spec.seed, ALL_SIMULATED_SEQUENCES.index(spec.sequence)])
     b0 = check_field_strength(spec.field_strength_t)
     protocol = default_protocol(spec.sequence, b0, spec.tr_ms, spec.te_ms, spec.ti_ms, spec.flip_deg)
     # Scanner-to-scanner spread of the readout/echo offset.
-    protocol = with_phase_time(protocol, protocol.phase_time_ms * rng_scan.uniform(0.7, 1.4))
+    protocol = with_phase_time(protocol, protocol.phase_time_ms * rng_acq.uniform(0.6, 1.5))
     signals = _tissue_signals(protocol)
 
     anatomy = anat.load_head_anatomy()
@@ -408,43 +415,61 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
     pixel_area = (spec.fov_mm[0] / h) * (spec.fov_mm[1] / w) * 16.0
     facial = (facial_frac >= 0.5).sum(axis=(1, 2)) * pixel_area >= FACIAL_AREA_MM2
 
-    # Susceptibility sources: small spheres of blood products / calcium replace tissue.
-    centre_pts = slice_points_mm(z_mm, spec.matrix, spec.fov_mm)
-    sources = [src for plan in plans for src in plan.sources]
-    for i, plan in enumerate(plans):
-        for src in plan.sources:
-            box = _source_box(centre_pts, src.centre_mm, src.radius_mm + spec.slice_thickness_mm)
-            if box is None:
-                continue
-            occ = np.minimum(sphere_occupancy(src, centre_pts[box], spec.slice_thickness_mm), head_frac[box])
-            water[box] = water[box] * (1.0 - occ) + occ * signals[src.tissue]
-            fat[box] *= 1.0 - occ
-            annotated[i][box] += occ
-
     rng_tex = np.random.default_rng(tex_seq)
     texture = 1.0 + 0.03 * _smooth_random_field(
         rng_tex, shape, (spec.n_slices, max(h // 10, 2), max(w // 10, 2))
     )
     water *= texture
 
-    # Field: susceptibility of the head (FFT dipole model) + analytic lesion spheres.
+    # Field of the head: susceptibility map -> dipole kernel (FFT) -> shim.
+    centre_pts = slice_points_mm(z_mm, spec.matrix, spec.fov_mm)
     fld, axes = _field_ppm(anatomy, geometry, z_mm, spec.fov_mm, rng_scan)
-    field_ppm = _interpolate_field(fld, axes, centre_pts)
-    for src in sources:
-        box = _source_box(centre_pts, src.centre_mm, 12.0 * src.radius_mm + 2.0)
-        if box is not None:
-            field_ppm[box] += sphere_field_ppm(
-                centre_pts[box], src.centre_mm, src.radius_mm, src.delta_chi_ppm
-            )
-    b0_hz = ppm_to_hz(field_ppm, b0)
-
+    head_field_ppm = _interpolate_field(fld, axes, centre_pts)
     tau = protocol.phase_time_ms
+    hz_per_ppm = GAMMA_BAR_MHZ_PER_T * b0
+
+    # Lesion susceptibility sources (spheres of blood products / calcium): tissue replacement
+    # and analytic dipole field, both averaged across the slice thickness, so partial volume
+    # and intravoxel dephasing come out of the same average.
+    water_c = water.astype(np.complex64)
+    source_field_ppm = np.zeros(shape, np.float32)
+    through = ((np.arange(SOURCE_THROUGH_PLANE_SAMPLES) + 0.5) / SOURCE_THROUGH_PLANE_SAMPLES - 0.5) * (
+        spec.slice_thickness_mm
+    )
+    for i, plan in enumerate(plans):
+        for src in plan.sources:
+            box = _source_box(centre_pts, src.centre_mm, 10.0 * src.radius_mm + spec.slice_thickness_mm)
+            if box is None:
+                continue
+            pts = centre_pts[box]
+            local = water_c[box]
+            averaged = np.zeros_like(local)
+            occupancy = np.zeros(local.shape, np.float32)
+            for dz in through:
+                shifted = pts.copy()
+                shifted[..., 0] += dz
+                occ = np.minimum(sphere_cross_section(src, shifted), head_frac[box])
+                src_field = sphere_field_ppm(shifted, src.centre_mm, src.radius_mm, src.delta_chi_ppm)
+                rotation = np.exp(1j * phase_from_field(src_field * hz_per_ppm, tau)).astype(np.complex64)
+                averaged += (local * (1.0 - occ) + occ * signals[src.tissue]) * rotation
+                occupancy += occ
+            water_c[box] = averaged / len(through)
+            occupancy /= len(through)
+            fat[box] *= 1.0 - occupancy
+            annotated[i][box] += occupancy
+            source_field_ppm[box] += sphere_field_ppm(pts, src.centre_mm, src.radius_mm, src.delta_chi_ppm)
+    b0_hz = ppm_to_hz(head_field_ppm + source_field_ppm, b0)
+
     zz, yy, xx = z_mm[:, None, None], y_mm[None, :, None], x_mm[None, None, :]
-    phase = phase_from_field(b0_hz, tau) + _background_phase(rng_scan, zz, yy, xx, b0)
-    fat_shift_hz = FAT_CHEMICAL_SHIFT_PPM * GAMMA_BAR_MHZ_PER_T * b0
+    phase = (
+        phase_from_field(ppm_to_hz(head_field_ppm, b0), tau)
+        + _background_phase(rng_scan, zz, yy, xx, b0)
+        + np.float32(rng_acq.uniform(-math.pi, math.pi))
+    )
+    fat_shift_hz = FAT_CHEMICAL_SHIFT_PPM * hz_per_ppm
     fat_rotation = np.complex64(np.exp(1j * float(phase_from_field(np.float32(fat_shift_hz), tau))))
     bias = _transmit_bias(rng_scan, zz, yy, xx, b0, geometry.shift_mm)
-    complex_signal = (water + fat * fat_rotation) * bias
+    complex_signal = (water_c + fat * fat_rotation) * bias
     wrapped = wrap_phase(phase)
     image = (complex_signal * (np.cos(wrapped) + 1j * np.sin(wrapped)).astype(np.complex64)).astype(
         np.complex64

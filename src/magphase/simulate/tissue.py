@@ -62,7 +62,7 @@ def _r(t1_15: float, t2_15: float, t2s_15: float, t1_3: float, t2_3: float, t2s_
 # Susceptibility: Schenck 1996 (water, air, fat, bone), Duyn et al. 2007 / Li et al. 2011 (GM-WM),
 # Weisskoff & Kiihne 1992, Spees et al. 2001 (deoxygenated blood).
 NORMAL_TISSUES: dict[str, TissueClass] = {
-    "wm": TissueClass(0.69, -9.08, _r(884, 72, 66, 1084, 69, 53)),
+    "wm": TissueClass(0.69, -9.08, _r(780, 72, 66, 1084, 69, 53)),
     "gm": TissueClass(0.80, -9.03, _r(1124, 95, 84, 1820, 99, 66)),
     # Iron-free basis of the deep grey nuclei; their iron map (ppm) adds chi and shortens T2/T2*.
     "deep_gm": TissueClass(0.80, -9.05, _r(1050, 90, 70, 1400, 80, 55)),
