@@ -7,14 +7,15 @@ the recon grid, rows = readout):
    where fastMRI's centre crop takes them back); the extra field of view is air, so it is zero.
 2. Coil images ``maps_c * rho`` with Biot-Savart sensitivities (:mod:`magphase.simulate.coils`),
    all elements scaled so the median root-sum-of-squares (RSS) of the maps inside the head is 1.
-3. ``kspace = fft2c(coil images) * scale + noise``, complex64 ``S x C x 2H x W``. ``scale`` puts the
+3. ``kspace = fft2c(scale * coil images + noise)``, complex64 ``S x C x 2H x W``. ``scale`` puts the
    mean brain signal of the ideal coil combination at ``signal_level`` (fastMRI-like raw units) and the
-   noise is circular complex Gaussian, white in k-space, correlated across coils with covariance
-   ``sigma0^2 Psi`` where ``sigma0 = signal_level / snr``.
+   noise is circular complex Gaussian, white (so equally white in k-space: the orthonormal FFT is
+   unitary), correlated across coils with covariance ``sigma0^2 Psi``, ``sigma0 = signal_level / snr``.
+4. ``reconstruction_rss`` = RSS of the noisy coil images on the recon rows: fastMRI's
+   ``ifft2c -> centre crop -> RSS`` of the stored k-space, up to float32 round-off.
 
 So ``snr`` is the brain-average SNR of an optimal (Roemer) combination with unit-variance noise:
-``mean_brain(|rho| RSS(maps)) / sigma0``. The orthonormal FFT makes the image-domain noise of each
-coil the same as in k-space.
+``mean_brain(|rho| RSS(maps)) / sigma0``.
 
 The ground-truth sidecar (:func:`write_truth` / :func:`read_truth`) records the combined noise-free
 image ``rho * RSS(maps)`` (what an ideal coil combination such as ESPIRiT returns, up to a global
@@ -41,7 +42,7 @@ from magphase.errors import DataError
 from magphase.io.fastmri import write_volume
 from magphase.io.ismrmrd import AcquisitionHeader
 from magphase.mri.fft import fft2c
-from magphase.mri.rss import rss_reconstruction
+from magphase.mri.rss import rss
 from magphase.simulate.coils import (
     CoilArrayDesign,
     CoilMaps,
@@ -230,14 +231,6 @@ def patient_id_for(stem: str, seed: int) -> str:
     return hashlib.sha256(f"magphase-sim:{seed}:{stem}".encode()).hexdigest()[:40]
 
 
-def _place_on_oversampled_grid(image: np.ndarray) -> np.ndarray:
-    """``(H, W)`` -> ``(2H, W)``: the image in rows ``H//2 .. H//2 + H``, zeros (air) elsewhere."""
-    h, w = image.shape
-    out = np.zeros((2 * h, w), dtype=np.complex64)
-    out[h // 2 : h // 2 + h] = image
-    return out
-
-
 def _head_center_mm(head_mask: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[float, float]:
     """In-plane (x, y) centroid of the head mask (all slices together) in scanner mm."""
     _, h, w = head_mask.shape
@@ -297,15 +290,16 @@ def acquire(
     maps = compute_coil_maps(array, slice_z_mm, rows_mm, cols_mm, site.field_strength_t)
     psi = noise_covariance(array, site.coil_design, rng)
 
-    # Pass 1, per slice: expand the (unnormalised) maps once, keep the noise-free k-space and the
-    # maps' RSS on the recon rows. The normalisation and signal scale are global scalars, applied after.
+    # Pass 1, per slice: the (unnormalised) maps on the recon rows only -- outside them the object is
+    # air, so the coil images there are zero whatever the maps are -- and their RSS. Map normalisation
+    # and signal scale are global scalars known only after all slices.
     n_coils = settings.n_coils
-    kspace = np.empty((n_slices, n_coils, 2 * h, w), dtype=np.complex64)
+    rows_recon_mm = rows_os_mm[h // 2 : h // 2 + h]
+    maps_recon = np.empty((n_slices, n_coils, h, w), dtype=np.complex64)
     rss_maps = np.empty((n_slices, h, w), dtype=np.float32)
     for s in range(n_slices):
-        maps_s = maps.on_axes(rows_os_mm, cols_px_mm, slices=slice(s, s + 1))[0]
-        rss_maps[s] = np.sqrt(np.sum(np.abs(maps_s[:, h // 2 : h // 2 + h]) ** 2, axis=0))
-        kspace[s] = fft2c(maps_s * _place_on_oversampled_grid(image[s].astype(np.complex64)))
+        maps_recon[s] = maps.on_axes(rows_recon_mm, cols_px_mm, slices=slice(s, s + 1))[0]
+        rss_maps[s] = np.sqrt(np.sum(np.abs(maps_recon[s]) ** 2, axis=0))
     head_rss = rss_maps[head_mask] if head_mask.any() else rss_maps.ravel()
     map_norm = float(np.median(head_rss))
     maps = normalise_coil_maps(maps, head_rss)
@@ -317,14 +311,23 @@ def acquire(
     if not mean_brain > 0:
         raise ValueError("ground-truth image is zero inside the brain/head: nothing to acquire")
     scale = settings.signal_level / mean_brain
-    kspace *= np.float32(scale / map_norm)
     sigma0 = settings.signal_level / settings.snr
     covariance = psi * sigma0**2
-    # Pass 2: noise, slice by slice (bounded memory; one generator so the draw order is fixed).
-    for s in range(n_slices):
-        kspace[s] += correlated_noise((n_coils, 2 * h, w), covariance, rng)
 
-    reconstruction = np.stack([rss_reconstruction(kspace[s], (h, w)) for s in range(n_slices)])
+    # Pass 2, per slice (bounded memory; one generator, so the draw order is fixed): coil images on the
+    # oversampled grid plus noise, then one FFT. White noise with covariance Psi has the same law in
+    # image space and k-space (the orthonormal FFT is unitary per coil), so adding it before the FFT
+    # lets the RSS reconstruction use the noisy coil images directly: it equals fastMRI's
+    # ifft2c -> crop -> RSS of the stored k-space up to float32 round-off (~1e-7).
+    kspace = np.empty((n_slices, n_coils, 2 * h, w), dtype=np.complex64)
+    reconstruction = np.empty((n_slices, h, w), dtype=np.float32)
+    object_scale = np.float32(scale / map_norm)
+    for s in range(n_slices):
+        coil_images = correlated_noise((n_coils, 2 * h, w), covariance, rng)
+        coil_images[:, h // 2 : h // 2 + h] += maps_recon[s] * (image[s].astype(np.complex64) * object_scale)
+        reconstruction[s] = rss(coil_images[:, h // 2 : h // 2 + h], coil_axis=0)
+        kspace[s] = fft2c(coil_images)
+    del maps_recon
 
     slice_max = np.abs(combined).reshape(n_slices, -1).max(axis=1).astype(np.float64)
     safe = np.where(slice_max > 0, slice_max, 1.0)

@@ -303,7 +303,8 @@ def _plan_training(cfg: SimulateConfig, seed: int, sites: dict[int, SiteProfile]
     for cls_name, sequences in TABLE1_CELLS.items():
         for seq in sequences:
             allowed = [c for c, seqs in TABLE1_CELLS.items() if seq in seqs]
-            cls_w = {c: cfg.class_fractions.get(c, 0.0) for c in allowed}
+            # A sequence with one possible class (AXT2, AXT1PRE: unlabeled) keeps its whole share.
+            cls_w = {c: 1.0 if len(allowed) == 1 else cfg.class_fractions.get(c, 0.0) for c in allowed}
             denom = sum(cls_w.values())
             w = seq_w.get(seq, 0.0) / total_seq * (cls_w[cls_name] / denom if denom > 0 else 0.0)
             cells.append((cls_name, seq))

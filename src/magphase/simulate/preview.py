@@ -5,8 +5,9 @@ Each column is one sequence. Rows: full slice magnitude (grey), full slice phase
 The complex image is the coil combination of the *noisy* k-space with the true sensitivities from the
 sidecar (``sum_c conj(S_c) y_c / sum_c |S_c|^2``), so the phase shown is the data's phase, not a
 re-estimate. Slices are shown up/down flipped (radiological view, as fastMRI+ annotators saw them);
-boxes come from ``brain.csv``, converted to stored-array rows with
-:func:`magphase.io.annotations.box_to_array` and then flipped with the image.
+boxes (red) come from ``brain.csv``, converted to stored-array rows with
+:func:`magphase.io.annotations.box_to_array` and then flipped with the image. Volumes without boxes
+(the external set has volume-level labels only) show their ground-truth lesion outlines in cyan.
 """
 
 from __future__ import annotations
@@ -97,9 +98,18 @@ def render_preview(out_dir: str | os.PathLike[str], png_path: str | os.PathLike[
         area = np.zeros(volume.n_slices)
         for box in boxes:
             area[box.slice] += box.width * box.height
-        slice_index = int(np.argmax(area)) if area.any() else volume.n_slices // 2
-        if not area.any() and truth.brain_mask.any():
+        # Volumes without boxes (external set: volume-level labels only) show the slice with the most
+        # lesion, outlined from the ground-truth masks in cyan; otherwise the most brain.
+        lesion_union = (
+            truth.lesion_masks.any(axis=0) if truth.lesion_masks.size else np.zeros((1, h, w), bool)
+        )
+        if area.any():
+            slice_index = int(np.argmax(area))
+        elif lesion_union.any():
+            slice_index = int(np.argmax(lesion_union.sum(axis=(1, 2))))
+        else:
             slice_index = int(np.argmax(truth.brain_mask.sum(axis=(1, 2))))
+        outline = np.flipud(lesion_union[slice_index]) if not boxes and lesion_union.any() else None
         with open_volume(raw) as handle:
             kspace = handle.kspace_slice(slice_index)
         maps = truth.coil_maps_on_grid("recon", slices=slice(slice_index, slice_index + 1))[0]
@@ -113,6 +123,9 @@ def render_preview(out_dir: str | os.PathLike[str], png_path: str | os.PathLike[
             big = max(slice_boxes, key=lambda b: b.width * b.height)
             row0, row1, col0, col1 = big.to_array(h)
             center_row, center_col = h - (row0 + row1) / 2, (col0 + col1) / 2
+        elif outline is not None:
+            rows, cols = np.nonzero(outline)
+            center_row, center_col = float(rows.mean()), float(cols.mean())
         else:
             center_row, center_col = h / 2, w / 2
         top = int(np.clip(round(center_row - patch / 2), 0, h - patch))
@@ -137,6 +150,14 @@ def render_preview(out_dir: str | os.PathLike[str], png_path: str | os.PathLike[
             )
             crop = data[top : top + patch, left : left + patch]
             axes[row + 2, col].imshow(crop, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+            if outline is not None:
+                ax.contour(outline, levels=[0.5], colors="cyan", linewidths=0.6)
+                axes[row + 2, col].contour(
+                    outline[top : top + patch, left : left + patch],
+                    levels=[0.5],
+                    colors="cyan",
+                    linewidths=0.8,
+                )
             for box in slice_boxes:
                 row0, row1, col0, col1 = box.to_array(h)
                 axes[row + 2, col].add_patch(
