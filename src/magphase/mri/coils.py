@@ -46,6 +46,34 @@ def combine_coils(coil_images: ArrayLike, maps: ArrayLike) -> ArrayLike:
     return out
 
 
+def _chequerboard(rows: int, cols: int, offset: int, device: torch.device) -> torch.Tensor:
+    """``(-1)**(i + j + offset)`` as a float32 ``(rows, cols)`` tensor."""
+    i = torch.arange(rows, device=device)[:, None]
+    j = torch.arange(cols, device=device)[None, :]
+    return 1.0 - 2.0 * ((i + j + offset) % 2).to(torch.float32)
+
+
+def _coil_images_without_final_shift(
+    kspace: torch.Tensor, rows: slice
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``ifft2c(kspace)[..., rows, :]``, up to a per-pixel sign returned separately (even sizes).
+
+    For even ``N`` the centring shifts are modulations: ``ifft2c(k)[n] = (-1)**(n - N/2) *
+    ifft2(k * (-1)**k)[n]`` per axis. The sign after the transform is common to all coils, so it is
+    applied to the combined image (1/C of the data) instead of shifting every coil image twice.
+
+    Returns:
+        coil images ``(S, C, len(rows), W)`` and the sign ``(len(rows), W)`` still to multiply by
+        (``None`` when a size is odd and plain :func:`ifft2c` was used).
+    """
+    height, width = kspace.shape[-2:]
+    if height % 2 or width % 2:
+        return ifft2c(kspace)[..., rows, :], None
+    images = torch.fft.ifft2(kspace * _chequerboard(height, width, 0, kspace.device), norm="ortho")
+    sign = _chequerboard(height, width, (height + width) // 2, kspace.device)
+    return images[..., rows, :], sign[rows]
+
+
 def espirit_combine(
     kspace_volume: ArrayLike,
     *,
@@ -116,11 +144,12 @@ def espirit_combine(
     images = []
     for start in range(0, k.shape[0], slices_per_batch):
         stop = start + slices_per_batch
-        coil_images = ifft2c(k[start:stop])[..., row0 : row0 + grid_rows, :]
+        coil_images, sign = _coil_images_without_final_shift(k[start:stop], slice(row0, row0 + grid_rows))
         maps, _ = espirit_maps_from_calibration(
             calib[start:stop], (grid_rows, cols), reference=reference, **espirit_kwargs
         )
-        images.append(combine_coils(coil_images, maps))
+        combined = combine_coils(coil_images, maps)
+        images.append(combined if sign is None else combined * sign)
     combined = torch.cat(images)
     if recon_size is not None:
         combined = center_crop_image(combined, recon_size)
