@@ -82,6 +82,33 @@ def test_train_both_stages_and_sample(tmp_path, latent_store):
         ("AXT1", "abnormal"),
         ("AXT1", "normal"),
     ]
+    # Snapshots: list, select, and sample from one by step.
+    res = runner.invoke(app, ["flow-snapshots", "--stage", "1", "--out", str(run), "--select", "3"])
+    assert res.exit_code == 0, res.output
+    assert "snapshots/ema-step00000003.safetensors" in res.output.splitlines()[-1]
+    res = runner.invoke(
+        app,
+        [
+            "sample",
+            "--stage",
+            "1",
+            "--sequence",
+            "AXT2",
+            "--n",
+            "2",
+            "--no-decode",
+            "--run",
+            str(run),
+            "--snapshot",
+            "6",
+            "--out",
+            str(tmp_path / "s1"),
+            "--config",
+            str(cfg),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert Store(tmp_path / "s1").meta["flow_step"] == 6
     # A stage-1 model cannot serve a stage-2 request; stage 2 needs a label.
     res = runner.invoke(app, [*args[:2], "1", *args[3:]])
     assert isinstance(res.exception, ConfigError)

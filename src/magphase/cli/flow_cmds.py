@@ -122,6 +122,7 @@ def sample_cmd(
     checkpoint: Path | None = typer.Option(
         None, "--checkpoint", help="flow weights (.safetensors / snapshot); default: RUN's selected or final"
     ),
+    snapshot: int | None = typer.Option(None, "--snapshot", help="use RUN's kept snapshot of this step"),
     run: Path | None = typer.Option(None, "--run", help="run directory (default: the parent of --out)"),
     decode: bool = typer.Option(True, "--decode/--no-decode", help="also write decoded 2x96x96 patches"),
     autoencoder: Path | None = typer.Option(
@@ -140,7 +141,7 @@ def sample_cmd(
 
     Runs under torchrun too: each rank integrates its share, rank 0 merges.
     """
-    from magphase.generative.flow import flow_stage_of, flow_weights, load_flow_model
+    from magphase.generative.flow import flow_stage_of, flow_weights, list_flow_snapshots, load_flow_model
     from magphase.generative.sampling import SampleGroup, generate_synthetic_store, weights_provenance
     from magphase.training.distributed import init_distributed, shutdown_distributed
 
@@ -165,7 +166,15 @@ def sample_cmd(
     ]
     if not groups:
         raise ConfigError("--sequence: give at least one sequence")
-    weights = checkpoint if checkpoint is not None else flow_weights(run_dir, stage)
+    if checkpoint is not None and snapshot is not None:
+        raise ConfigError("give --checkpoint or --snapshot, not both")
+    if snapshot is not None:
+        snaps = list_flow_snapshots(run_dir, stage)
+        if snapshot not in snaps:
+            raise ConfigError(f"--snapshot {snapshot}: stage {stage} of {run_dir} kept steps {sorted(snaps)}")
+        weights = snaps[snapshot]
+    else:
+        weights = checkpoint if checkpoint is not None else flow_weights(run_dir, stage)
     ae_path = (autoencoder if autoencoder is not None else run_dir / "autoencoder") if decode else None
     if dry_run:
         typer.echo(dump_config(cfg))
@@ -218,3 +227,24 @@ def sample_cmd(
         shutdown_distributed()
     if info.is_main:
         typer.echo(f"synthetic store: {path} ({total} samples{', decoded' if ae is not None else ''})")
+
+
+@app.command("flow-snapshots")
+def flow_snapshots_cmd(
+    stage: int = typer.Option(..., "--stage", help="1 or 2"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory"),
+    select: int | None = typer.Option(
+        None, "--select", help="record this step as the stage's selected model"
+    ),
+    criterion: str | None = typer.Option(None, "--criterion", help="why it was selected (stored with it)"),
+) -> None:
+    """List a flow stage's kept EMA snapshots (for model selection), or record the selected one."""
+    from magphase.generative.flow import flow_weights, list_flow_snapshots, select_flow_snapshot
+
+    stage = _stage(stage)
+    if select is not None:
+        path = select_flow_snapshot(out, stage, select, criterion=criterion)
+        typer.echo(f"selected step {select}: {path}")
+    for step, path in list_flow_snapshots(out, stage).items():
+        typer.echo(f"{step}\t{path}")
+    typer.echo(f"inference weights: {flow_weights(out, stage)}")
