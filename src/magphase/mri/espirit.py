@@ -18,8 +18,8 @@ Algorithm, per slice (k-space ``(C, H, W)``, last two axes = readout, phase enco
    is), found by batched power iteration accelerated by repeated squaring;
 6. pixels whose eigenvalue is ``<= crop`` get zero maps.
 
-Speed: step 5 is the cost (a ``C x C`` eigenproblem per pixel: BART spends ~3.4 s per
-16-coil 640 x 320 slice on it). ``G`` has only ``2k - 1`` frequencies per axis (in cycles per
+Speed: step 5 dominates (a ``C x C`` eigenproblem per pixel: BART needs ~3.4 CPU-seconds per
+16-coil 640 x 320 slice). ``G`` has only ``2k - 1`` frequencies per axis (in cycles per
 FOV, whatever the matrix size), so the sensitivities are smooth on the scale of the FOV: by default
 the eigenproblem is solved on ``eig_grid = 64`` samples per axis, and the eigenvectors (after the
 smooth phase reference below) and eigenvalues are interpolated to the pixels with separable
