@@ -20,9 +20,10 @@ from magphase.simulate.susceptibility import (
     ppm_to_hz,
     remove_shim_terms,
     sphere_field_ppm,
+    transceive_phase_from_conductivity,
     wrap_phase,
 )
-from magphase.simulate.tissue import GAMMA_BAR_MHZ_PER_T, relaxation
+from magphase.simulate.tissue import GAMMA_BAR_MHZ_PER_T, MU0_H_PER_M, relaxation
 
 
 def _supersampled_sphere(n: int, radius: float, sub: int = 4) -> np.ndarray:
@@ -131,6 +132,8 @@ def test_t1_weighted_ordering(sequence, field_strength):
     p = default_protocol(sequence, field_strength)
     wm, gm, csf, fat = (tissue_signal(p, t) for t in ("wm", "gm", "csf", "fat"))
     assert fat > wm > gm > csf
+    for lesion in ("edema", "wm_lesion", "gliosis", "necrosis", "cyst"):  # T1-hypointense vs WM
+        assert tissue_signal(p, lesion) < wm
 
 
 @pytest.mark.parametrize("field_strength", [1.5, 3.0])
@@ -138,6 +141,8 @@ def test_t2_weighted_ordering(field_strength):
     p = default_protocol("AXT2", field_strength)
     wm, gm, csf = (tissue_signal(p, t) for t in ("wm", "gm", "csf"))
     assert csf > gm > wm
+    for lesion in ("edema", "wm_lesion", "gliosis"):  # T2-hyperintense vs grey matter
+        assert tissue_signal(p, lesion) > gm
 
 
 def test_gadolinium_enhances_only_post_contrast():
@@ -221,3 +226,20 @@ def test_susceptibility_lesion_shows_more_in_phase_than_in_magnitude(render, mon
     assert np.abs(with_source.b0_hz - without.b0_hz).max() > 10.0
     assert phase_change.max() > 0.2
     assert (phase_change > 0.05).sum() > 1.2 * (relative_magnitude_change > 0.05).sum()
+
+
+def test_transceive_phase_solves_the_conductivity_poisson_equation():
+    """lap(phi) = 2 omega mu0 sigma inside a uniformly conducting sphere (phase-based EPT)."""
+    n, h, sigma = 64, 2.0, 0.5
+    c = np.arange(n) - n / 2
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    conductor = (((z**2 + y**2 + x**2) * h * h) <= 40.0**2).astype(np.float32) * sigma
+    phi = transceive_phase_from_conductivity(conductor, (h, h, h), larmor_hz=128e6, pad_factor=2.0)
+    m = n // 2
+    neighbours = phi[m + 1, m, m] + phi[m - 1, m, m] + phi[m, m + 1, m] + phi[m, m - 1, m]
+    laplacian = (neighbours + phi[m, m, m + 1] + phi[m, m, m - 1] - 6 * phi[m, m, m]) / (h * 1e-3) ** 2
+    expected = 2 * 2 * np.pi * 128e6 * MU0_H_PER_M * sigma
+    assert laplacian == pytest.approx(expected, rel=0.03)
+    # Quadratic bowl: phi(r) - phi(0) = expected r^2 / 6 inside.
+    r = 15
+    assert phi[m, m, m + r] - phi[m, m, m] == pytest.approx(expected * (r * h * 1e-3) ** 2 / 6, rel=0.05)

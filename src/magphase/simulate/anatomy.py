@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import scipy.ndimage as ndi
 
-from magphase.simulate.tissue import chi_relative_to_air
+from magphase.simulate.tissue import CONDUCTIVITY_S_PER_M, SUPPORTED_FIELD_STRENGTHS_T, chi_relative_to_air
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ class HeadAnatomy:
         (ppm / IRON_SCALE_PPM, the iron susceptibility of deep grey nuclei).
     chi_coarse: float32 susceptibility relative to air (ppm), block-averaged to
         CHI_GRID_SPACING_MM, origin `chi_origin_mm` (z, y, x).
+    sigma_coarse: field strength (T) -> float32 electrical conductivity (S/m) at its Larmor
+        frequency, on the same coarse grid.
     sites: lesion site name -> float32 (N, 3) candidate centres (MNI mm, z y x).
     surface_normals: float32 (N, 3) outward normals for sites["surface"].
     ventricle_centre_mm: centroid of the lateral ventricles (MNI mm, z y x).
@@ -116,6 +118,7 @@ class HeadAnatomy:
     maps: dict[str, np.ndarray]
     chi_coarse: np.ndarray
     chi_origin_mm: np.ndarray
+    sigma_coarse: dict[float, np.ndarray]
     sites: dict[str, np.ndarray]
     surface_normals: np.ndarray
     ventricle_centre_mm: np.ndarray
@@ -176,6 +179,32 @@ def _ellipsoid_mask(centre_zyx, radii_zyx) -> tuple[tuple[slice, slice, slice], 
     return box, rho < 1.0
 
 
+def _mask_box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """Bounding box (with `margin` voxels) of a boolean volume, None if empty."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.nonzero(mask.any(axis=other))[0]
+        if hits.size == 0:
+            return None
+        box.append(slice(max(0, int(hits[0]) - margin), min(mask.shape[axis], int(hits[-1]) + margin + 1)))
+    return tuple(box)
+
+
+def _upsample2(volume: np.ndarray) -> np.ndarray:
+    """Linear 2x upsampling of cell-centred data (each coarse voxel = 2 fine ones), per axis."""
+    out = volume
+    for axis in range(volume.ndim):
+        a = np.moveaxis(out, axis, 0)
+        prev = np.concatenate([a[:1], a[:-1]])
+        nxt = np.concatenate([a[1:], a[-1:]])
+        up = np.empty((2 * a.shape[0], *a.shape[1:]), np.float32)
+        up[0::2] = 0.75 * a + 0.25 * prev
+        up[1::2] = 0.75 * a + 0.25 * nxt
+        out = np.moveaxis(up, 0, axis)
+    return np.ascontiguousarray(out)
+
+
 def _distance(mask: np.ndarray) -> np.ndarray:
     """Approximate Euclidean distance (mm) of each voxel to the nearest voxel outside `mask`.
 
@@ -186,9 +215,7 @@ def _distance(mask: np.ndarray) -> np.ndarray:
     m = np.pad(mask, pad, mode="edge")
     coarse = m.reshape(m.shape[0] // 2, 2, m.shape[1] // 2, 2, m.shape[2] // 2, 2).mean(axis=(1, 3, 5)) > 0.5
     d2 = ndi.distance_transform_edt(coarse, sampling=2.0).astype(np.float32)
-    d1 = ndi.zoom(d2, 2, order=1, grid_mode=True, mode="nearest")[
-        : mask.shape[0], : mask.shape[1], : mask.shape[2]
-    ]
+    d1 = _upsample2(d2)[: mask.shape[0], : mask.shape[1], : mask.shape[2]]
     d1 = np.maximum(d1 - 0.5, 0.0)
     d1[~mask] = 0.0
     return d1
@@ -351,6 +378,8 @@ def _save_cached(anatomy: HeadAnatomy, path: Path) -> None:
     arrays |= {f"site_{k}": v for k, v in anatomy.sites.items()}
     arrays |= {
         "chi_coarse": anatomy.chi_coarse,
+        "sigma_coarse_15": anatomy.sigma_coarse[1.5],
+        "sigma_coarse_30": anatomy.sigma_coarse[3.0],
         "chi_origin_mm": anatomy.chi_origin_mm,
         "surface_normals": anatomy.surface_normals,
         "ventricle_centre_mm": anatomy.ventricle_centre_mm,
@@ -375,6 +404,7 @@ def _load_cached(path: Path) -> HeadAnatomy:
         return HeadAnatomy(
             maps=maps,
             chi_coarse=data["chi_coarse"],
+            sigma_coarse={1.5: data["sigma_coarse_15"], 3.0: data["sigma_coarse_30"]},
             chi_origin_mm=data["chi_origin_mm"],
             sites=sites,
             surface_normals=data["surface_normals"],
@@ -564,18 +594,19 @@ def build_head_anatomy() -> HeadAnatomy:
 
     # Labels -> partial-volume fractions (Gaussian, sigma 0.5 mm, keeps the sum at 1).
     fractions = {name: np.zeros(GRID_SHAPE, np.float32) for name in TISSUE_MAPS}
-    smooth_brain = ndi.gaussian_filter((labels == _L_BRAIN).astype(np.float32), 0.5)
+    smooth_brain = ndi.gaussian_filter((labels == _L_BRAIN).astype(np.float32), 0.5, truncate=3.0)
     fractions["gm"] += gm * smooth_brain
     fractions["wm"] += wm * smooth_brain
     fractions["deep_gm"] += deep * smooth_brain
     fractions["csf"] += csf_in_brain * smooth_brain
     for label, composition in _LABEL_COMPOSITION.items():
         ind = labels == label
-        if not ind.any():
+        box = _mask_box(ind, margin=3)
+        if box is None:
             continue
-        smooth = ndi.gaussian_filter(ind.astype(np.float32), 0.5)
+        smooth = ndi.gaussian_filter(ind[box].astype(np.float32), 0.5, truncate=3.0)
         for tissue, weight in composition.items():
-            fractions[tissue] += weight * smooth
+            fractions[tissue][box] += weight * smooth
     # Choroid plexus in the ventricular atria; veins override whatever they cross.
     for side in (-1.0, 1.0):
         centre, radii = (16.0, -40.0, side * 27.0), (6.0, 9.0, 6.0)
@@ -598,6 +629,14 @@ def build_head_anatomy() -> HeadAnatomy:
         head_fraction += fractions[name]
     chi += iron * fractions["deep_gm"]
     chi_coarse, chi_origin = _block_average(chi, int(CHI_GRID_SPACING_MM))
+    del chi
+    sigma_coarse = {}
+    for b0 in SUPPORTED_FIELD_STRENGTHS_T:
+        sigma = np.zeros(GRID_SHAPE, np.float32)
+        for name in TISSUE_MAPS:
+            sigma += fractions[name] * np.float32(CONDUCTIVITY_S_PER_M[name][b0])
+        sigma_coarse[b0], _ = _block_average(sigma, int(CHI_GRID_SPACING_MM))
+        del sigma
 
     maps: dict[str, np.ndarray] = {}
     for name in TISSUE_MAPS:
@@ -613,6 +652,7 @@ def build_head_anatomy() -> HeadAnatomy:
         maps=maps,
         chi_coarse=chi_coarse,
         chi_origin_mm=chi_origin,
+        sigma_coarse=sigma_coarse,
         sites=sites,
         surface_normals=normals,
         ventricle_centre_mm=ventricle_centre.astype(np.float32),
@@ -828,6 +868,16 @@ def sample_maps(
         scale = IRON_SCALE_PPM if name == "iron" else 1.0 / 255.0
         out[name] = (values * scale).reshape(shape)
     return out
+
+
+def sample_coarse(volume: np.ndarray, anatomy: HeadAnatomy, anatomy_points_mm: np.ndarray) -> np.ndarray:
+    """Trilinear sample (0 outside) of a volume on the coarse chi grid at anatomy points (..., 3)."""
+    shape = anatomy_points_mm.shape[:-1]
+    idx = (
+        (anatomy_points_mm.reshape(-1, 3) - anatomy.chi_origin_mm.astype(np.float32)) / CHI_GRID_SPACING_MM
+    ).T
+    values = ndi.map_coordinates(volume, idx, order=1, mode="constant", cval=0.0, output=np.float32)
+    return values.reshape(shape)
 
 
 def sample_chi(anatomy: HeadAnatomy, anatomy_points_mm: np.ndarray) -> np.ndarray:

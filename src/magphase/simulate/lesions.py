@@ -322,7 +322,27 @@ def render_lesion(
         slice(int(rows[0]), int(rows[-1]) + 1),
         slice(int(cols[0]), int(cols[-1]) + 1),
     )
-    rho = lesion_rho(plan, points_mm[box])
+    return box, shell_occupancy(plan, points_mm[box], edge_mm)
+
+
+def render_lesion_on_axes(
+    plan: LesionPlan, z_mm: np.ndarray, y_mm: np.ndarray, x_mm: np.ndarray, edge_mm: float = 0.8
+) -> tuple[tuple[slice, ...], dict[int, np.ndarray]]:
+    """`render_lesion` on the rectilinear grid z_mm x y_mm x x_mm without building all its points."""
+    reach = float(plan.radii_mm.max()) * plan.extent * 1.4 + 2.0
+    box = []
+    for axis, values in enumerate((z_mm, y_mm, x_mm)):
+        hits = np.nonzero(np.abs(np.asarray(values) - plan.centre_mm[axis]) < reach)[0]
+        if hits.size == 0:
+            return (slice(0, 0),) * 3, {}
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    pts = np.stack(np.meshgrid(z_mm[box[0]], y_mm[box[1]], x_mm[box[2]], indexing="ij"), axis=-1)
+    return tuple(box), shell_occupancy(plan, pts.astype(np.float32), edge_mm)
+
+
+def shell_occupancy(plan: LesionPlan, points_mm: np.ndarray, edge_mm: float = 0.8) -> dict[int, np.ndarray]:
+    """{shell index: float32 occupancy in [0, 1]} of a lesion's shells at points (..., 3)."""
+    rho = lesion_rho(plan, points_mm)
     scale = float(np.mean(plan.radii_mm)) / edge_mm  # rho units -> edge widths
     out = {}
     for i, shell in enumerate(plan.shells):
@@ -331,7 +351,7 @@ def render_lesion(
         occ = (inner * outer).astype(np.float32)
         if occ.max() > 0:
             out[i] = occ
-    return box, out
+    return out
 
 
 def sphere_cross_section(source: SphereSource, points_mm: np.ndarray, edge_mm: float = 0.35) -> np.ndarray:

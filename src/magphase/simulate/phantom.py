@@ -44,6 +44,7 @@ from magphase.simulate.lesions import (
     LESION_LABELS,
     plan_lesions,
     render_lesion,
+    render_lesion_on_axes,
     sphere_cross_section,
 )
 from magphase.simulate.susceptibility import (
@@ -53,10 +54,12 @@ from magphase.simulate.susceptibility import (
     ppm_to_hz,
     remove_shim_terms,
     sphere_field_ppm,
+    transceive_phase_from_conductivity,
     wrap_phase,
 )
 from magphase.simulate.tissue import (
     ALL_TISSUES,
+    CONDUCTIVITY_S_PER_M,
     FAT_CHEMICAL_SHIFT_PPM,
     GAMMA_BAR_MHZ_PER_T,
     IRON_R2_PER_PPM_S,
@@ -252,13 +255,13 @@ def _smooth_random_field(
 
 
 def _background_phase(rng: np.random.Generator, z_mm, y_mm, x_mm, field_strength_t: float) -> np.ndarray:
-    """Smooth transceiver phase on the open mesh (z, y, x): offset + 1st/2nd-order terms.
+    """Smooth RF phase not captured by the conductivity model, on the open mesh (z, y, x).
 
-    At 3 T the RF wavelength in tissue (~12 cm) is comparable to the head, so the transmit and
-    receive B1 phases vary by about a radian or more across it; at 1.5 T less.
+    Random offset + 1st/2nd-order terms standing for the transmit coil's geometry and standing-wave
+    pattern; at 3 T (RF wavelength in tissue ~12 cm, comparable to the head) larger than at 1.5 T.
     """
     strong = field_strength_t > 2.0
-    sigma1, sigma2 = (0.9, 0.7) if strong else (0.5, 0.3)
+    sigma1, sigma2 = (0.6, 0.4) if strong else (0.35, 0.2)
     coef = np.concatenate(
         [[rng.uniform(-math.pi, math.pi)], rng.normal(0, sigma1, 3), rng.normal(0, sigma2, 6)]
     )
@@ -281,24 +284,53 @@ def _transmit_bias(rng: np.random.Generator, z_mm, y_mm, x_mm, field_strength_t:
     ).astype(np.float32)
 
 
-def _field_ppm(
-    anatomy: anat.HeadAnatomy,
-    geometry: anat.SubjectGeometry,
-    z_mm: np.ndarray,
-    fov_mm: tuple[float, float],
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Shimmed relative field (ppm) on a 2 mm scanner grid covering the head and the FOV.
-
-    Returns (field (nz, ny, nx), (z, y, x) axis coordinates in mm).
-    """
+def _head_grid(
+    geometry: anat.SubjectGeometry, fov_mm: tuple[float, float]
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """The 2 mm scanner grid (axes z, y, x in mm) covering the whole head and the FOV, and the
+    anatomy coordinates of its points (nz, ny, nx, 3)."""
     h = FIELD_GRID_MM
     half_y = max(fov_mm[0] / 2, 120.0)
     half_x = max(fov_mm[1] / 2, 100.0)
     gz = np.arange(-150.0, 130.0 + h / 2, h)
     gy = np.arange(-half_y, half_y + h / 2, h)
     gx = np.arange(-half_x, half_x + h / 2, h)
-    anat_pts = anat.map_slices(gz, gy, gx, geometry, step=3)
+    return (gz, gy, gx), anat.map_slices(gz, gy, gx, geometry, step=3)
+
+
+def _transceive_phase(
+    anatomy: anat.HeadAnatomy,
+    axes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    anat_pts: np.ndarray,
+    field_strength_t: float,
+    plans: list,
+) -> np.ndarray:
+    """RF transceive phase (rad) on the head grid from tissue and lesion conductivity."""
+    sigma = anat.sample_coarse(anatomy.sigma_coarse[field_strength_t], anatomy, anat_pts)
+    for plan in plans:
+        box, occupancy = render_lesion_on_axes(plan, *axes)
+        for k, occ in occupancy.items():
+            tissue = plan.shells[k].tissue
+            if tissue not in CONDUCTIVITY_S_PER_M:
+                continue
+            target = np.float32(CONDUCTIVITY_S_PER_M[tissue][field_strength_t])
+            local = sigma[box]
+            sigma[box] = local + occ * (target - local) * (local > 0.1)
+    larmor_hz = GAMMA_BAR_MHZ_PER_T * 1e6 * field_strength_t
+    h = FIELD_GRID_MM
+    return transceive_phase_from_conductivity(sigma, (h, h, h), larmor_hz)
+
+
+def _field_ppm(
+    anatomy: anat.HeadAnatomy,
+    axes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    anat_pts: np.ndarray,
+    z_mm: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Shimmed relative field (ppm) on the head grid (`_head_grid`)."""
+    h = FIELD_GRID_MM
+    gz, gy, gx = axes
     chi = anat.sample_chi(anatomy, anat_pts)
     fld = field_from_susceptibility(chi, (h, h, h), pad_factor=1.5)
     # Shim volume: the brain within the imaged slab (the scanner's adjustment box).
@@ -318,7 +350,7 @@ def _field_ppm(
         gx[None, None, :],
         1,
     )
-    return (fld + residual).astype(np.float32), (gz, gy, gx)
+    return (fld + residual).astype(np.float32)
 
 
 def _interpolate_field(fld: np.ndarray, axes, points_mm: np.ndarray) -> np.ndarray:
@@ -423,8 +455,13 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
 
     # Field of the head: susceptibility map -> dipole kernel (FFT) -> shim.
     centre_pts = slice_points_mm(z_mm, spec.matrix, spec.fov_mm)
-    fld, axes = _field_ppm(anatomy, geometry, z_mm, spec.fov_mm, rng_scan)
+    axes, grid_anatomy = _head_grid(geometry, spec.fov_mm)
+    fld = _field_ppm(anatomy, axes, grid_anatomy, z_mm, rng_scan)
     head_field_ppm = _interpolate_field(fld, axes, centre_pts)
+    transceive = _interpolate_field(
+        _transceive_phase(anatomy, axes, grid_anatomy, b0, plans), axes, centre_pts
+    )
+    del grid_anatomy, fld
     tau = protocol.phase_time_ms
     hz_per_ppm = GAMMA_BAR_MHZ_PER_T * b0
 
@@ -463,6 +500,7 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
     zz, yy, xx = z_mm[:, None, None], y_mm[None, :, None], x_mm[None, None, :]
     phase = (
         phase_from_field(ppm_to_hz(head_field_ppm, b0), tau)
+        + transceive
         + _background_phase(rng_scan, zz, yy, xx, b0)
         + np.float32(rng_acq.uniform(-math.pi, math.pi))
     )

@@ -142,3 +142,36 @@ def phase_from_field(b0_hz: np.ndarray, time_ms: float) -> np.ndarray:
 def wrap_phase(phase: np.ndarray) -> np.ndarray:
     """Wrap phase (rad) into [-pi, pi)."""
     return ((np.asarray(phase) + np.pi) % (2.0 * np.pi) - np.pi).astype(np.float32)
+
+
+def transceive_phase_from_conductivity(
+    sigma_s_per_m: np.ndarray,
+    voxel_size_mm: tuple[float, float, float],
+    larmor_hz: float,
+    pad_factor: float = 1.5,
+) -> np.ndarray:
+    """Transceive RF phase (rad) implied by a conductivity map: solves lap(phi) = 2 omega mu0 sigma.
+
+    This is the Helmholtz relation behind phase-based electrical properties tomography
+    (Voigt et al. 2011; Katscher et al. 2009): the transmit+receive phase of the RF field curves
+    where tissue conducts. The Poisson equation is solved spectrally on the zero-padded grid
+    (k = 0 term dropped, so the solution is defined up to a constant; its low-order part stands in
+    for the head-scale B1 phase, the small-scale part follows CSF, vessels and lesions).
+    sigma: float (nz, ny, nx) S/m; returns float32 (nz, ny, nx).
+    """
+    from magphase.simulate.tissue import MU0_H_PER_M
+
+    sigma = np.asarray(sigma_s_per_m, dtype=np.float32)
+    source = np.float32(2.0 * 2.0 * np.pi * larmor_hz * MU0_H_PER_M) * sigma  # 1/m^2
+    padded_shape = tuple(sfft.next_fast_len(int(np.ceil(n * pad_factor)), real=True) for n in sigma.shape)
+    spectrum = sfft.rfftn(source, s=padded_shape, workers=1)
+    voxel_m = [v * 1e-3 for v in voxel_size_mm]
+    kz = np.fft.fftfreq(padded_shape[0], d=voxel_m[0])[:, None, None]
+    ky = np.fft.fftfreq(padded_shape[1], d=voxel_m[1])[None, :, None]
+    kx = np.fft.rfftfreq(padded_shape[2], d=voxel_m[2])[None, None, :]
+    k2 = (2.0 * np.pi) ** 2 * (kz**2 + ky**2 + kx**2)
+    k2[0, 0, 0] = np.inf
+    spectrum /= -k2.astype(np.float32)
+    phi = sfft.irfftn(spectrum, s=padded_shape, workers=1)
+    nz, ny, nx = sigma.shape
+    return np.ascontiguousarray(phi[:nz, :ny, :nx], dtype=np.float32)

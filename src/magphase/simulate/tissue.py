@@ -84,11 +84,11 @@ NORMAL_TISSUES: dict[str, TissueClass] = {
 # that enhancing parts look as they do clinically; hemosiderin/calcification chi from
 # Schweser et al. 2010, Deistung et al. 2013).
 LESION_TISSUES: dict[str, TissueClass] = {
-    "edema": TissueClass(0.86, -9.06, _r(1200, 180, 120, 1550, 170, 100)),
+    "edema": TissueClass(0.86, -9.06, _r(1300, 210, 130, 1800, 200, 110)),
     "tumour": TissueClass(0.85, -9.05, _r(1300, 120, 80, 1700, 110, 70), gd_mm=0.35),
     "necrosis": TissueClass(0.95, -9.05, _r(2800, 400, 250, 3200, 380, 200), gd_mm=0.02),
-    "gliosis": TissueClass(0.83, -9.06, _r(1100, 150, 100, 1400, 140, 90)),
-    "wm_lesion": TissueClass(0.80, -9.07, _r(1050, 140, 95, 1350, 130, 85)),
+    "gliosis": TissueClass(0.83, -9.06, _r(1150, 150, 100, 1650, 140, 90)),
+    "wm_lesion": TissueClass(0.80, -9.07, _r(1150, 140, 95, 1500, 130, 85)),
     "meningioma": TissueClass(0.82, -9.05, _r(1150, 95, 70, 1600, 90, 60), gd_mm=0.6),
     "cyst": TissueClass(1.00, -9.05, _r(3800, 1500, 1000, 4000, 1400, 900)),
     # Chronic blood products: paramagnetic hemosiderin/ferritin, +1 ppm vs tissue.
@@ -98,6 +98,34 @@ LESION_TISSUES: dict[str, TissueClass] = {
 }
 
 ALL_TISSUES: dict[str, TissueClass] = {**NORMAL_TISSUES, **LESION_TISSUES}
+
+# Electrical conductivity (S/m) at the Larmor frequency of 1.5 T (64 MHz) and 3 T (128 MHz):
+# Gabriel et al. 1996 / IT'IS tissue database (normal tissues); lesions: EPT studies of brain
+# tumours report raised conductivity (e.g. Tha et al. 2018) -- values in between WM and CSF.
+CONDUCTIVITY_S_PER_M: dict[str, dict[float, float]] = {
+    "wm": {1.5: 0.29, 3.0: 0.34},
+    "gm": {1.5: 0.51, 3.0: 0.59},
+    "deep_gm": {1.5: 0.45, 3.0: 0.52},
+    "csf": {1.5: 2.07, 3.0: 2.14},
+    "vein": {1.5: 1.21, 3.0: 1.25},
+    "dura": {1.5: 0.50, 3.0: 0.55},
+    "choroid": {1.5: 1.20, 3.0: 1.25},
+    "fat": {1.5: 0.04, 3.0: 0.04},
+    "bone": {1.5: 0.06, 3.0: 0.07},
+    "muscle": {1.5: 0.69, 3.0: 0.72},
+    "vitreous": {1.5: 1.50, 3.0: 1.51},
+    "air": {1.5: 0.0, 3.0: 0.0},
+    "edema": {1.5: 1.00, 3.0: 1.05},
+    "tumour": {1.5: 0.90, 3.0: 0.95},
+    "necrosis": {1.5: 1.60, 3.0: 1.65},
+    "gliosis": {1.5: 0.70, 3.0: 0.75},
+    "wm_lesion": {1.5: 0.55, 3.0: 0.60},
+    "meningioma": {1.5: 0.70, 3.0: 0.75},
+    "cyst": {1.5: 1.90, 3.0: 2.00},
+    "haemorrhage": {1.5: 0.90, 3.0: 0.95},
+    "calcification": {1.5: 0.10, 3.0: 0.10},
+}
+MU0_H_PER_M = 4e-7 * 3.141592653589793
 
 # Gadobutrol relaxivities in plasma at 37 C (Rohrer et al. 2005), 1/(s mM).
 GD_R1_PER_MM_S = {1.5: 5.2, 3.0: 5.0}
