@@ -194,3 +194,7 @@ def test_evaluation_config_defaults_are_the_paper_protocol():
     assert cfg.downstream.external_top_fraction == 0.05
     with pytest.raises(ValueError):
         EvaluationConfig(downstream={"additive_fractions": (0.0, 0.5)})
+    # a partial `train` mapping keeps the section's defaults for the keys it does not name
+    partial = EvaluationConfig(downstream={"train": {"steps": 70}}).downstream.train
+    assert partial.steps == 70 and partial.batch_size == cfg.downstream.train.batch_size
+    assert partial.lr == cfg.downstream.train.lr

@@ -158,3 +158,17 @@ def test_missing_synthetic_data_errors(stores, tmp_path):
     )
     with pytest.raises(DataError, match="needs"):
         run_downstream(real, few, tmp_path / "out2", cfg)
+
+
+def test_required_counts_cover_the_largest_synthetic_share(stores):
+    real, _, _ = stores
+    from magphase.data.store import Store
+
+    m = Store(real).manifest
+    train = m[(m["split"] == "train") & m["label"].isin(["normal", "abnormal"])]
+    expected = {k: int(v) for k, v in train.groupby(["label", "sequence"]).size().items()}
+    assert downstream_mod.downstream_required_counts(real, DownstreamConfig()) == expected
+    half = DownstreamConfig(real_fractions=(1.0,), additive_fractions=(0.5,), magnitude_only=False)
+    assert downstream_mod.downstream_required_counts(real, half) == {
+        k: -(-v // 2) for k, v in expected.items()
+    }

@@ -145,6 +145,12 @@ class RealFakeConfig(BaseModel):
         1, ge=1, description="classifiers per sequence and candidate (checkpoint choice)"
     )
 
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_defaults(cls, v: Any) -> Any:
+        # A partial `train:` mapping in YAML overrides this section's defaults, not TrainSettings' own.
+        return {**_realfake_train().model_dump(), **v} if isinstance(v, dict) else v
+
     @field_validator("sequences")
     @classmethod
     def _known(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -181,6 +187,11 @@ class DownstreamConfig(BaseModel):
         description="external volume score = mean of this top fraction of patch probabilities",
     )
     selection_runs: int = Field(1, ge=1, description="classifiers per candidate (checkpoint choice)")
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_defaults(cls, v: Any) -> Any:
+        return {**_downstream_train().model_dump(), **v} if isinstance(v, dict) else v
 
     @field_validator("real_fractions", "magnitude_only_fractions")
     @classmethod

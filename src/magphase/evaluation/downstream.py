@@ -39,7 +39,7 @@ import pandas as pd
 
 from magphase.config.evaluation import DownstreamConfig, EvaluationConfig
 from magphase.data.store import Store
-from magphase.data.subsets import Composition, additive_sets, substitution_sets
+from magphase.data.subsets import Composition, additive_sets, stratum_counts, substitution_sets
 from magphase.errors import ConfigError, DataError
 from magphase.evaluation.aggregate import binary_targets, external_auroc, safe_auroc
 from magphase.evaluation.classifier_train import (
@@ -215,6 +215,25 @@ def load_downstream_data(
     return DownstreamData(
         real, train, val, test, real_train, synthetic, pool, synthetic_pool, external, ext_rows, sources
     )
+
+
+def downstream_required_counts(
+    real_store: str | Path | Store, dcfg: DownstreamConfig
+) -> dict[tuple[str, str], int]:
+    """Synthetic stage-2 patches to generate per (label, sequence) for :func:`run_downstream`.
+
+    The real training count of each labelled (label, sequence) stratum times the largest synthetic share
+    any configuration draws (1.0 for the fully synthetic ``subst000``, or the largest additive fraction),
+    rounded up. Generate them with w = ``dcfg.guidance`` and decode them (store array ``patches``).
+    """
+    real = real_store if isinstance(real_store, Store) else Store(real_store)
+    rows = _labelled_rows(real, "train")
+    plan = plan_configurations(dcfg)
+    share = max([c.synthetic_fraction for c in plan if c.condition == "real_plus_synthetic"], default=0.0)
+    if any(c.condition == "real_synthetic" for c in plan):
+        share = max(share, 1.0)
+    counts = stratum_counts(real.manifest.iloc[rows]) if rows.size else {}
+    return {key: int(np.ceil(share * n - 1e-9)) for key, n in counts.items() if share > 0}
 
 
 def build_compositions(
@@ -584,6 +603,7 @@ __all__ = [
     "TrainingConfiguration",
     "build_compositions",
     "downstream_markdown",
+    "downstream_required_counts",
     "load_downstream_data",
     "plan_configurations",
     "run_downstream",
