@@ -198,3 +198,22 @@ def test_evaluation_config_defaults_are_the_paper_protocol():
     partial = EvaluationConfig(downstream={"train": {"steps": 70}}).downstream.train
     assert partial.steps == 70 and partial.batch_size == cfg.downstream.train.batch_size
     assert partial.lr == cfg.downstream.train.lr
+
+
+def test_results_rows_from_other_settings_are_dropped(tmp_path):
+    path = tmp_path / "results.csv"
+    ResultsFile(path, ("config", "run"), settings_hash="aaa").append(
+        [{"config": "x", "run": 0, "auroc": 0.8}]
+    )
+    assert ResultsFile(path, ("config", "run"), settings_hash="aaa").has(config="x", run=0)
+    other = ResultsFile(path, ("config", "run"), settings_hash="bbb")
+    assert not other.has(config="x", run=0) and other.frame().empty
+
+
+def test_settings_hash_ignores_bookkeeping_but_not_the_recipe():
+    from magphase.evaluation.classifier_train import settings_hash
+
+    base = tiny_settings(30)
+    assert settings_hash(base) == settings_hash(base.model_copy(update={"device": "cuda", "log_every": 1}))
+    assert settings_hash(base) != settings_hash(base.model_copy(update={"lr": 1e-2}))
+    assert settings_hash(base, 0.2) != settings_hash(base, 0.4)

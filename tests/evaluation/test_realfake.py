@@ -114,3 +114,22 @@ def test_store_layout_errors(stores, tmp_path):
         latent_arrays(Store(far), synthetic=False)
     with pytest.raises(DataError, match="no real latents"):
         real_split_counts(Store(real), ["AXT2"])
+
+
+def test_changed_recipe_recomputes_rows_from_scratch(stores, tmp_path, monkeypatch):
+    real, far, _ = stores
+    cfg = tiny_eval_config()
+    cfg.realfake = cfg.realfake.model_copy(update={"runs": 1, "n_test_sets": 1})
+    run_realfake(real, far, tmp_path / "out", cfg, seed=1, device="cpu")
+    calls = []
+    original = realfake_mod.train_classifier
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["resume"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(realfake_mod, "train_classifier", counting)
+    cfg.mixup_alpha = 0.0
+    res = run_realfake(real, far, tmp_path / "out", cfg, seed=1, device="cpu")
+    assert calls == [False]  # retrained, not resumed from the old run folder
+    assert len(res.table) == 1 and res.table.iloc[0]["n_evaluations"] == 1

@@ -386,12 +386,72 @@ def run_settings(train: TrainSettings, seed: int, device: str | None) -> TrainSe
     return train.model_copy(update=update)
 
 
+RUN_HASH_NAME = "settings_hash.txt"
+
+
+def claim_run_dir(run_dir: str | Path, row_hash: str | None) -> bool:
+    """Whether a classifier run folder may be resumed: it was started with the same settings hash.
+
+    Writes ``settings_hash.txt`` (rank 0) so an interrupted run resumes later; a folder started under
+    other settings is retrained from scratch (``resume=False`` replaces its checkpoint and metrics).
+    """
+    run_dir = Path(run_dir)
+    marker = run_dir / RUN_HASH_NAME
+    same = row_hash is None or (marker.is_file() and marker.read_text().strip() == row_hash)
+    if not same and is_main_process():
+        atomic_write_text(f"{row_hash}\n", marker)
+    sync_processes()
+    return same
+
+
 def drop_checkpoint(run_dir: str | Path) -> None:
     """Delete a finished run's ``checkpoint.pt`` (the EMA weights stay): saves disk over many runs."""
     (Path(run_dir) / CHECKPOINT_NAME).unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------ results
+#: TrainSettings fields that do not change a trained classifier (bookkeeping, workers, device).
+_HASH_FREE_TRAIN_FIELDS = {
+    "checkpoint_every",
+    "keep_every",
+    "log_every",
+    "num_workers",
+    "device",
+    "deterministic",
+}
+
+
+def settings_hash(*parts: Any) -> str:
+    """Short stable hash of the settings that determine a result row (pydantic models, dicts, scalars).
+
+    ``TrainSettings`` enter without their bookkeeping fields (checkpoint/log cadence, workers, device), so
+    moving a run to a GPU or changing its logging does not invalidate finished rows.
+    """
+    from magphase.config import config_hash
+
+    cleaned: list[Any] = []
+    for p in parts:
+        if isinstance(p, TrainSettings):
+            cleaned.append(p.model_dump(mode="json", exclude=_HASH_FREE_TRAIN_FIELDS))
+        else:
+            cleaned.append(p)
+    return config_hash(*cleaned)
+
+
+def store_fingerprint(store: Store | str | Path | None) -> str | None:
+    """Identity of a store's content for :func:`settings_hash`: its ``meta.json`` (count, arrays, provenance).
+
+    Independent of where the store lives, so moving a run folder keeps finished rows; a regenerated store
+    (other weights, seed or guidance) has other provenance and invalidates them.
+    """
+    if store is None:
+        return None
+    st = store if isinstance(store, Store) else Store(store)
+    from magphase.config import config_hash
+
+    return config_hash(st.meta)
+
+
 def mean_std(values: Sequence[float] | np.ndarray) -> tuple[float, float, int]:
     """Mean, sample standard deviation (ddof = 1; 0 for a single value) and count of the finite values."""
     v = np.asarray(values, dtype=np.float64)
@@ -416,11 +476,14 @@ class ResultsFile:
     """A results CSV keyed by ``key_columns``; every append rewrites it atomically (rank 0 only).
 
     A row whose key is present is finished: callers check :meth:`has` before training, so an interrupted
-    experiment resumes where it stopped and a finished one recomputes nothing.
+    experiment resumes where it stopped and a finished one recomputes nothing. With ``settings_hash``
+    every appended row records it, and rows written under other settings are dropped on load (logged), so
+    a changed recipe is recomputed instead of mixed with old numbers.
     """
 
     path: Path
     key_columns: tuple[str, ...]
+    settings_hash: str | None = None
     _frame: pd.DataFrame = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -430,6 +493,20 @@ class ResultsFile:
             missing = [c for c in self.key_columns if c not in self._frame.columns]
             if missing:
                 raise DataError(self.path, missing[0], "results file lacks a key column")
+            if self.settings_hash is not None:
+                recorded = (
+                    self._frame["settings_hash"].astype(str)
+                    if "settings_hash" in self._frame.columns
+                    else pd.Series("", index=self._frame.index)
+                )
+                stale = (recorded != self.settings_hash).to_numpy()
+                if stale.any():
+                    log.warning(
+                        "%s: %d rows were computed with other settings; they will be recomputed",
+                        self.path,
+                        int(stale.sum()),
+                    )
+                    self._frame = self._frame[~stale].reset_index(drop=True)
         else:
             self._frame = pd.DataFrame(columns=list(self.key_columns))
 
@@ -448,7 +525,8 @@ class ResultsFile:
         """Add rows (replacing any with the same key) and rewrite the file atomically."""
         if not rows:
             return
-        new = pd.DataFrame([dict(r) for r in rows])
+        extra = {"settings_hash": self.settings_hash} if self.settings_hash is not None else {}
+        new = pd.DataFrame([{**dict(r), **extra} for r in rows])
         new_keys = {tuple(_key_text(r[c]) for c in self.key_columns) for r in rows}
         if len(self._frame):
             old_keys = [
@@ -527,6 +605,7 @@ __all__ = [
     "SelectionResult",
     "class_balanced_weights",
     "constant_items",
+    "claim_run_dir",
     "drop_checkpoint",
     "is_main_process",
     "sync_processes",
@@ -537,6 +616,8 @@ __all__ = [
     "predict_probabilities",
     "prepare_input",
     "run_settings",
+    "settings_hash",
+    "store_fingerprint",
     "train_classifier",
     "write_selection",
 ]

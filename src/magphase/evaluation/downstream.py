@@ -47,12 +47,15 @@ from magphase.evaluation.classifier_train import (
     ItemSet,
     ResultsFile,
     SelectionResult,
+    claim_run_dir,
     drop_checkpoint,
     is_main_process,
     mean_std,
     open_source,
     predict_probabilities,
     run_settings,
+    settings_hash,
+    store_fingerprint,
     train_classifier,
     write_selection,
 )
@@ -275,6 +278,7 @@ def _train_and_evaluate(
     device: str | None,
     *,
     with_tests: bool = True,
+    row_hash: str | None = None,
 ) -> dict[str, Any]:
     """Train one downstream classifier on ``composition``; AUROC on real val, real test and external."""
     dcfg = cfg.downstream
@@ -296,6 +300,7 @@ def _train_and_evaluate(
         augment=cfg.augment if dcfg.augment else None,
         input_mode=input_mode,
         balance_classes=cfg.balance_classes,
+        resume=claim_run_dir(run_dir, row_hash),
     )
     train_s = time.perf_counter() - t0
     model = result.ema_model
@@ -344,6 +349,23 @@ class DownstreamResult:
     summary: pd.DataFrame
 
 
+def _downstream_hash(cfg: EvaluationConfig, seed: int, data: DownstreamData) -> str:
+    """Settings that determine a downstream result row (recipe, training, seed, store contents)."""
+    dcfg = cfg.downstream
+    return settings_hash(
+        cfg.network(),
+        cfg.mixup_alpha,
+        cfg.balance_classes,
+        cfg.augment if dcfg.augment else None,
+        dcfg.train,
+        dcfg.external_top_fraction,
+        seed,
+        store_fingerprint(data.real),
+        store_fingerprint(data.synthetic),
+        store_fingerprint(data.external),
+    )
+
+
 def run_downstream(
     real_store: str | Path,
     synthetic_store: str | Path | None,
@@ -384,7 +406,8 @@ def run_downstream(
     plan = plan_configurations(dcfg)
     data = load_downstream_data(real_store, synthetic_store, external_store, cfg.preload_max_bytes)
     compositions = build_compositions(data, plan, derive_seed(seed, _SUBSET_TAG))
-    results = ResultsFile(out_dir / "results.csv", ("config", "run"))
+    row_hash = _downstream_hash(cfg, seed, data)
+    results = ResultsFile(out_dir / "results.csv", ("config", "run"), row_hash)
     if on_start is not None:
         on_start(len(plan) * dcfg.runs)
     for c in plan:
@@ -408,6 +431,7 @@ def run_downstream(
                         cfg,
                         run_seed,
                         device,
+                        row_hash=row_hash,
                     ),
                 }
                 results.append([row])
@@ -568,7 +592,17 @@ def select_stage2_checkpoint(
     dcfg = cfg.downstream
     out_dir = Path(out_dir)
     plan = [TrainingConfiguration("subst000", "substitution", "real_synthetic", 0.0, 1.0)]
-    results = ResultsFile(out_dir / "selection.csv", ("candidate", "run"))
+    row_hash = settings_hash(
+        cfg.network(),
+        cfg.mixup_alpha,
+        cfg.balance_classes,
+        cfg.augment if dcfg.augment else None,
+        dcfg.train,
+        seed,
+        store_fingerprint(real_store),
+        {str(n): store_fingerprint(p) for n, p in candidates.items()},
+    )
+    results = ResultsFile(out_dir / "selection.csv", ("candidate", "run"), row_hash)
     for name, path in candidates.items():
         todo = [r for r in range(dcfg.selection_runs) if not results.has(candidate=name, run=r)]
         if not todo:
@@ -586,6 +620,7 @@ def select_stage2_checkpoint(
                 run_seed,
                 device,
                 with_tests=False,
+                row_hash=row_hash,
             )
             results.append([{"candidate": name, "run": r, "store": str(path), **row}])
     frame = results.frame()

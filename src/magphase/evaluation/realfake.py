@@ -50,6 +50,7 @@ from magphase.evaluation.classifier_train import (
     ItemSet,
     ResultsFile,
     SelectionResult,
+    claim_run_dir,
     constant_items,
     drop_checkpoint,
     is_main_process,
@@ -57,6 +58,8 @@ from magphase.evaluation.classifier_train import (
     open_source,
     predict_probabilities,
     run_settings,
+    settings_hash,
+    store_fingerprint,
     train_classifier,
     write_selection,
 )
@@ -326,6 +329,7 @@ def _train_sequence_run(
     device: str | None,
     eval_seed: int,
     with_tests: bool,
+    row_hash: str | None = None,
 ) -> dict[str, Any]:
     """Train one real-vs-synthetic classifier and score validation (and test sets)."""
     rf = cfg.realfake
@@ -344,6 +348,7 @@ def _train_sequence_run(
         mixup_alpha=cfg.mixup_alpha,
         augment=cfg.augment if rf.augment else None,
         balance_classes=cfg.balance_classes,
+        resume=claim_run_dir(run_dir, row_hash),
     )
     train_s = time.perf_counter() - t0
     model = result.ema_model
@@ -429,7 +434,20 @@ def run_realfake(
     synthetic = Store(synthetic_store)
     tests = [Store(p) for p in synthetic_test_stores]
     sequences = _sequences(real, cfg)
-    results = ResultsFile(out_dir / "results.csv", ("sequence", "run", "test_set"))
+    row_hash = settings_hash(
+        cfg.network(),
+        cfg.mixup_alpha,
+        cfg.balance_classes,
+        cfg.augment if rf.augment else None,
+        rf.train,
+        rf.n_test_sets,
+        mode,
+        seed,
+        store_fingerprint(real),
+        store_fingerprint(synthetic),
+        [store_fingerprint(t) for t in tests],
+    )
+    results = ResultsFile(out_dir / "results.csv", ("sequence", "run", "test_set"), row_hash)
     if on_start is not None:
         on_start(len(sequences) * rf.runs)
     for seq in sequences:
@@ -456,6 +474,7 @@ def run_realfake(
                     device,
                     eval_seed,
                     with_tests=True,
+                    row_hash=row_hash,
                 )
                 rows = [
                     {
@@ -542,7 +561,18 @@ def select_stage1_checkpoint(
     out_dir = Path(out_dir)
     real = Store(real_store)
     sequences = _sequences(real, cfg)
-    results = ResultsFile(out_dir / "selection.csv", ("candidate", "sequence", "run"))
+    row_hash = settings_hash(
+        cfg.network(),
+        cfg.mixup_alpha,
+        cfg.balance_classes,
+        cfg.augment if rf.augment else None,
+        rf.train,
+        mode,
+        seed,
+        store_fingerprint(real),
+        {str(n): store_fingerprint(p) for n, p in candidates.items()},
+    )
+    results = ResultsFile(out_dir / "selection.csv", ("candidate", "sequence", "run"), row_hash)
     for name, path in candidates.items():
         synthetic = Store(path)
         for seq in sequences:
@@ -564,6 +594,7 @@ def select_stage1_checkpoint(
                     device,
                     eval_seed,
                     with_tests=False,
+                    row_hash=row_hash,
                 )
                 results.append(
                     [
