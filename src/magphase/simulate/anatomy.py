@@ -439,6 +439,7 @@ def build_head_anatomy() -> HeadAnatomy:
     wm *= scale
     gm[~brain] = 0.0
     wm[~brain] = 0.0
+    gm, wm = _sharpen_tissue_classes(gm, wm)
 
     # Deep grey nuclei and their iron (taken from the GM probability they overlap).
     deep = np.zeros(GRID_SHAPE, np.float32)
@@ -465,7 +466,7 @@ def build_head_anatomy() -> HeadAnatomy:
     dilated = _distance(~brain) <= 6.0
     cavity = (_distance(dilated) > 6.0) | brain  # morphological closing, radius 6
     del dilated
-    d_cav = _distance(~cavity)
+    d_cav = ndi.distance_transform_edt(~cavity).astype(np.float32)  # thin layers: full resolution
 
     csf_in_brain = np.clip(1.0 - gm - wm - deep, 0.0, 1.0) * brain
     ventricles = (csf_in_brain > 0.5) & (depth > 8.0) & (np.abs(x) < 40) & (z > -10) & (z < 40)
@@ -498,10 +499,10 @@ def build_head_anatomy() -> HeadAnatomy:
     ):
         box, inside = _ellipsoid_mask(centre, radii)
         low[box] |= inside
-    scalp_t = 6.0 + 4.0 * lateral * np.exp(-(((z - 5.0) / 28.0) ** 2)) * (np.abs(y + 5.0) < 45)
+    scalp_t = 6.0 + 4.0 * lateral * np.exp(-(((z - 5.0) / 28.0) ** 2) - ((y + 5.0) / 40.0) ** 4)
     head_core = cavity | low
     head = (d_cav <= inner + 0.8 + skull_t + scalp_t) | head_core
-    d_surface = _distance(head)
+    d_surface = ndi.distance_transform_edt(head).astype(np.float32)
 
     labels[head] = _L_SOFT
     labels[head & (d_surface > 1.5) & (d_surface <= 5.5)] = _L_FAT
@@ -657,6 +658,33 @@ def build_head_anatomy() -> HeadAnatomy:
         surface_normals=normals,
         ventricle_centre_mm=ventricle_centre.astype(np.float32),
     )
+
+
+SHARPEN_GAMMA = 1.8
+"""Exponent of the sharpening of template tissue probabilities (1 = the template's own blur)."""
+
+
+def _sharpen(p: np.ndarray) -> np.ndarray:
+    """Steepen a probability towards 0/1 about 0.5: p^g / (p^g + (1 - p)^g)."""
+    p = np.clip(p, 0.0, 1.0)
+    a = p**SHARPEN_GAMMA
+    return a / np.maximum(a + (1.0 - p) ** SHARPEN_GAMMA, 1e-12)
+
+
+def _sharpen_tissue_classes(gm: np.ndarray, wm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sharpen the WM / GM / CSF partition of the MNI average towards an individual's contrast.
+
+    The 2009a template is an average of 152 brains: its tissue probabilities are blurred over a few
+    millimetres, so a rendered slice looks smoother than one person's scan. WM is sharpened against
+    the rest, then GM against CSF within the rest; fractions still sum to the brain's total.
+    """
+    total = np.clip(gm + wm, 0.0, 1.0)
+    inside = total > 0
+    wm_s = np.where(inside, _sharpen(wm), 0.0)
+    rest = 1.0 - wm_s
+    gm_share = np.where(total - wm > 1e-6, _sharpen(gm / np.maximum(1.0 - wm, 1e-6)), 0.0)
+    gm_s = np.where(inside, rest * gm_share, 0.0)
+    return gm_s.astype(np.float32), wm_s.astype(np.float32)
 
 
 def _to_uint8(fraction: np.ndarray) -> np.ndarray:

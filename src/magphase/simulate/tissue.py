@@ -79,10 +79,10 @@ NORMAL_TISSUES: dict[str, TissueClass] = {
     "air": TissueClass(0.0, CHI_AIR_PPM, _r(1000, 1.0, 1.0, 1000, 1.0, 1.0)),
 }
 
-# Lesion tissues (ranges from the lesion-relaxometry literature, e.g. Just & Thelen 1988,
-# Oh et al. 2005 for edema/tumour, Hirai et al. 1996 for meningioma; gadolinium uptake chosen so
-# that enhancing parts look as they do clinically; hemosiderin/calcification chi from
-# Schweser et al. 2010, Deistung et al. 2013).
+# Lesion tissues: values inside the ranges reported for brain lesions (e.g. Just & Thelen 1988 for
+# tumours/edema/cysts; Oh et al. 2005 for peritumoral edema T2), tuned so each lesion has its
+# clinical appearance (edema/gliosis T1-hypo, T2/FLAIR-hyper; meningioma near grey matter with
+# avid enhancement). Susceptibility of blood products / calcification: Schweser et al. 2010.
 LESION_TISSUES: dict[str, TissueClass] = {
     "edema": TissueClass(0.86, -9.06, _r(1300, 210, 130, 1800, 200, 110)),
     "tumour": TissueClass(0.85, -9.05, _r(1300, 120, 80, 1700, 110, 70), gd_mm=0.35),
