@@ -300,14 +300,15 @@ def test_external_set(dataset):
 @pytest.mark.slow
 def test_same_seed_same_bytes_and_shards_equal_one_run(tmp_path):
     plan = SimulatedDatasetPlan.build(small_config(volumes=2), seed=3)
-    run_simulation(tmp_path / "one", plan)
+    whole = run_simulation(tmp_path / "one", plan, workers=2)  # spawned worker processes, 1 thread each
+    assert whole.written == 2 and whole.merged
     first = run_simulation(tmp_path / "shards", plan, shard=(1, 2))
     assert first.in_shard == 1 and not first.merged and not (tmp_path / "shards" / "brain.csv").exists()
     with pytest.raises(DataError, match="not finished"):
         merge_annotations(tmp_path / "shards")
     second = run_simulation(tmp_path / "shards", plan, shard=(0, 2))
     assert second.in_shard == 1 and second.merged
-    # two independent renderings of the same plan, split differently: identical bytes
+    # two independent renderings of the same plan, split differently (processes, shards): same bytes
     assert kspace_bytes(tmp_path / "one") == kspace_bytes(tmp_path / "shards")
     for name in ("brain.csv", "brain_file_list.csv"):
         assert (tmp_path / "one" / name).read_text() == (tmp_path / "shards" / name).read_text()

@@ -16,7 +16,7 @@ Larmor frequency) adds the extra phase curvature seen at 3 T; a per-element cons
 model the cables and preamplifiers.
 
 Maps are smooth, so they are computed on a coarse grid (``map_step_mm``) and expanded to any pixel grid
-with separable cubic splines (:func:`expand_coil_maps`); the coarse maps plus their axes are what the
+with an interpolating cubic B-spline (:func:`expand_coil_maps`); the coarse maps plus their axes are what the
 ground-truth sidecar stores, and expanding them reproduces exactly the maps used for the k-space.
 
 Noise model: complex Gaussian, white in k-space, correlated across coils with covariance
@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.interpolate import make_interp_spline
+from scipy import ndimage
 from scipy.special import ellipe, ellipk
+from threadpoolctl import threadpool_limits
 
 #: Coil counts of fastMRI brain files.
 FASTMRI_COIL_COUNTS: tuple[int, ...] = (4, 8, 12, 16, 20)
@@ -210,7 +211,7 @@ def loop_field(
     """
     normal = np.asarray(normal, dtype=np.float64)
     offset = np.asarray(points_mm, dtype=np.float64) - np.asarray(center_mm, dtype=np.float64)
-    z = offset @ normal
+    z = offset[:, 0] * normal[0] + offset[:, 1] * normal[1] + offset[:, 2] * normal[2]
     radial = offset - z[:, None] * normal
     rho = np.linalg.norm(radial, axis=1)
     a = float(radius_mm)
@@ -237,9 +238,9 @@ def rf_wavenumber_per_mm(field_strength_t: float) -> float:
 
 def coarse_axis_mm(positions_mm: np.ndarray, step_mm: float) -> np.ndarray:
     """Increasing coarse sample positions (mm, multiples of ``step_mm``) covering ``positions_mm`` with
-    one step of margin each side (cubic splines then interpolate, never extrapolate)."""
-    lo = math.floor(float(np.min(positions_mm)) / step_mm) - 1
-    hi = math.ceil(float(np.max(positions_mm)) / step_mm) + 1
+    two steps of margin each side (the 4-tap cubic B-spline then never leaves the coarse grid)."""
+    lo = math.floor(float(np.min(positions_mm)) / step_mm) - 2
+    hi = math.ceil(float(np.max(positions_mm)) / step_mm) + 2
     return np.arange(lo, hi + 1) * step_mm
 
 
@@ -268,12 +269,29 @@ class CoilMaps:
         return expand_coil_maps(coarse, self.rows_mm, self.cols_mm, rows_mm, cols_mm)
 
 
-@functools.lru_cache(maxsize=16)
-def _spline_matrix(coarse: tuple[float, ...], fine: tuple[float, ...]) -> np.ndarray:
-    """``(len(fine), len(coarse))`` float32 matrix of cubic-spline interpolation (not-a-knot)."""
+@functools.lru_cache(maxsize=32)
+def _bspline_taps(coarse: tuple[float, ...], fine: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(4, N)`` and weights ``(4, N)`` (float32) of cubic B-spline evaluation at ``fine``."""
     coarse_arr = np.asarray(coarse)
-    spline = make_interp_spline(coarse_arr, np.eye(coarse_arr.size), k=3)
-    return np.ascontiguousarray(spline(np.asarray(fine)), dtype=np.float32)
+    step = coarse_arr[1] - coarse_arr[0]
+    u = (np.asarray(fine) - coarse_arr[0]) / step
+    base = np.floor(u).astype(np.int64)
+    t = u - base
+    weights = np.stack(
+        [(1 - t) ** 3 / 6, (3 * t**3 - 6 * t**2 + 4) / 6, (-3 * t**3 + 3 * t**2 + 3 * t + 1) / 6, t**3 / 6]
+    ).astype(np.float32)
+    index = base[None, :] + np.arange(-1, 3)[:, None]
+    if index.min() < 0 or index.max() >= coarse_arr.size:
+        raise ValueError("fine positions must lie two coarse steps inside the coarse axis")
+    return index, weights
+
+
+def _evaluate_rows(coefficients: np.ndarray, index: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Sum of the 4 B-spline taps along axis -2 (fixed order: bit-identical for any thread count)."""
+    out = coefficients[..., index[0], :] * weights[0][:, None]
+    for tap in range(1, 4):
+        out += coefficients[..., index[tap], :] * weights[tap][:, None]
+    return out
 
 
 def expand_coil_maps(
@@ -283,20 +301,30 @@ def expand_coil_maps(
     fine_rows_mm: np.ndarray,
     fine_cols_mm: np.ndarray,
 ) -> np.ndarray:
-    """Separable cubic-spline expansion of coarse maps ``(..., Ry, Rx)`` to ``(..., Ny, Nx)`` complex64.
+    """Cubic-spline interpolation of coarse map samples ``(..., Ry, Rx)`` to ``(..., Ny, Nx)`` complex64.
 
-    Two small matrix products (``A_y @ M @ A_x^T``): much faster than generic 2-D interpolation and
-    exactly reproducible from the stored coarse maps.
+    Interpolating cubic B-spline (passes through the samples, C2-smooth): the samples are prefiltered to
+    B-spline coefficients (:func:`scipy.ndimage.spline_filter1d`, on the small coarse grid), then each
+    fine pixel sums its 4 x 4 neighbouring coefficients, one axis at a time. No BLAS call is involved,
+    so the result is bit-identical whatever the thread settings (the simulator's determinism across
+    worker processes relies on that). ``rows_mm``/``cols_mm`` must be equally spaced and reach two steps
+    beyond the fine positions (:func:`coarse_axis_mm`).
     """
-    a_rows = _spline_matrix(tuple(map(float, rows_mm)), tuple(map(float, fine_rows_mm)))
-    a_cols = _spline_matrix(tuple(map(float, cols_mm)), tuple(map(float, fine_cols_mm)))
     coarse = np.asarray(coarse, dtype=np.complex64)
-    # Real matrices act on real and imaginary parts alike: work on float32 views of the complex data
-    # (interleaved re/im along the last axis), so both products are plain sgemm calls.
-    along_cols = np.ascontiguousarray(np.swapaxes(coarse, -1, -2))  # (..., Rx, Ry)
-    along_cols = np.matmul(a_cols, along_cols.view(np.float32)).view(np.complex64)  # (..., Nx, Ry)
-    along_rows = np.ascontiguousarray(np.swapaxes(along_cols, -1, -2))  # (..., Ry, Nx)
-    return np.matmul(a_rows, along_rows.view(np.float32)).view(np.complex64)  # (..., Ny, Nx)
+    row_index, row_weights = _bspline_taps(tuple(map(float, rows_mm)), tuple(map(float, fine_rows_mm)))
+    col_index, col_weights = _bspline_taps(tuple(map(float, cols_mm)), tuple(map(float, fine_cols_mm)))
+    parts = []
+    for part in (coarse.real, coarse.imag):
+        filtered = part.astype(np.float64)
+        for axis in (-2, -1):
+            filtered = ndimage.spline_filter1d(filtered, order=3, axis=axis, mode="mirror")
+        parts.append(filtered)
+    coefficients = (parts[0] + 1j * parts[1]).astype(np.complex64)
+    # columns first (on the few coarse rows), then rows; both as gathers along axis -2
+    along_cols = np.swapaxes(
+        _evaluate_rows(np.swapaxes(coefficients, -1, -2), col_index, col_weights), -1, -2
+    )
+    return _evaluate_rows(np.ascontiguousarray(along_cols), row_index, row_weights)
 
 
 def compute_coil_maps(
@@ -416,5 +444,8 @@ def correlated_noise(
     white = torch.randn((*moved, 2), generator=generator, dtype=torch.float32).numpy()
     white = white.view(np.complex64)[..., 0]
     white *= np.float32(math.sqrt(0.5))
-    mixed = (chol @ white.reshape(n_coils, -1)).reshape(moved)
+    # One BLAS thread: a threaded complex GEMM splits the work differently with the thread count and
+    # changes the last bits, and the simulator promises the same bytes in any worker configuration.
+    with threadpool_limits(limits=1, user_api="blas"):
+        mixed = (chol @ white.reshape(n_coils, -1)).reshape(moved)
     return np.moveaxis(mixed, 0, coil_axis)

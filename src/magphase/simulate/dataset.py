@@ -693,6 +693,16 @@ def read_plan(out_dir: str | os.PathLike[str]) -> SimulatedDatasetPlan:
         raise DataError(path, None, f"unreadable simulation plan: {exc}") from None
 
 
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _single_thread_worker() -> None:
+    """Pool initializer: torch's intra-op pool to one thread as well."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def run_simulation(
     out_dir: str | os.PathLike[str],
     plan: SimulatedDatasetPlan,
@@ -737,10 +747,23 @@ def run_simulation(
             record(simulate_volume(task))
     else:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-            futures = [pool.submit(simulate_volume, task) for task in tasks]
-            for future in as_completed(futures):
-                record(future.result())
+        # One thread per worker: the workers are the parallelism; BLAS/FFT/torch thread pools on top
+        # would oversubscribe the cores. Spawned children inherit the environment at start-up.
+        saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+        os.environ.update(dict.fromkeys(_THREAD_VARIABLES, "1"))
+        try:
+            with ProcessPoolExecutor(
+                max_workers=min(workers, len(tasks)), mp_context=context, initializer=_single_thread_worker
+            ) as pool:
+                futures = [pool.submit(simulate_volume, task) for task in tasks]
+                for future in as_completed(futures):
+                    record(future.result())
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
     summary.seconds = time.perf_counter() - t0
     summary.merged = merge_annotations(out, plan, require_complete=False)
     return summary
