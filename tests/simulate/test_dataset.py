@@ -33,49 +33,6 @@ from magphase.simulate.dataset import (
 
 MATRIX = (48, 48)
 
-try:  # TEMPORARY until magphase.simulate.phantom lands: a tiny stand-in of its contract
-    import magphase.simulate.phantom  # noqa: F401
-except ImportError:
-    import sys
-    import types
-    from types import SimpleNamespace
-
-    def _render(spec):
-        rng = np.random.default_rng(spec.seed)
-        n, (h, w) = spec.n_slices, spec.matrix
-        rows, cols = np.mgrid[:h, :w]
-        y, x = (rows - h // 2) * spec.fov_mm[0] / h, (cols - w // 2) * spec.fov_mm[1] / w
-        head = np.repeat(((x / 75) ** 2 + (y / 95) ** 2 < 1)[None], n, 0)
-        brain = np.repeat(((x / 65) ** 2 + (y / 85) ** 2 < 1)[None], n, 0)
-        image = (0.3 * head + 0.7 * brain) * np.exp(1j * x / 40)
-        lesions = []
-        for label in spec.lesions:
-            cy, cx, r = rng.uniform(-40, 40), rng.uniform(-30, 30), rng.uniform(8, 15)
-            mask = np.repeat((((x - cx) ** 2 + (y - cy) ** 2) < r**2)[None], n, 0) & brain
-            mask[rng.integers(n)] = False
-            lesions.append(SimpleNamespace(label=label, mask=mask, susceptibility=False))
-        z = spec.slab_offset_mm + (np.arange(n) - (n - 1) / 2) * 6
-        return SimpleNamespace(
-            image=image.astype(np.complex64),
-            brain_mask=brain,
-            head_mask=head,
-            lesions=lesions,
-            b0_hz=np.zeros((n, h, w), np.float32),
-            facial=z < -20,
-            sequence=spec.sequence,
-            field_strength_t=spec.field_strength_t,
-            tr_ms=5000.0,
-            te_ms=90.0,
-            ti_ms=None,
-            flip_deg=150.0,
-            voxel_size_mm=(6.0, 1.0, 1.0),
-        )
-
-    _module = types.ModuleType("magphase.simulate.phantom")
-    _module.VolumeSpec = lambda **kw: SimpleNamespace(**kw)
-    _module.render_volume = _render
-    sys.modules["magphase.simulate.phantom"] = _module
-
 
 def small_config(**overrides) -> SimulateConfig:
     # AXT1POST takes every class; with one volume per cell, 5 volumes cover normal, abnormal,

@@ -33,7 +33,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h5py
 import numpy as np
@@ -53,9 +53,7 @@ from magphase.simulate.coils import (
     noise_covariance,
     normalise_coil_maps,
 )
-
-if TYPE_CHECKING:
-    from magphase.simulate.phantom import GroundTruthVolume
+from magphase.simulate.phantom import GroundTruthVolume
 
 logger = logging.getLogger(__name__)
 

@@ -58,6 +58,7 @@ from magphase.simulate.acquisition import (
     truth_path_for,
     write_acquisition,
 )
+from magphase.simulate.phantom import VolumeSpec, render_volume
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +151,8 @@ class PlannedVolume:
         blob = json.dumps(asdict(self), sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def volume_spec(self) -> Any:
+    def volume_spec(self) -> VolumeSpec:
         """The phantom's :class:`~magphase.simulate.phantom.VolumeSpec` of this volume."""
-        from magphase.simulate.phantom import VolumeSpec
-
         return VolumeSpec(
             seed=self.render_seed,
             sequence=self.sequence,
@@ -579,8 +578,6 @@ def simulate_volume(task: VolumeTask) -> VolumeOutcome:
     Keeps the volume when :func:`volume_is_complete`; otherwise renders it from its own seeds and writes
     the raw file, its sidecar and its annotation fragment, each atomically (fragment last).
     """
-    from magphase.simulate.phantom import render_volume
-
     out_dir = Path(task.out_dir)
     volume = task.volume
     raw = raw_path(out_dir, volume)
