@@ -17,6 +17,7 @@ from magphase.generative.flow import (
     Stage1Task,
     Stage2Task,
     class_tokens,
+    estimate_latent_scale,
     flow_weights,
     is_new_conditioning_parameter,
     list_flow_snapshots,
@@ -121,6 +122,20 @@ def test_posterior_draws_are_fresh_and_mean_is_mu():
         Stage1Task(TINY, TimeSampler(), SHAPE, latents="mode")
 
 
+def test_latent_scale_estimate_and_use(latent_store):
+    ds = LatentFlowDataset(latent_store)
+    mu = ds.store.read("mu", ds.indices)
+    expected = 1 / np.sqrt(mu.var() + np.exp(-4.0))
+    assert np.isclose(estimate_latent_scale(ds, "posterior"), expected, rtol=1e-4)
+    assert np.isclose(estimate_latent_scale(ds, "mean"), 1 / mu.std(), rtol=1e-4)
+    task = Stage1Task(TINY, TimeSampler(), SHAPE, latents="mean", latent_scale=2.5)
+    batch = {"mu": torch.from_numpy(mu[:3]), "logvar": torch.zeros(3, *SHAPE)}
+    torch.testing.assert_close(task.model_latents(batch), 2.5 * batch["mu"])
+    assert task.build_model().latent_scale == 2.5 and task.model_config()["latent_scale"] == 2.5
+    with pytest.raises(ConfigError):
+        Stage1Task(TINY, TimeSampler(), SHAPE, latent_scale=0.0)
+
+
 def test_condition_dropout_rates():
     torch.manual_seed(0)
     batch = {
@@ -206,6 +221,7 @@ def test_two_stages_train_reduce_loss_and_export(tmp_path, latent_store):
     assert sorted(list_flow_snapshots(run, 1)) == [30, 60]
     model1 = load_flow_model(flow_weights(run, 1))
     assert not model1.class_conditioned
+    assert np.isclose(model1.latent_scale, estimate_latent_scale(LatentFlowDataset(latent_store), seed=0))
     # Model selection: a recorded snapshot becomes the stage's weights (and stage 2's starting point).
     select_flow_snapshot(run, 1, 30, criterion="realfake_auroc", value=0.61)
     assert flow_weights(run, 1) == list_flow_snapshots(run, 1)[30]
@@ -215,7 +231,7 @@ def test_two_stages_train_reduce_loss_and_export(tmp_path, latent_store):
     r2 = train_stage2(cfg, run)
     assert r2.step == 20 and sorted(list_flow_snapshots(run, 2)) == [10, 20]
     model2 = load_flow_model(flow_weights(run, 2))
-    assert model2.class_conditioned
+    assert model2.class_conditioned and model2.latent_scale == model1.latent_scale != 1.0
     # Phase 1 started from the selected stage-1 snapshot and kept those weights.
     start = load_ema_weights(list_flow_snapshots(run, 1)[30])
     phase1 = load_ema_weights(run / "flow" / "stage2" / "phase1" / "ema.safetensors")

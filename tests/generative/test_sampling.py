@@ -50,6 +50,13 @@ def test_shape_dtype_and_determinism(make_unet):
     assert not torch.allclose(_sample(model, solver="euler"), a)
 
 
+def test_latent_scale_is_undone(make_unet):
+    model = make_unet()
+    a = _sample(model)
+    model.latent_scale = 4.0
+    torch.testing.assert_close(_sample(model), a / 4.0)
+
+
 def test_noise_per_sample_and_per_group():
     g = SampleGroup("AXT1", "normal", 6)
     full = initial_noise(g, 2, seed=1, start=0, stop=6, shape=(2, 4, 4))

@@ -166,6 +166,12 @@ class FlowConfig(BaseModel):
     latents: Literal["posterior", "mean"] = Field(
         "posterior", description="train on a fresh z ~ N(mu, sigma^2) per draw, or on mu"
     )
+    latent_scale: float | None = Field(
+        None,
+        gt=0,
+        description="multiply latents by this before the flow (None: 1/std of the training latents, "
+        "estimated in stage 1 and inherited by stage 2)",
+    )
     time_sampling: TimeSamplingConfig = TimeSamplingConfig()
     stage1: Stage1Config = Stage1Config()
     stage2: Stage2Config = Stage2Config()

@@ -181,6 +181,29 @@ def stage2_sample_weights(
     return None
 
 
+def estimate_latent_scale(
+    dataset: LatentFlowDataset, latents: str = "posterior", max_items: int = 2048, seed: int = 0
+) -> float:
+    """``1 / std`` of the training latents the flow sees (posterior draws or ``mu``).
+
+    The flow's noise has unit variance; latents of a much smaller scale (a KL-light autoencoder gives
+    std ~ 0.1-0.2) would leave the path noise-dominated until t ~ 0.9, wasting most of the time
+    range. Estimated from up to ``max_items`` items (seeded subset); for posterior draws the variance
+    is ``var(mu) + mean(exp(logvar))``.
+    """
+    rng = np.random.default_rng([seed, 0x5CA1E])
+    n = len(dataset)
+    pick = np.sort(rng.choice(n, size=min(n, max_items), replace=False))
+    rows = dataset.indices[pick]
+    mu = dataset.store.read("mu", rows).astype(np.float64)
+    var = mu.var()
+    if latents == "posterior":
+        var += np.exp(dataset.store.read("logvar", rows).astype(np.float64)).mean()
+    if not var > 0:
+        raise DataError(dataset.store.path, "mu", "latents have zero variance: cannot scale them")
+    return float(1.0 / np.sqrt(var))
+
+
 # ------------------------------------------------------------------------------------------ tasks
 def _drop(tokens: Tensor, p: float, null: int) -> Tensor:
     if p <= 0:
@@ -192,9 +215,11 @@ def _drop(tokens: Tensor, p: float, null: int) -> Tensor:
 class FlowTask(TrainTaskBase):
     """Shared flow-matching loss of both stages (paper Eq. 3-4).
 
-    Per step: ``z = mu + exp(logvar / 2) * n`` (or ``mu``), ``eps ~ N(0, I)``, ``t ~`` the time
-    sampler, ``x_t = (1 - t) eps + t z``; regress ``v(x_t, t, c)`` onto ``z - eps`` in float32.
-    All draws use the global torch RNG, which the engine seeds per rank and checkpoints.
+    Per step: ``z = s * (mu + exp(logvar / 2) * n)`` (or ``s * mu``), ``eps ~ N(0, I)``, ``t ~`` the
+    time sampler, ``x_t = (1 - t) eps + t z``; regress ``v(x_t, t, c)`` onto ``z - eps`` in float32.
+    ``s = latent_scale`` brings the latents to unit variance, the scale of the noise (the sampler
+    divides by it again). All draws use the global torch RNG, which the engine seeds per rank and
+    checkpoints.
     """
 
     stage: int = 0
@@ -207,7 +232,10 @@ class FlowTask(TrainTaskBase):
         latents: str = "posterior",
         sequence_dropout: float = 0.1,
         class_dropout: float = 0.0,
+        latent_scale: float = 1.0,
     ):
+        if not (latent_scale > 0 and np.isfinite(latent_scale)):
+            raise ConfigError(f"flow.latent_scale must be a positive finite number, got {latent_scale}")
         if latents not in ("posterior", "mean"):
             raise ConfigError(f"flow.latents: expected 'posterior' or 'mean', got {latents!r}")
         self.unet = unet
@@ -216,6 +244,7 @@ class FlowTask(TrainTaskBase):
         self.latents = latents
         self.sequence_dropout = sequence_dropout
         self.class_dropout = class_dropout
+        self.latent_scale = float(latent_scale)
 
     def model_config(self) -> dict[str, Any]:
         return {
@@ -223,12 +252,15 @@ class FlowTask(TrainTaskBase):
             "stage": self.stage,
             "unet": self.unet.model_dump(mode="json"),
             "latent_shape": list(self.latent_shape),
+            "latent_scale": self.latent_scale,
             "class_conditioning": self.stage == 2,
         }
 
     def _new_model(self) -> VelocityUNet:
         c, _, s = self.latent_shape
-        return VelocityUNet(**self.unet.model_dump(), in_channels=c, input_size=s)
+        model = VelocityUNet(**self.unet.model_dump(), in_channels=c, input_size=s)
+        model.latent_scale = self.latent_scale
+        return model
 
     def condition(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
@@ -240,8 +272,12 @@ class FlowTask(TrainTaskBase):
             return mu
         return mu + torch.exp(0.5 * batch["logvar"]) * torch.randn_like(mu)
 
+    def model_latents(self, batch: dict[str, Tensor]) -> Tensor:
+        """The flow's data ``z``: a fresh draw (:meth:`draw_latents`) times ``latent_scale``."""
+        return self.draw_latents(batch) * self.latent_scale
+
     def loss(self, model: nn.Module, batch: dict[str, Tensor], step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        z = self.draw_latents(batch)
+        z = self.model_latents(batch)
         noise = torch.randn_like(z)
         t = self.time_sampler(z.shape[0], device=z.device)
         path = sample_path(z, noise, t)
@@ -394,6 +430,7 @@ def build_flow_model(model_config: dict[str, Any]) -> VelocityUNet:
         raise ValueError(f"not a flow model config: {model_config}")
     c, _, s = model_config.get("latent_shape", LATENT_SHAPE)
     model = VelocityUNet(**model_config["unet"], in_channels=c, input_size=s)
+    model.latent_scale = float(model_config.get("latent_scale", 1.0))
     if model_config.get("class_conditioning"):
         model.add_class_embedding()
     return model
@@ -456,16 +493,18 @@ def train_stage1(
     """Train stage 1 on the latent store's ``train`` split into ``RUN/flow/stage1``."""
     flow = cfg.flow
     dataset = LatentFlowDataset(latent_store_path(cfg, run_dir, latents), split="train")
+    scale = flow.latent_scale or estimate_latent_scale(dataset, flow.latents, seed=cfg.seed)
     task = Stage1Task(
         flow.network(),
         _time_sampler(flow),
         dataset.latent_shape,
         latents=flow.latents,
         sequence_dropout=flow.stage1.sequence_dropout,
+        latent_scale=scale,
     )
     settings = flow.stage1.train.resolved(cfg.seed, cfg.device)
     out = stage_dir(run_dir, 1)
-    log.info("flow stage 1: %d training latents -> %s", len(dataset), out)
+    log.info("flow stage 1: %d training latents (scale %.4g) -> %s", len(dataset), scale, out)
     result = fit(
         task,
         dataset,
@@ -512,6 +551,7 @@ def train_stage2(
     )
     weights = stage2_sample_weights(dataset, s2.balance_sequences, s2.balance_classes)
     common = dict(
+        latent_scale=float(meta["model_config"].get("latent_scale", 1.0)),
         latents=flow.latents,
         sequence_dropout=s2.sequence_dropout,
         class_dropout=s2.class_dropout,
@@ -554,6 +594,7 @@ __all__ = [
     "balanced_weights",
     "build_flow_model",
     "class_tokens",
+    "estimate_latent_scale",
     "flow_stage_of",
     "flow_weights",
     "is_new_conditioning_parameter",

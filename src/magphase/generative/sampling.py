@@ -152,6 +152,7 @@ def sample_latents(
         )
     device = _device_of(model)
     shape = _latent_shape(model)
+    scale = float(getattr(model, "latent_scale", 1.0))
     integrator = make_solver(solver, steps)  # type: ignore[arg-type]
     if noise is not None and tuple(noise.shape) != (stop - start, *shape):
         raise ValueError(f"noise must have shape {(stop - start, *shape)}, got {tuple(noise.shape)}")
@@ -168,7 +169,8 @@ def sample_latents(
         cond, null = guidance_conditions(stage, seq, label)
         velocity = guided_velocity(model, cond, null, guidance)
         result = integrator.solve(velocity, x0.to(device))
-        out[a - start : b - start] = result.x.to(torch.float32).cpu()
+        # The flow works on scaled latents (unit variance); return them in the autoencoder's scale.
+        out[a - start : b - start] = (result.x / scale).to(torch.float32).cpu()
         if progress is not None:
             progress(b - a)
     return out

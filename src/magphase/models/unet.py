@@ -187,6 +187,9 @@ class VelocityUNet(nn.Module):
             raise ValueError(f"input size {input_size} is not divisible by 2^{levels - 1} ({levels} levels)")
         self.in_channels = in_channels
         self.input_size = input_size
+        #: Factor the latents were multiplied by for training (unit variance); samplers divide by it.
+        #: Metadata only: ``forward`` never uses it. Set from the weights' model config on loading.
+        self.latent_scale = 1.0
         self.condition = ConditionEmbedding(emb_dim, time_features)
         if class_conditioning:
             self.condition.add_class_embedding()
