@@ -58,7 +58,7 @@ class ExternalSimulateConfig(BaseModel):
     coils: dict[int, float] = Field({12: 0.5, 20: 0.5}, description="weights per receive-coil count")
     field_strength_t: float = Field(1.5, description="1.5 or 3.0")
     slab_offset_mm: tuple[float, float] = Field(
-        (-30.0, -18.0), description="slab centre shift towards the feet: lower slices show orbits/sinuses"
+        (-40.0, -22.0), description="slab centre shift towards the feet: lower slices show orbits/sinuses"
     )
     site: int = Field(300, ge=0, description="site number in the file names")
 
