@@ -45,7 +45,9 @@ class Shell:
     """Tissue occupying normalised radii rho in [rho_inner, rho_outer) of a lesion.
 
     replaces: tissue maps it displaces; weights: optional per-tissue affinity (edema spreads in
-    white matter and spares cortex); annotated: part of the labelled lesion mask.
+    white matter and spares cortex); annotated: part of the labelled lesion mask; edge_mm: width
+    of its outer edge; one_hemisphere: stops at the midline (vasogenic edema does not cross the
+    falx).
     """
 
     tissue: str
@@ -54,6 +56,8 @@ class Shell:
     replaces: tuple[str, ...]
     annotated: bool = True
     weights: tuple[tuple[str, float], ...] = ()
+    edge_mm: float = 0.8
+    one_hemisphere: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class LesionPlan:
     shape_noise: list[tuple[np.ndarray, float, float]] = field(default_factory=list)
     sources: list[SphereSource] = field(default_factory=list)
     mass_effect: LocalScaling | None = None
+    centre_anatomy_mm: np.ndarray | None = None
 
     @property
     def susceptibility(self) -> bool:
@@ -87,6 +92,12 @@ class LesionPlan:
     def extent(self) -> float:
         """Largest normalised radius of any shell."""
         return max(s.rho_outer for s in self.shells)
+
+    @property
+    def reach_mm(self) -> float:
+        """Distance from the centre beyond which no shell reaches (shape modulation included)."""
+        modulation = 1.0 + sum(abs(amp) for _, _, amp in self.shape_noise)
+        return float(self.radii_mm.max()) * self.extent * modulation + 2.0
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -128,10 +139,25 @@ _SITE_BY_LABEL = {
 }
 
 
+def _edema(rho_inner: float, rho_outer: float) -> Shell:
+    """Vasogenic edema: follows white matter, spares cortex, fades out, stops at the midline."""
+    affinity = (("wm", 1.0), ("deep_gm", 0.8), ("gm", 0.25))
+    return Shell(
+        "edema",
+        rho_inner,
+        rho_outer,
+        BRAIN_TISSUES,
+        annotated=False,
+        weights=affinity,
+        edge_mm=4.0,
+        one_hemisphere=True,
+    )
+
+
 def _design(label: str, rng: np.random.Generator) -> tuple[np.ndarray, list[Shell], float, float]:
     """Size (radii mm), shells, shape irregularity and mass-effect strength for a label."""
     u = rng.uniform
-    edema_w = (("wm", 1.0), ("deep_gm", 0.8), ("gm", 0.25))
+    edema_w = (("wm", 1.0), ("deep_gm", 0.8), ("gm", 0.25))  # gliosis around a resection
     if label == "Mass":
         r = u(9.0, 22.0)
         radii = r * np.array([u(0.8, 1.1), u(0.9, 1.25), u(0.8, 1.1)])
@@ -139,15 +165,15 @@ def _design(label: str, rng: np.random.Generator) -> tuple[np.ndarray, list[Shel
         shells = [Shell("tumour", core, 1.0, INTRACRANIAL)]
         if core > 0:
             shells.insert(0, Shell("necrosis", 0.0, core, INTRACRANIAL))
-        shells.append(Shell("edema", 1.0, u(1.5, 2.4), BRAIN_TISSUES, annotated=False, weights=edema_w))
+        shells.append(_edema(1.0, u(1.5, 2.4)))
         return radii, shells, 0.18, u(1.25, 1.5)
     if label == "Extra-axial mass":
         r = u(8.0, 20.0)
         radii = r * np.array([u(0.8, 1.0), u(0.9, 1.2), u(0.9, 1.2)])
         shells = [Shell("meningioma", 0.0, 1.0, EXTRA_AXIAL_SPACE)]
         if rng.random() < 0.3:
-            shells.append(Shell("edema", 1.0, u(1.2, 1.5), BRAIN_TISSUES, annotated=False, weights=edema_w))
-        return radii, shells, 0.08, u(1.35, 1.7)
+            shells.append(_edema(1.0, u(1.2, 1.5)))
+        return radii, shells, 0.08, u(1.15, 1.35)
     if label == "Nonspecific white matter lesion":
         r = u(1.5, 5.0)
         radii = r * np.array([u(0.8, 1.6), u(0.7, 1.3), u(0.7, 1.3)])
@@ -180,7 +206,7 @@ def _design(label: str, rng: np.random.Generator) -> tuple[np.ndarray, list[Shel
         if r > 6.0:
             core = u(0.4, 0.7)
             shells = [Shell("necrosis", 0.0, core, INTRACRANIAL), Shell("tumour", core, 1.0, INTRACRANIAL)]
-        shells.append(Shell("edema", 1.0, u(1.6, 3.2), BRAIN_TISSUES, annotated=False, weights=edema_w))
+        shells.append(_edema(1.0, u(1.6, 3.2)))
         return radii, shells, 0.1, u(1.05, 1.25)
     if label == "Posttreatment change":
         r = u(10.0, 20.0)
@@ -248,11 +274,9 @@ def plan_lesions(
         if site == "surface":
             normals = anatomy.surface_normals[pick].astype(np.float64)
             r_mean = float(np.mean(radii))
-            # Extra-axial lesions sit on the dura (centre outside the brain); cortical defects
-            # (encephalomalacia, resection cavities) are centred just under the surface.
-            offset = {"Extra-axial mass": 0.45, "Encephalomalacia": -0.45, "Posttreatment change": -0.6}[
-                label
-            ]
+            # Extra-axial lesions sit on the dura, at the brain surface, and displace the brain;
+            # cortical defects (encephalomalacia, resection cavities) are centred under it.
+            offset = {"Extra-axial mass": 0.1, "Encephalomalacia": -0.45, "Posttreatment change": -0.6}[label]
             anat = anat + normals * offset * r_mean
         scanner = anatomy_to_scanner(anat, geometry)
         rz = float(radii.max()) * 0.6
@@ -264,7 +288,9 @@ def plan_lesions(
         for other in plans:
             gap = np.linalg.norm(scanner - other.centre_mm, axis=1)
             clear &= gap > float(np.max(radii)) + float(np.max(other.radii_mm)) * 1.2 + 2.0
-        score = dz / max(rz, 1.0) + 10.0 * ~inside_fov + 10.0 * ~clear
+        # Dural masses on the convexity and falx, not on the skull base next to the sinuses.
+        low_dura = (anat[:, 0] < 5.0) if label == "Extra-axial mass" else np.zeros(len(anat), bool)
+        score = dz / max(rz, 1.0) + 10.0 * ~inside_fov + 10.0 * ~clear + 10.0 * low_dura
         best = int(np.argmin(score + rng.uniform(0, 0.3, size=len(score))))
         centre = scanner[best]
         rotation = _random_rotation(rng)
@@ -276,6 +302,7 @@ def plan_lesions(
             shells=shells,
             shape_noise=_shape_noise(rng, irregularity),
             sources=_sources(label, rng, centre, radii, rotation),
+            centre_anatomy_mm=anat[best],
         )
         if mass_factor != 1.0:
             plan.mass_effect = LocalScaling(
@@ -309,7 +336,7 @@ def render_lesion(
     Returns (box, {shell index: float32 fraction in [0, 1] over the box}); the box is a tuple of
     slices (s, h, w). Empty dict if the lesion misses every point.
     """
-    reach = float(plan.radii_mm.max()) * plan.extent * 1.4 + 2.0
+    reach = plan.reach_mm
     s_idx = np.nonzero(np.abs(points_mm[:, 0, 0, 0] - plan.centre_mm[0]) < reach)[0]
     if s_idx.size == 0:
         return (slice(0, 0),) * 3, {}
@@ -329,7 +356,7 @@ def render_lesion_on_axes(
     plan: LesionPlan, z_mm: np.ndarray, y_mm: np.ndarray, x_mm: np.ndarray, edge_mm: float = 0.8
 ) -> tuple[tuple[slice, ...], dict[int, np.ndarray]]:
     """`render_lesion` on the rectilinear grid z_mm x y_mm x x_mm without building all its points."""
-    reach = float(plan.radii_mm.max()) * plan.extent * 1.4 + 2.0
+    reach = plan.reach_mm
     box = []
     for axis, values in enumerate((z_mm, y_mm, x_mm)):
         hits = np.nonzero(np.abs(np.asarray(values) - plan.centre_mm[axis]) < reach)[0]
@@ -343,11 +370,13 @@ def render_lesion_on_axes(
 def shell_occupancy(plan: LesionPlan, points_mm: np.ndarray, edge_mm: float = 0.8) -> dict[int, np.ndarray]:
     """{shell index: float32 occupancy in [0, 1]} of a lesion's shells at points (..., 3)."""
     rho = lesion_rho(plan, points_mm)
-    scale = float(np.mean(plan.radii_mm)) / edge_mm  # rho units -> edge widths
+    mm_per_rho = float(np.mean(plan.radii_mm))
+    scale = mm_per_rho / edge_mm  # rho units -> edge widths
     out = {}
     for i, shell in enumerate(plan.shells):
         inner = np.clip((rho - shell.rho_inner) * scale + 0.5, 0.0, 1.0) if shell.rho_inner > 0 else 1.0
-        outer = np.clip((shell.rho_outer - rho) * scale + 0.5, 0.0, 1.0)
+        outer_scale = mm_per_rho / max(edge_mm, shell.edge_mm)
+        outer = np.clip((shell.rho_outer - rho) * outer_scale + 0.5, 0.0, 1.0)
         occ = (inner * outer).astype(np.float32)
         if occ.max() > 0:
             out[i] = occ

@@ -560,6 +560,9 @@ def _lesion_signal_change(
         if shell.weights:
             affinity = sum(local[t] * wgt for t, wgt in shell.weights) / np.maximum(available, 1e-6)
             occ = occ * np.clip(affinity, 0.0, 1.0)
+        if shell.one_hemisphere and plan.centre_anatomy_mm is not None:
+            side = np.sign(plan.centre_anatomy_mm[2]) or 1.0
+            occ = occ * np.clip(side * anatomy_points[..., 2] / 2.0 + 0.5, 0.0, 1.0)
         take = np.minimum(occ, available)
         ratio = take / np.maximum(available, 1e-6)
         for t in shell.replaces:
