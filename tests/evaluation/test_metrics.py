@@ -42,7 +42,7 @@ def test_phase_coherence_below_one_for_phase_noise_and_symmetric(rng):
     gamma = patch_phase_coherence(a, b)
     assert np.all(gamma < 0.95) and np.all(gamma > 0.5)
     # E[exp(i n)] = exp(-sigma^2 / 2) for Gaussian phase noise: the magnitude-weighted mean approaches it.
-    np.testing.assert_allclose(gamma, np.exp(-0.5**2 / 2), atol=0.03)
+    np.testing.assert_allclose(gamma, np.exp(-(0.5**2) / 2), atol=0.03)
     np.testing.assert_allclose(gamma, patch_phase_coherence(b, a), rtol=1e-12)
 
 
@@ -60,7 +60,9 @@ def test_ssim_matches_skimage(rng, noise):
     b = np.clip(a + noise * rng.standard_normal(a.shape), 0, 1)
     ours = ssim(a, b)
     ref = [
-        structural_similarity(x, y, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        structural_similarity(
+            x, y, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
         for x, y in zip(a, b, strict=True)
     ]
     np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12)

@@ -28,6 +28,7 @@ from magphase.models.autoencoder import (
 from magphase.models.losses import finite_differences, gradient_l1, kl_standard_normal, vae_loss
 from magphase.training import TrainSettings, fit
 
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny networks gain nothing from intra-op threads, and on a busy 2-core machine 2 threads spin-wait."""
@@ -37,7 +38,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-TINY = AutoencoderSpec(full_res_channels=8, full_res_blocks=0, latent_res_channels=16, latent_res_blocks=1, groups=4)
+TINY = AutoencoderSpec(
+    full_res_channels=8, full_res_blocks=0, latent_res_channels=16, latent_res_blocks=1, groups=4
+)
 
 
 def synthetic_patches(n: int, rng: np.random.Generator, noise: float = 0.005) -> np.ndarray:
@@ -63,9 +66,17 @@ def make_store(path, rng, counts=(("train", 8), ("val", 2), ("test", 4)), sequen
         pid = 0
         for split, n in counts:
             rows = [
-                dict(patch_id=pid + i, volume=f"vol{(pid + i) // 2}", sequence=sequences[(pid + i) % len(sequences)],
-                     label=("normal", "abnormal", "unlabeled")[(pid + i) % 3], split=split, slice=0, row=0,
-                     col=0, box_overlap=0.0)
+                dict(
+                    patch_id=pid + i,
+                    volume=f"vol{(pid + i) // 2}",
+                    sequence=sequences[(pid + i) % len(sequences)],
+                    label=("normal", "abnormal", "unlabeled")[(pid + i) % 3],
+                    split=split,
+                    slice=0,
+                    row=0,
+                    col=0,
+                    box_overlap=0.0,
+                )
                 for i in range(n)
             ]
             w.append(rows, patches=synthetic_patches(n, rng))
@@ -78,7 +89,9 @@ def make_store(path, rng, counts=(("train", 8), ("val", 2), ("test", 4)), sequen
     "spec",
     [
         TINY,
-        AutoencoderSpec(full_res_channels=8, full_res_blocks=1, latent_res_channels=16, latent_res_blocks=1, groups=4),
+        AutoencoderSpec(
+            full_res_channels=8, full_res_blocks=1, latent_res_channels=16, latent_res_blocks=1, groups=4
+        ),
         AutoencoderSpec(latent_res_channels=16, latent_res_blocks=1, groups=4, shortcut=False),
     ],
     ids=["latent-only", "full-res", "no-shortcut"],
@@ -134,7 +147,7 @@ def test_untrained_shortcut_model_is_mean_pool_and_bilinear():
     seq = torch.tensor([1, 2])
     mu, logvar = model.encode(x, seq)
     torch.testing.assert_close(mu, torch.nn.functional.avg_pool2d(x, 2))
-    torch.testing.assert_close(logvar, torch.full_like(logvar, -6.0))
+    torch.testing.assert_close(logvar, torch.full_like(logvar, -10.0))
     up = model.decode(mu, seq)
     torch.testing.assert_close(up, torch.nn.functional.interpolate(mu, scale_factor=2, mode="bilinear"))
     assert space_to_channel_shortcut(x, 4).shape == (2, 4, 48, 48)
@@ -180,7 +193,9 @@ def test_loss_terms_analytic():
     assert t.total.dtype == torch.float32
     # KL of N(mu, s^2) vs N(0, 1) per element: 0.5 (mu^2 + s^2 - 1 - log s^2).
     mu, logvar = torch.full((1, 2, 3, 3), 2.0), torch.full((1, 2, 3, 3), math.log(0.25))
-    assert kl_standard_normal(mu, logvar).item() == pytest.approx(0.5 * (4 + 0.25 - 1 - math.log(0.25)), rel=1e-6)
+    assert kl_standard_normal(mu, logvar).item() == pytest.approx(
+        0.5 * (4 + 0.25 - 1 - math.log(0.25)), rel=1e-6
+    )
     # A ramp: unit differences along columns only.
     ramp = torch.arange(5.0).repeat(5, 1)[None, None]
     dy, dx = finite_differences(ramp)
@@ -226,7 +241,14 @@ def test_short_overfit_improves_coherence_and_exports_loadable_weights(tmp_path,
     torch.manual_seed(0)
     gamma0 = patch_phase_coherence(round_trip(ConditionalVAE(spec)), x).mean()
     settings = TrainSettings(
-        steps=40, batch_size=6, lr=3e-3, warmup_steps=5, ema_decay=0.0, checkpoint_every=40, log_every=20, seed=0,
+        steps=40,
+        batch_size=6,
+        lr=3e-3,
+        warmup_steps=5,
+        ema_decay=0.0,
+        checkpoint_every=40,
+        log_every=20,
+        seed=0,
         device="cpu",
     )
     result = fit(task, dataset, settings, tmp_path / "run")
@@ -295,8 +317,9 @@ def test_encode_writes_latent_store_with_same_manifest(tmp_path, rng):
     export_ema(model.state_dict(), tmp_path / "ae", step=3, model_config=model.model_config())
     model = load_autoencoder(tmp_path / "ae")
     seen: list[int] = []
-    out = encode_store(model, store, tmp_path / "latents", autoencoder=tmp_path / "ae", batch_size=5,
-                       progress=seen.append)
+    out = encode_store(
+        model, store, tmp_path / "latents", autoencoder=tmp_path / "ae", batch_size=5, progress=seen.append
+    )
     src, lat = Store(store), Store(out)
     assert lat.arrays == {"mu": (2, 48, 48), "logvar": (2, 48, 48)} and sum(seen) == len(src) == len(lat)
     assert lat.manifest.equals(src.manifest)

@@ -66,7 +66,8 @@ def train_autoencoder_cmd(
     m = result.last_metrics
     typer.echo(
         f"trained to step {result.step}: loss {m.get('loss', float('nan')):.4g} "
-        f"(recon {m.get('recon', float('nan')):.4g}); weights {result.ema_path}; curves {result.loss_plot_path}"
+        f"(recon {m.get('recon', float('nan')):.4g}); weights {result.ema_path}; "
+        f"curves {result.loss_plot_path}"
     )
 
 
@@ -75,7 +76,7 @@ def encode_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="latent store to write (e.g. RUN/latents)"),
     config: Path | None = _CONFIG,
     autoencoder: Path | None = typer.Option(
-        None, "--autoencoder", help="autoencoder run folder or weights (default: RUN/autoencoder beside --out)"
+        None, "--autoencoder", help="autoencoder run folder or weights (default: autoencoder/ beside --out)"
     ),
     store: Path | None = typer.Option(None, "--store", help="patch store (default: from config / RUN)"),
     external_store: Path | None = typer.Option(
@@ -100,7 +101,8 @@ def encode_cmd(
     jobs = [(patch_store_path(cfg, run_dir, store), out)]
     ext = external_store if external_store is not None else external_store_path(cfg, run_dir)
     if ext is not None:
-        jobs.append((ext, external_out if external_out is not None else out.with_name(f"{out.name}-external")))
+        ext_out = external_out if external_out is not None else out.with_name(f"{out.name}-external")
+        jobs.append((ext, ext_out))
     if dry_run:
         typer.echo(dump_config(cfg))
         for src, dst in jobs:
@@ -127,7 +129,9 @@ def encode_cmd(
 
 @evaluate_app.command("autoencoder")
 def evaluate_autoencoder_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="run directory (reads RUN/autoencoder, writes .../evaluation)"),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="run directory (reads RUN/autoencoder, writes RUN/autoencoder/evaluation)"
+    ),
     config: Path | None = _CONFIG,
     store: Path | None = typer.Option(None, "--store", help="patch store (default: from config / RUN)"),
     autoencoder: Path | None = typer.Option(None, "--autoencoder", help="weights (default: RUN/autoencoder)"),

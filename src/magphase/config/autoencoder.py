@@ -98,8 +98,10 @@ class AutoencoderEval(BaseModel):
     split: str = Field("test", description="manifest split evaluated")
     batch_size: int = Field(64, ge=1)
     decode_mean: bool = Field(True, description="reconstruct from mu (True) or from one posterior draw")
-    figure_abnormal_sequence: str = Field("AXT1POST", description="preferred sequence of Fig. 3's abnormal sample")
-    figure_normal_sequence: str = Field("AXT1PRE", description="preferred sequence of Fig. 3's normal sample")
+    figure_abnormal_sequence: str = Field(
+        "AXT1POST", description="preferred sequence of Fig. 3's abnormal patch"
+    )
+    figure_normal_sequence: str = Field("AXT1PRE", description="preferred sequence of Fig. 3's normal patch")
 
     @field_validator("figure_abnormal_sequence", "figure_normal_sequence")
     @classmethod
@@ -119,7 +121,8 @@ class AutoencoderConfig(BaseModel):
         None, description="patch store to train on (None: RUN/prepare/patches, else RUN/patches)"
     )
     external_store: str | None = Field(
-        None, description="external test patch store to encode too (None: RUN/prepare-external/patches if present)"
+        None,
+        description="external test patch store to encode (None: RUN/prepare-external/patches if it exists)",
     )
     augmentation: Literal["none", "flips"] = Field(
         "flips", description="flips: random horizontal/vertical flips of the training patches"
@@ -156,7 +159,9 @@ class AutoencoderConfig(BaseModel):
 
     def network_sizes(self) -> AutoencoderNetwork:
         """The resolved network sizes: ``network`` if given, else the preset's."""
-        return self.network if self.network is not None else AutoencoderNetwork(**AUTOENCODER_PRESETS[self.preset])
+        if self.network is not None:
+            return self.network
+        return AutoencoderNetwork(**AUTOENCODER_PRESETS[self.preset])
 
 
 __all__ = [

@@ -8,7 +8,7 @@ standard deviation over the patches of each sequence, with the paper's published
 Outputs (``OUT`` = ``RUN/autoencoder/evaluation``)::
 
     OUT/per_patch.csv     patch_id, volume, sequence, label, phase_coherence, ssim, psnr
-    OUT/table3.csv        one row per sequence (+ "all"): n, mean/std of each metric, paper values, targets met
+    OUT/table3.csv        per sequence (+ "all"): n, mean/std of each metric, paper values, targets met
     OUT/table3.md         the same as a Markdown table
     OUT/fig3_reconstructions.png   original / reconstruction / difference, magnitude and phase,
                           for one abnormal and one normal patch (the median-PSNR patch of each kind)
@@ -77,7 +77,7 @@ def reconstruct(
     decode_mean: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """``x_hat`` for a batch: decode ``mu`` (``decode_mean``) or one posterior draw (seeded by ``generator``)."""
+    """``x_hat`` of a batch: decode ``mu`` (``decode_mean``) or one posterior draw (seeded: ``generator``)."""
     mu, logvar = model.encode(x, seq)
     if decode_mean:
         return model.decode(mu, seq)

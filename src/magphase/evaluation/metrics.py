@@ -81,7 +81,7 @@ def ssim(a: ArrayLike, b: ArrayLike, data_range: float = 1.0) -> np.ndarray:
 
 
 def psnr(a: ArrayLike, b: ArrayLike, data_range: float = 1.0) -> np.ndarray:
-    """PSNR in dB per image of ``(B, H, W)`` (or ``(H, W)``) -> float64 ``(B,)``; ``inf`` for identical images."""
+    """PSNR in dB per image of ``(B, H, W)`` (or ``(H, W)``) -> float64 ``(B,)``; ``inf`` when identical."""
     x = _batched(_as_tensor(a), "a").to(torch.float64)
     y = _batched(_as_tensor(b), "b").to(torch.float64)
     if x.shape != y.shape:

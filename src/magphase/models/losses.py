@@ -7,10 +7,11 @@ Every term is a MEAN, computed in float32 whatever the autocast dtype:
   rows and columns (``x[..., 1:, :] - x[..., :-1, :]`` and ``x[..., :, 1:] - x[..., :, :-1]``), each
   direction averaged over its elements, the two directions summed. Penalises blurred edges, which
   plain L1 tolerates.
-* ``L_KL`` -- ``KL(N(mu, sigma^2) || N(0, 1))`` per latent element, ``0.5 (mu^2 + sigma^2 - 1 - log sigma^2)``,
-  averaged over ``B x C x h x w`` latent elements. Normalisation: a mean per latent ELEMENT (not a sum per
-  sample), so ``lambda_KL`` does not change meaning with the latent size. The sum-per-sample KL of the
-  usual ELBO is ``C h w`` times this value (4608 for the paper's 2 x 48 x 48 latent).
+* ``L_KL`` -- ``KL(N(mu, sigma^2) || N(0, 1))`` per latent element,
+  ``0.5 (mu^2 + sigma^2 - 1 - log sigma^2)``, averaged over ``B x C x h x w`` latent elements.
+  Normalisation: a mean per latent ELEMENT (not a sum per sample), so ``lambda_KL`` does not change
+  meaning with the latent size. The sum-per-sample KL of the usual ELBO is ``C h w`` times this value
+  (4608 for the paper's 2 x 48 x 48 latent).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def reconstruction_l1(x_hat: Tensor, x: Tensor) -> Tensor:
 
 
 def finite_differences(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Forward differences along rows (``dy``, ``... x (H-1) x W``) and columns (``dx``, ``... x H x (W-1)``)."""
+    """Forward differences along rows (``dy``, ``... x H-1 x W``) and columns (``dx``, ``... x H x W-1``)."""
     return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
 
