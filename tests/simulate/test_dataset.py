@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from magphase.cli import app
-from magphase.config.simulate import PRESETS, SimulateConfig, resolve_simulate_config
+from magphase.config import MagphaseConfig, dump_config, load_config
+from magphase.config.simulate import PRESETS, SimulateConfig
 from magphase.errors import ConfigError, DataError
 from magphase.io.annotations import read_annotations, read_file_list
 from magphase.io.fastmri import open_volume, scan_folder
@@ -145,11 +147,19 @@ def test_external_plan_matches_table2_and_other_protocols():
     assert all(len(v.lesions) >= 2 for v in plan.external if v.volume_class == "metastasis")
 
 
-def test_presets_resolve_and_explicit_values_win():
-    demo = resolve_simulate_config(SimulateConfig(preset="demo"))
+def test_presets_resolve_and_explicit_values_win(tmp_path):
+    demo = SimulateConfig(preset="demo")
     assert demo.volumes == PRESETS["demo"]["volumes"] and set(demo.coils) <= {4, 8}
-    mine = resolve_simulate_config(SimulateConfig(preset="demo", volumes=7, external={"site": 301}))
+    mine = SimulateConfig(preset="demo", volumes=7, external={"site": 301})
     assert mine.volumes == 7 and mine.external.site == 301 and mine.external.coils == demo.external.coils
+    # a resolved config dumps and reloads unchanged (run folders store config.yaml)
+    path = tmp_path / "config.yaml"
+    path.write_text("simulate:\n  preset: reproduce\n  n_slices: 10\n")
+    cfg = load_config(path)
+    assert cfg.simulate.volumes == PRESETS["reproduce"]["volumes"] and cfg.simulate.n_slices == 10
+    assert MagphaseConfig.model_validate(yaml.safe_load(dump_config(cfg))).simulate == cfg.simulate
+    with pytest.raises(ValueError):
+        SimulateConfig(preset="huge")
     with pytest.raises(ValueError):
         SimulateConfig(coils={3: 1.0, 100: 1.0})
     with pytest.raises(ValueError):

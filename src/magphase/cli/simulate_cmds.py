@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from magphase.cli._app import app
 from magphase.config import load_config
-from magphase.config.simulate import SimulateConfig, resolve_simulate_config
+from magphase.config.simulate import SimulateConfig
 from magphase.errors import ConfigError
 from magphase.simulate.dataset import (
     SimulatedDatasetPlan,
@@ -50,9 +50,11 @@ def resolve_cli_config(
     workers: int | None,
     seed: int | None,
 ) -> tuple[SimulateConfig, int]:
-    """The simulate section with CLI flags applied (flags > config file > preset > defaults) and the seed."""
-    cfg = load_config(config)
-    data = cfg.simulate.model_dump(exclude_unset=True)
+    """The simulate section with CLI flags applied (flags > config file > preset > defaults) and the seed.
+
+    Flags become ``simulate.*`` overrides of the config file, so a ``--preset`` fills only the keys
+    that neither the file nor another flag gives.
+    """
     flags = {
         "preset": preset,
         "volumes": volumes,
@@ -60,12 +62,9 @@ def resolve_cli_config(
         "workers": workers,
         "seed": seed,
     }
-    data.update({k: v for k, v in flags.items() if v is not None})
-    try:
-        section = SimulateConfig.model_validate(data)
-    except ValueError as exc:
-        raise ConfigError(f"invalid simulate settings: {exc}") from exc
-    section = resolve_simulate_config(section)
+    overrides = [f"simulate.{key}={value}" for key, value in flags.items() if value is not None]
+    cfg = load_config(config, overrides)
+    section = cfg.simulate
     return section, section.seed if section.seed is not None else cfg.seed
 
 

@@ -1,9 +1,10 @@
 """Config section `simulate` (owned by the simulate stage): the built-in simulated brain dataset.
 
 Mixes (``coils``, ``field_strengths_t``, ``sequence_mix``, ``class_fractions``, lesion weights) are
-relative weights, normalised where used. Named presets (:data:`PRESETS`) are dicts of overrides applied
-to every field the user did not set explicitly (:func:`resolve_simulate_config`); each records what it
-measured when last run.
+relative weights, normalised where used. Named presets (:data:`PRESETS`) are dicts of overrides that
+fill every field the input does not give (``external`` merged key by key) while the section is
+validated, so a loaded config holds the resolved values and dumping + reloading it changes nothing.
+Each preset records what it measured when last run.
 """
 
 from __future__ import annotations
@@ -228,6 +229,21 @@ class SimulateConfig(BaseModel):
             raise ValueError("site numbers must be >= 0")
         return _check_range(v, "sites")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("preset") not in PRESETS:
+            return data  # no preset, or an unknown name that field validation reports
+        merged = dict(data)
+        for key, value in PRESETS[data["preset"]].items():
+            given = merged.get(key)
+            if key not in merged:
+                merged[key] = value
+            elif key == "external":
+                given = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else dict(given)
+                merged[key] = {**value, **given}
+        return merged
+
     @model_validator(mode="after")
     def _slices(self) -> SimulateConfig:
         if self.n_slices_min is not None and self.n_slices_min > self.n_slices:
@@ -262,24 +278,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def resolve_simulate_config(cfg: SimulateConfig) -> SimulateConfig:
-    """Apply ``cfg.preset`` to every field not set explicitly (explicit values win, nested too)."""
-    if cfg.preset is None:
-        return cfg
-    overrides = PRESETS[cfg.preset]
-    data = cfg.model_dump()
-    for key, value in overrides.items():
-        if key in cfg.model_fields_set:
-            if isinstance(value, dict) and isinstance(getattr(cfg, key), BaseModel):
-                sub = getattr(cfg, key)
-                for sub_key, sub_value in value.items():
-                    if sub_key not in sub.model_fields_set:
-                        data[key][sub_key] = sub_value
-            continue
-        data[key] = value
-    return SimulateConfig.model_validate(data)
-
-
 __all__ = [
     "ABNORMAL_LESIONS",
     "EXCLUDED_LESIONS",
@@ -289,5 +287,4 @@ __all__ = [
     "VOLUME_CLASSES",
     "ExternalSimulateConfig",
     "SimulateConfig",
-    "resolve_simulate_config",
 ]
