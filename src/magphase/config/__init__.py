@@ -33,6 +33,22 @@ class DataPaths(BaseModel):
     external_labels: str | None = Field(None, description="external test set volume labels CSV")
 
 
+class PipelineConfig(BaseModel):
+    """How ``magphase run`` chains the stages (paper 2.4.3 model selection included)."""
+
+    model_config = ConfigDict(extra="forbid")
+    workers: int = Field(1, ge=1, le=512, description="processes for prepare (simulate has its own)")
+    select_stage1: bool = Field(
+        True, description="pick the stage-1 snapshot with the lowest validation real-vs-synthetic AUROC"
+    )
+    select_stage2: bool = Field(
+        True, description="pick the stage-2 snapshot with the highest validation downstream AUROC"
+    )
+    max_selection_candidates: int = Field(
+        3, ge=2, le=100, description="snapshots scored per stage (evenly spread, the last included)"
+    )
+
+
 class MagphaseConfig(BaseModel):
     """The whole configuration of a run. Every random choice derives from ``seed``."""
 
@@ -46,6 +62,7 @@ class MagphaseConfig(BaseModel):
     autoencoder: AutoencoderConfig = AutoencoderConfig()
     flow: FlowConfig = FlowConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    pipeline: PipelineConfig = PipelineConfig()
 
 
 def _deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +137,7 @@ __all__ = [
     "EvaluationConfig",
     "FlowConfig",
     "MagphaseConfig",
+    "PipelineConfig",
     "PrepareConfig",
     "SimulateConfig",
     "config_hash",

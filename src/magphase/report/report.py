@@ -1,0 +1,240 @@
+"""``magphase report RUN``: one Markdown report with every table and figure of the paper.
+
+Reads what the stages wrote (see :mod:`magphase.pipeline` for the layout), draws Figs. 4-5 from the
+trained models, copies the other figures beside ``report.md`` so the folder stands alone, and puts
+the paper's published numbers next to this run's. Missing stages are listed, not fatal, so a
+partial run still gets a report of what exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from magphase.config import MagphaseConfig, load_config
+from magphase.training.checkpoint import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+#: Published values (paper Tables 3 and 4, Sec. 3.3) shown beside this run's.
+PAPER_TABLE3 = {
+    "AXFLAIR": ("0.9984 ± 0.0013", "0.955 ± 0.018", "35.8 ± 2.3"),
+    "AXT1": ("0.9983 ± 0.0008", "0.944 ± 0.029", "36.5 ± 3.3"),
+    "AXT1POST": ("0.9977 ± 0.0017", "0.932 ± 0.031", "35.0 ± 2.7"),
+    "AXT1PRE": ("0.9986 ± 0.0009", "0.930 ± 0.035", "35.0 ± 2.9"),
+    "AXT2": ("0.9979 ± 0.0009", "0.951 ± 0.019", "35.4 ± 1.5"),
+}
+PAPER_TABLE4 = {
+    "AXFLAIR": "0.635 ± 0.030",
+    "AXT1": "0.640 ± 0.026",
+    "AXT1POST": "0.555 ± 0.049",
+    "AXT1PRE": "0.502 ± 0.014",
+    "AXT2": "0.653 ± 0.014",
+}
+PAPER_DOWNSTREAM = [
+    ("100 % real (baseline), fastMRI test", "0.842 ± 0.006"),
+    ("0 % real (fully synthetic), fastMRI test", "0.880 ± 0.006"),
+    ("100 % real + 80 % synthetic added, fastMRI test", "0.894 ± 0.003"),
+    ("100 % real (baseline), external test", "0.815 ± 0.008"),
+    ("0 % real (fully synthetic), external test", "0.843 ± 0.019"),
+    ("100 % real + 90 % synthetic added, external test", "0.840 ± 0.004"),
+]
+
+REQUIRED_SECTIONS = ("Table 1", "Table 3", "Table 4", "Substitution", "Additive", "Fig. 2", "Fig. 3",
+                     "Fig. 4", "Fig. 5", "Run time")
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None
+
+
+def _copy_figure(src: Path, report_dir: Path, name: str | None = None) -> str | None:
+    if not src.is_file():
+        return None
+    dst = report_dir / (name or src.name)
+    if src.resolve() != dst.resolve():
+        shutil.copyfile(src, dst)
+    return dst.name
+
+
+def _figure(lines: list[str], title: str, rel: str | None, missing: str) -> None:
+    lines.append(f"### {title}\n")
+    lines.append(f"![{title}]({rel})\n" if rel else f"_{missing}_\n")
+
+
+def _draw_flow_figures(run_dir: Path, cfg: MagphaseConfig, report_dir: Path) -> dict[str, str | None]:
+    """Figs. 4-5 from the trained models (EMA / selected weights); None where a model is missing."""
+    from magphase.errors import DataError
+    from magphase.generative.flow import flow_weights, load_flow_model
+    from magphase.models.autoencoder import load_autoencoder
+    from magphase.report.figures_flow import figure4_from_models, figure5_from_models
+
+    out: dict[str, str | None] = {"fig4": None, "fig5": None}
+    ae_path = run_dir / "autoencoder" / "ema.safetensors"
+    patches = run_dir / "prepare" / "patches"
+    if not ae_path.is_file() or not patches.is_dir():
+        return out
+    autoencoder = load_autoencoder(ae_path)
+    steps = cfg.flow.sampling.steps
+    try:
+        flow1 = load_flow_model(flow_weights(run_dir, 1))
+        out["fig4"] = figure4_from_models(
+            flow1, autoencoder, patches, report_dir / "fig4_stage1_samples.png",
+            guidance=cfg.evaluation.realfake.guidance, steps=steps, seed=cfg.seed,
+        ).name
+    except DataError as exc:
+        log.info("no Fig. 4: %s", exc)
+    try:
+        flow2 = load_flow_model(flow_weights(run_dir, 2))
+        out["fig5"] = figure5_from_models(
+            flow2, autoencoder, report_dir / "fig5_stage2_samples.png",
+            guidance=cfg.evaluation.downstream.guidance, steps=steps, seed=cfg.seed,
+        ).name
+    except DataError as exc:
+        log.info("no Fig. 5: %s", exc)
+    return out
+
+
+def _table3_with_paper(run_dir: Path) -> str | None:
+    path = run_dir / "autoencoder" / "evaluation" / "table3.csv"
+    if not path.is_file():
+        return None
+    return _read(path.with_suffix(".md"))
+
+
+def _paper_table3() -> str:
+    rows = ["| Sequence | Phase coherence | Mag. SSIM | Mag. PSNR (dB) |", "|---|---|---|---|"]
+    rows += [f"| {s} | {a} | {b} | {c} |" for s, (a, b, c) in PAPER_TABLE3.items()]
+    return "\n".join(rows) + "\n"
+
+
+def _downstream_key_numbers(run_dir: Path) -> str | None:
+    """This run's numbers at the points the paper quotes, beside the paper's."""
+    path = run_dir / "evaluation" / "downstream" / "summary.csv"
+    if not path.is_file():
+        return None
+    summary = pd.read_csv(path)
+    if "config" not in summary.columns:
+        return None
+
+    def value(config: str, metric: str) -> str:
+        row = summary[summary["config"] == config]
+        mean_col, std_col = f"{metric}_mean", f"{metric}_std"
+        if row.empty or mean_col not in row or pd.isna(row[mean_col].iloc[0]):
+            return "n/a"
+        std = row[std_col].iloc[0] if std_col in row else float("nan")
+        return f"{row[mean_col].iloc[0]:.3f} ± {0.0 if pd.isna(std) else std:.3f}"
+
+    additive = sorted(c for c in summary["config"] if str(c).startswith("add"))
+    best_add = additive[-1] if additive else None
+    ours = [
+        value("real100", "auroc_test"),
+        value("subst000", "auroc_test"),
+        value(best_add, "auroc_test") if best_add else "n/a",
+        value("real100", "auroc_external"),
+        value("subst000", "auroc_external"),
+        value(best_add, "auroc_external") if best_add else "n/a",
+    ]
+    rows = ["| Quantity | Paper (fastMRI) | This run |", "|---|---|---|"]
+    for (name, paper), mine in zip(PAPER_DOWNSTREAM, ours, strict=True):
+        if best_add and "added" in name:
+            name = f"{name} (this run: {best_add})"
+        rows.append(f"| {name} | {paper} | {mine} |")
+    return "\n".join(rows) + "\n"
+
+
+def _runtime_table(run_dir: Path) -> tuple[str, float]:
+    from magphase.pipeline import stage_records
+
+    records = stage_records(run_dir)
+    rows = ["| Stage | Seconds | Finished | Device |", "|---|---|---|---|"]
+    total = 0.0
+    for stage, rec in records.items():
+        total += float(rec.get("seconds", 0.0))
+        rows.append(f"| {stage} | {rec.get('seconds', '')} | {rec.get('finished', '')} | {rec.get('device', '')} |")
+    rows.append(f"| **total** | {total:.1f} | | |")
+    return "\n".join(rows) + "\n", total
+
+
+def write_report(run_dir: str | Path, cfg: MagphaseConfig | None = None, draw_flow_figures: bool = True) -> Path:
+    """Write ``RUN/report/report.md`` (+ figures beside it). Returns its path."""
+    from magphase.pipeline import hardware_summary
+
+    run_dir = Path(run_dir)
+    if cfg is None:
+        cfg_path = run_dir / "config.yaml"
+        cfg = load_config(cfg_path if cfg_path.is_file() else None)
+    report_dir = run_dir / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    missing: list[str] = []
+    lines: list[str] = [f"# magphase report: {cfg.name}\n"]
+    lines.append(
+        "Reproduction of *Generative Modeling of Complex-Valued Brain MRI Data* on "
+        + ("real data from `" + str(cfg.data.raw) + "`" if cfg.data.raw else "magphase's simulated fastMRI-format data")
+        + f". Seed {cfg.seed}. The paper's published numbers stand beside this run's; on simulated data and "
+        "reduced CPU budgets they are a reference, not a target every preset can reach.\n"
+    )
+
+    def section(title: str, body: str | None, note: str | None = None) -> None:
+        lines.append(f"## {title}\n")
+        if body is None:
+            missing.append(title)
+            lines.append("_Not produced by this run (stage not run yet)._\n")
+        else:
+            lines.append(body.strip() + "\n")
+        if note:
+            lines.append(note + "\n")
+
+    section("Table 1: patches by class, sequence and split", _read(run_dir / "prepare" / "table1.md"),
+            "Paper (fastMRI): 70,794 patches; train 58,956 / val 5,584 / test 6,254.")
+    ext = _read(run_dir / "prepare-external" / "table_external.md")
+    if ext:
+        lines.append("### External test set (paper Table 2 analogue)\n")
+        lines.append(ext.strip() + "\n")
+    section("Table 3: autoencoder reconstruction quality (test split)", _table3_with_paper(run_dir),
+            "Paper Table 3:\n\n" + _paper_table3())
+    realfake = _read(run_dir / "evaluation" / "realfake" / "table4.md")
+    section("Table 4: real-vs-synthetic latent classifier AUROC", realfake)
+    downstream = _read(run_dir / "evaluation" / "downstream" / "summary.md")
+    section("Substitution and Additive experiments (downstream normal vs abnormal AUROC)", downstream)
+    key = _downstream_key_numbers(run_dir)
+    if key:
+        lines.append("### Key numbers beside the paper's\n")
+        lines.append(key)
+    lines.append("## Figures\n")
+    fig_dir = run_dir / "evaluation" / "downstream"
+    _figure(lines, "Fig. 2: example training patches (magnitude, phase)",
+            _copy_figure(run_dir / "prepare" / "fig2_patches.png", report_dir), "prepare has not run")
+    _figure(lines, "Fig. 3: autoencoder reconstructions",
+            _copy_figure(run_dir / "autoencoder" / "evaluation" / "fig3_reconstructions.png", report_dir),
+            "autoencoder evaluation has not run")
+    flow_figs = _draw_flow_figures(run_dir, cfg, report_dir) if draw_flow_figures else {}
+    _figure(lines, "Fig. 4: stage-1 samples beside real patches", flow_figs.get("fig4"), "flow stage 1 has not run")
+    _figure(lines, "Fig. 5: stage-2 normal vs abnormal samples", flow_figs.get("fig5"), "flow stage 2 has not run")
+    _figure(lines, "Fig. 6: Substitution experiment, fastMRI-style test split",
+            _copy_figure(fig_dir / "fig6_substitution_test.png", report_dir), "downstream has not run")
+    _figure(lines, "Fig. 7: Substitution experiment, external test set",
+            _copy_figure(fig_dir / "fig7_substitution_external.png", report_dir), "no external test result")
+    _figure(lines, "Fig. 8: Additive experiment",
+            _copy_figure(fig_dir / "fig8_additive.png", report_dir), "downstream has not run")
+    for title, key_ in (("Fig. 2", None), ("Fig. 3", None), ("Fig. 4", "fig4"), ("Fig. 5", "fig5")):
+        if key_ and not flow_figs.get(key_):
+            missing.append(title)
+    runtime, total = _runtime_table(run_dir)
+    lines.append("## Run time and hardware\n")
+    lines.append(runtime)
+    hw = hardware_summary()
+    lines.append("```\n" + json.dumps(hw, indent=2) + "\n```\n")
+    if missing:
+        lines.append("## Missing\n")
+        lines.append("\n".join(f"- {m}" for m in missing) + "\n")
+    path = atomic_write_text("\n".join(lines), report_dir / "report.md")
+    meta: dict[str, Any] = {"missing": missing, "total_seconds": total, "hardware": hw}
+    atomic_write_text(json.dumps(meta, indent=2) + "\n", report_dir / "report.json")
+    log.info("wrote %s", path)
+    return path
