@@ -800,11 +800,11 @@ def sample_subject_geometry(rng: np.random.Generator, anatomy: HeadAnatomy) -> S
     global_scale = rng.normal(1.0, 0.04)
     scale = np.clip(global_scale * rng.normal(1.0, 0.03, size=3), 0.86, 1.14)
     rotation = _rotation_zyx(
-        math.radians(rng.normal(0.0, 5.0)),
+        math.radians(rng.normal(0.0, 3.0)),
         math.radians(rng.normal(0.0, 2.0)),
         math.radians(rng.normal(0.0, 3.0)),
     )
-    shift = rng.normal(0.0, 1.0, size=3) * np.array([4.0, 6.0, 3.0])
+    shift = rng.normal(0.0, 1.0, size=3) * np.array([3.0, 6.0, 3.0])
     # Smooth elastic displacement: white noise on a 30 mm lattice, cubic-interpolated to 6 mm.
     ctrl_shape = tuple(int(math.ceil(n / 30.0)) + 1 for n in GRID_SHAPE)
     ctrl = rng.normal(0.0, 2.2, size=(3, *ctrl_shape))

@@ -11,7 +11,8 @@ Geometry (fixed, tests pin it):
   superior.
 - Scanner coordinates (z, y, x) mm: z along B0 (superior), y anterior, x patient right (RAS).
   Pixel (r, c) of slice s sits at y = (r - (H-1)/2) * fov_rows / H, x = -(c - (W-1)/2) * fov_cols / W,
-  z = DEFAULT_SLAB_CENTRE_MM + slab_offset + (s - (S-1)/2) * (thickness + gap).
+  z = z_centre + slab_offset + (s - (S-1)/2) * (thickness + gap), where z_centre is the scanner z
+  of the subject's SLAB_CENTRE_MNI_MM (the slab follows the head, as planned on a localizer).
 
 Phase model (see docs/simulated-data.md): phase = -2 pi * b0_hz * tau + background, where b0_hz
 is the shimmed susceptibility field (dipole kernel on a 2 mm grid + analytic spheres for small
@@ -69,10 +70,10 @@ from magphase.simulate.tissue import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SLAB_CENTRE_MM = 14.0
-"""Scanner z of the slab centre at slab_offset 0: with the head reference (MNI z = +15) at the
-isocentre this is MNI z ~ +29, so a 16 x 6 mm slab spans the temporal lobes (MNI ~ -18) to the
-vertex and shows no orbits; slab_offset ~ -30 mm brings orbits and sinuses in."""
+SLAB_CENTRE_MNI_MM = (29.0, -18.0, 0.0)
+"""Anatomical point (MNI z, y, x) on which the slab is centred at slab_offset 0, as a technologist
+plans it from a localizer: a 16 x 6 mm slab then spans MNI z ~ -16 .. +74 (temporal lobes to the
+vertex, no orbits); slab_offset ~ -30 to -45 mm brings orbits and sinuses in."""
 
 THROUGH_PLANE_SAMPLES = 2
 """Positions across the slice thickness at which the anatomy is sampled and averaged."""
@@ -161,13 +162,15 @@ def _validate(spec: VolumeSpec) -> None:
         raise ConfigError(f"lesions={unknown}: known labels are {LESION_LABELS}")
 
 
-def slice_positions_mm(spec: VolumeSpec) -> np.ndarray:
-    """Scanner z (mm) of the slice centres, inferior -> superior, float64 (S,)."""
+def slice_positions_mm(spec: VolumeSpec, slab_centre_mm: float = 0.0) -> np.ndarray:
+    """Scanner z (mm) of the slice centres, inferior -> superior, float64 (S,).
+
+    slab_centre_mm: scanner z of the planned slab centre (render_volume uses the subject's
+    SLAB_CENTRE_MNI_MM); slab_offset_mm moves the slab from there.
+    """
     spacing = spec.slice_thickness_mm + spec.slice_gap_mm
     return (
-        DEFAULT_SLAB_CENTRE_MM
-        + spec.slab_offset_mm
-        + (np.arange(spec.n_slices) - (spec.n_slices - 1) / 2) * spacing
+        slab_centre_mm + spec.slab_offset_mm + (np.arange(spec.n_slices) - (spec.n_slices - 1) / 2) * spacing
     )
 
 
@@ -394,7 +397,8 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
 
     anatomy = anat.load_head_anatomy()
     geometry = anat.sample_subject_geometry(np.random.default_rng(geo_seq), anatomy)
-    z_mm = slice_positions_mm(spec)
+    slab_centre = anat.anatomy_to_scanner(np.array([SLAB_CENTRE_MNI_MM]), geometry)[0, 0]
+    z_mm = slice_positions_mm(spec, float(slab_centre))
     y_mm, x_mm = pixel_coordinates_mm(spec.matrix, spec.fov_mm)
     h, w = spec.matrix
     shape = (spec.n_slices, h, w)
