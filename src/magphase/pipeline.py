@@ -319,7 +319,7 @@ def _stage_flow2(ctx: RunContext) -> dict[str, Any]:
 
     def progress(phase: int) -> Callable[..., None] | None:
         p = ctx.cfg.flow.stage2.phase1 if phase == 1 else ctx.cfg.flow.stage2.phase2
-        return _engine_progress(ctx.bar(f"flow stage 2 phase {phase}", p.train.steps))
+        return _engine_progress(ctx.bar(f"flow stage 2 phase {phase}", p.steps))
 
     result = train_stage2(ctx.cfg, ctx.layout.root, resume=True, progress=progress)
     info: dict[str, Any] = {"step": result.step}
