@@ -106,7 +106,7 @@ def time_stages(task: VolumeTask, cfg: PrepareConfig, device: str) -> dict[str, 
     sync()
     t2 = time.perf_counter()
     images = normalise_slices(images)
-    masks = brain_mask(np.abs(images), BrainMaskParams(**cfg.brain_mask.model_dump()))
+    masks = brain_mask(np.abs(images), BrainMaskParams(**cfg.brain_mask.model_dump()), 220.0 / 320)
     t3 = time.perf_counter()
     boxes = pixel_boxes(task.boxes, images.shape)
     plans = plan_volume("abnormal", masks, boxes, [True] * len(boxes), cfg, volume_seed(0, task.volume))

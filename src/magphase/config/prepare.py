@@ -21,15 +21,19 @@ def _check_range(v: tuple[int, int]) -> tuple[int, int]:
 
 
 class BrainMaskConfig(BaseModel):
-    """Parameters of the magnitude brain mask (:mod:`magphase.mri.brainmask`); pixels at 320 px."""
+    """Parameters of the magnitude brain mask (:mod:`magphase.mri.brainmask`); lengths in mm."""
 
     model_config = ConfigDict(extra="forbid")
-    smoothing_sigma: float = Field(2.0, ge=0)
-    threshold_scale: float = Field(1.0, gt=0, description="foreground = smoothed > scale * Otsu")
-    separation_radius: float = Field(4.0, ge=0, description="erosion that cuts the scalp from the brain")
-    closing_radius: float = Field(6.0, ge=0, description="bridges sulci and the dark CSF rim")
-    shrink_radius: float = Field(2.0, ge=0, description="final erosion (keeps the mask inside the brain)")
+    smoothing_mm: float = Field(0.7, ge=0)
+    core_radius_fraction: float = Field(0.5, gt=0, le=1, description="central disc that sets the brain level")
+    tissue_fraction: float = Field(0.75, gt=0, description="tissue = magnitude > this x brain level")
+    scalp_depth_mm: float = Field(11.0, ge=0, description="head mask eroded by this bounds the brain")
+    separation_mm: float = Field(2.0, ge=0, description="erosion that breaks bridges through CSF/bone")
+    keep_fraction: float = Field(0.2, ge=0, le=1, description="keep components >= this x the central one")
+    closing_mm: float = Field(2.75, ge=0, description="bridges sulci")
+    shrink_mm: float = Field(0.7, ge=0, description="final erosion (keeps the mask inside the brain)")
     min_area_fraction: float = Field(0.02, ge=0, le=1, description="smaller masks count as no brain")
+    max_head_fraction: float = Field(0.9, gt=0, le=1, description="a larger 'head' is noise, not anatomy")
 
 
 class SplitConfig(BaseModel):
@@ -87,14 +91,14 @@ class PrepareConfig(BaseModel):
     min_box_overlap: float = Field(
         0.25, gt=0, le=1, description="box patch must cover >= this of the box area"
     )
-    normal_patches: tuple[int, int] = Field((20, 40), description="patches per normal volume")
+    normal_patches: tuple[int, int] = Field((30, 40), description="patches per normal volume")
     unlabeled_patches: tuple[int, int] = Field((10, 10), description="patches per unlabeled volume")
     abnormal_box_patches: tuple[int, int] = Field(
-        (10, 30),
+        (15, 30),
         description="box-derived patches per abnormal volume (clip of total box area / box_area_per_patch)",
     )
     box_area_per_patch: float = Field(
-        100.0, gt=0, description="box area (pixels) per box patch: patches grow in proportion to lesion area"
+        50.0, gt=0, description="box area (pixels) per box patch: patches grow in proportion to lesion area"
     )
     abnormal_volume_normal_patches: tuple[int, int] = Field(
         (5, 10), description="normal patches from box-free regions of each abnormal volume"

@@ -110,8 +110,13 @@ def read_facial_slices(path: str | Path | None) -> dict[str, set[int]]:
     return out
 
 
-def combine_external(path: Path, cfg: PrepareConfig, device: str | None = None) -> np.ndarray:
-    """Read, resize k-space to ``cfg.external.matrix`` and combine: complex64 ``(S, 320, 320)``."""
+def combine_external(path: Path, cfg: PrepareConfig, device: str | None = None) -> tuple[np.ndarray, float]:
+    """Read, resize k-space to ``cfg.external.matrix`` and combine.
+
+    Returns:
+        complex64 ``(S, 320, 320)`` images and their pixel size in mm (the field of view is kept,
+        so pixels shrink when a smaller matrix is zero-filled and grow when a larger one is cropped).
+    """
     from magphase.io.fastmri import open_volume
     from magphase.mri.coils import espirit_combine
     from magphase.mri.kspace import remove_readout_oversampling, resize_kspace
@@ -119,6 +124,7 @@ def combine_external(path: Path, cfg: PrepareConfig, device: str | None = None) 
     with open_volume(path) as vol:
         rows = vol.kspace_shape[2]
         factor = max(1, round(rows / vol.recon_shape[0]))
+        pixel_mm = vol.header.recon_fov_mm[0] / cfg.external.matrix[0]
         kspace = np.stack(
             [
                 resize_kspace(remove_readout_oversampling(vol.kspace_slice(i), factor), cfg.external.matrix)
@@ -134,7 +140,7 @@ def combine_external(path: Path, cfg: PrepareConfig, device: str | None = None) 
     images = np.asarray(images, np.complex64)
     if not np.isfinite(images).all():
         raise DataError(path, "kspace", "coil combination produced NaN/Inf")
-    return images
+    return images, pixel_mm
 
 
 @dataclass
@@ -216,7 +222,8 @@ def prepare_external(
             else:
                 start = time.perf_counter()
                 try:
-                    images = normalise_slices(combine_external(files[stem], cfg, device))
+                    images, pixel_mm = combine_external(files[stem], cfg, device)
+                    images = normalise_slices(images)
                 except DataError as exc:
                     log.warning("rejecting %s", exc)
                     rejects.append(
@@ -224,7 +231,7 @@ def prepare_external(
                     )
                     images = None
                 if images is not None:
-                    masks = brain_mask(np.abs(images), mask_params)
+                    masks = brain_mask(np.abs(images), mask_params, pixel_mm)
                     skip = facial.get(stem, set())
                     positions = centre_grid_positions(
                         images.shape[1:], PATCH_SIZE, ext.stride, ext.grid, ext.keep

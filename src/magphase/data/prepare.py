@@ -329,7 +329,8 @@ def process_volume(
     images, header, sequence = combine_volume(task.path, cfg, device)
     sequence = sequence or sequence_from_filename(task.path.name) or ""
     images = normalise_slices(images)
-    masks = brain_mask(np.abs(images), BrainMaskParams(**cfg.brain_mask.model_dump()))
+    pixel_mm = header.recon_fov_mm[0] / header.recon_matrix[0]
+    masks = brain_mask(np.abs(images), BrainMaskParams(**cfg.brain_mask.model_dump()), pixel_mm)
     if nifti_dir is not None:
         from magphase.io.nifti import export_nifti
 

@@ -1,25 +1,32 @@
 """Magnitude-based brain mask, one slice at a time (paper 2.1.3: patches must lie >= 80 % in it).
 
-Method (per slice; lengths in pixels of a 320-pixel image, scaled with the slice size):
+Method (per slice; lengths in mm, converted with the pixel size):
 
-1. Magnitude divided by its maximum, Gaussian-smoothed (``smoothing_sigma``) so thermal noise
-   and fine texture do not fragment the mask.
-2. Foreground = smoothed magnitude above ``threshold_scale`` x Otsu's threshold. Otsu separates
-   the two modes of a head slice, air/bone (no signal) and soft tissue.
-3. The foreground is eroded by ``separation_radius``: in every sequence cortical bone is dark, so
-   after this erosion the scalp/fat ring no longer touches the brain anywhere.
-4. The largest connected component is kept (the brain: a ring of scalp has far fewer pixels than
-   the disc of brain it surrounds), then dilated back by the same radius inside the foreground
-   (morphological reconstruction of the brain's outline).
-5. A closing (``closing_radius``) bridges sulci and the dark CSF rim of T1/FLAIR images, holes
-   (ventricles, dark lesion cores) are filled, and a final erosion (``shrink_radius``) keeps the
-   mask conservatively inside the brain, so that a patch passing the 80 % rule is brain tissue.
-6. Slices whose mask is smaller than ``min_area_fraction`` of the image are treated as holding no
-   brain (empty mask).
+1. Magnitude divided by its maximum and lightly Gaussian-smoothed (``smoothing_mm``), so noise does
+   not fragment the mask while thin dark structures (skull, CSF) stay visible.
+2. Head: pixels above a quarter of Otsu's threshold (air vs anything), closed and hole-filled,
+   largest component. Its centroid and equivalent radius locate the brain's centre.
+3. Brain intensity level: the median magnitude in a central disc (``core_radius_fraction`` of the
+   head radius), which holds brain in every axial slice. Tissue = magnitude above
+   ``tissue_fraction`` x that level. The threshold is relative to the *brain*, not global: in
+   T1-weighted images scalp fat is 3-5x brighter than brain (a global Otsu threshold then separates
+   fat from everything else), while cortical bone, air and (T1/FLAIR) CSF lie below brain level.
+4. Scalp exclusion: the head mask eroded by ``scalp_depth_mm`` bounds the tissue. Scalp plus outer
+   skull is thicker than this almost everywhere, and in some sequences (T1: bright diploe, T2:
+   dim scalp over a 1-2 pixel bone line) no intensity gap separates them from the brain.
+5. The bounded tissue is eroded by ``separation_mm`` (thin bridges through CSF/bone break); the
+   component overlapping the central disc most is the brain, plus any component at least
+   ``keep_fraction`` of its size (the hemispheres of high slices, split by the falx). They are
+   dilated back by the same radius inside the tissue.
+6. A closing (``closing_mm``) bridges sulci, holes (ventricles, dark lesion cores) are filled, and
+   a final erosion (``shrink_mm``) keeps the mask conservatively inside the brain.
+7. Slices whose mask is smaller than ``min_area_fraction`` of the image hold no brain (empty), and
+   so do noise-only slices: a "head" covering more than ``max_head_fraction`` of the image or
+   less than 4x brighter than its surroundings.
 
 This is a classical skull strip, deliberately simple and explainable: no atlas, no learned model,
-no dependency beyond scipy. Its agreement with the simulator's ground-truth brain masks is
-measured by :func:`dice` (docs/prepare.md quotes the numbers).
+no dependency beyond scipy. Its Dice against the simulator's ground-truth brain masks is measured
+per sequence in docs/prepare.md.
 """
 
 from __future__ import annotations
@@ -29,20 +36,26 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-#: Image side the radii below are expressed for (fastMRI brain recon matrix).
+#: Image side of the default pixel size (fastMRI brain recon matrix).
 REFERENCE_SIZE = 320
+#: Pixel size assumed when none is given: fastMRI brain, 220 mm field of view on 320 pixels.
+DEFAULT_PIXEL_MM = 220.0 / 320.0
 
 
 @dataclass(frozen=True)
 class BrainMaskParams:
-    """Parameters of :func:`brain_mask_slice` (pixels at a 320-pixel slice; scaled with size)."""
+    """Parameters of :func:`brain_mask_slice` (lengths in mm)."""
 
-    smoothing_sigma: float = 2.0
-    threshold_scale: float = 1.0
-    separation_radius: float = 4.0
-    closing_radius: float = 6.0
-    shrink_radius: float = 2.0
+    smoothing_mm: float = 0.7
+    core_radius_fraction: float = 0.5
+    tissue_fraction: float = 0.75
+    scalp_depth_mm: float = 11.0
+    separation_mm: float = 2.0
+    keep_fraction: float = 0.2
+    closing_mm: float = 2.75
+    shrink_mm: float = 0.7
     min_area_fraction: float = 0.02
+    max_head_fraction: float = 0.9
 
 
 def _disk(radius: float) -> np.ndarray:
@@ -68,12 +81,31 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(centres[int(np.argmax(between[:-1]))])
 
 
-def brain_mask_slice(magnitude: np.ndarray, params: BrainMaskParams | None = None) -> np.ndarray:
+def _largest_component(mask: np.ndarray) -> np.ndarray | None:
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return None
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    return labels == (int(np.argmax(sizes)) + 1)
+
+
+def _closing(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Binary closing that treats the outside of the image as background (padding avoids edge effects)."""
+    if radius < 1:
+        return mask
+    pad = int(np.ceil(radius)) + 1
+    return ndimage.binary_closing(np.pad(mask, pad), _disk(radius))[pad:-pad, pad:-pad]
+
+
+def brain_mask_slice(
+    magnitude: np.ndarray, params: BrainMaskParams | None = None, pixel_mm: float | None = None
+) -> np.ndarray:
     """Brain mask of one slice from its magnitude (see the module docstring for the method).
 
     Args:
         magnitude: float ``(H, W)``, non-negative (any scale; a complex slice is also accepted).
         params: method parameters (defaults: :class:`BrainMaskParams`).
+        pixel_mm: in-plane pixel size; default: a 220 mm field of view over ``min(H, W)`` pixels.
     Returns:
         bool ``(H, W)``; all ``False`` when the slice holds no brain.
     """
@@ -81,48 +113,70 @@ def brain_mask_slice(magnitude: np.ndarray, params: BrainMaskParams | None = Non
     mag = np.abs(np.asarray(magnitude)).astype(np.float64)
     if mag.ndim != 2:
         raise ValueError(f"expected a 2-D slice, got shape {mag.shape}")
-    peak = float(mag.max()) if mag.size else 0.0
     empty = np.zeros(mag.shape, dtype=bool)
+    peak = float(mag.max()) if mag.size else 0.0
     if not np.isfinite(peak) or peak <= 0:
         return empty
-    scale = min(mag.shape) / REFERENCE_SIZE
-    smooth = ndimage.gaussian_filter(mag / peak, p.smoothing_sigma * scale)
-    foreground = smooth > p.threshold_scale * otsu_threshold(smooth)
+    px = pixel_mm if pixel_mm is not None else DEFAULT_PIXEL_MM * REFERENCE_SIZE / min(mag.shape)
+    smooth = ndimage.gaussian_filter(mag / peak, p.smoothing_mm / px)
 
-    sep = _disk(p.separation_radius * scale)
-    core = ndimage.binary_erosion(foreground, sep)
+    head = _closing(smooth > 0.25 * otsu_threshold(smooth), 3.5 / px)
+    head = _largest_component(ndimage.binary_fill_holes(head))
+    if head is None:
+        return empty
+    rows, cols = np.nonzero(head)
+    radius = np.sqrt(head.sum() / np.pi)
+    yy, xx = np.ogrid[: mag.shape[0], : mag.shape[1]]
+    core_disc = head & (
+        (yy - rows.mean()) ** 2 + (xx - cols.mean()) ** 2 <= (p.core_radius_fraction * radius) ** 2
+    )
+    if not core_disc.any():
+        return empty
+    level = float(np.median(smooth[core_disc]))
+    # A "head" filling the image, or no brighter than what surrounds it, is noise, not anatomy.
+    outside = ~ndimage.binary_dilation(head, _disk(3.5 / px))
+    if head.mean() > p.max_head_fraction or (outside.any() and level < 4 * float(np.median(smooth[outside]))):
+        return empty
+    inner_head = ndimage.binary_erosion(head, _disk(p.scalp_depth_mm / px))
+    tissue = (smooth > p.tissue_fraction * level) & inner_head
+
+    sep = _disk(p.separation_mm / px)
+    core = ndimage.binary_erosion(tissue, sep)
     labels, n = ndimage.label(core)
     if n == 0:
         return empty
-    sizes = ndimage.sum_labels(core, labels, index=np.arange(1, n + 1))
-    brain = labels == (int(np.argmax(sizes)) + 1)
-    # Grow back to the outline, but never beyond the foreground (the dark skull stops it).
-    brain = ndimage.binary_dilation(brain, sep) & foreground
-
-    close = _disk(p.closing_radius * scale)
-    pad = close.shape[0]
-    padded = np.pad(brain, pad)
-    padded = ndimage.binary_closing(padded, close)
-    brain = ndimage.binary_fill_holes(padded[pad:-pad, pad:-pad])
-    if p.shrink_radius > 0:
-        brain = ndimage.binary_erosion(brain, _disk(p.shrink_radius * scale))
+    index = np.arange(1, n + 1)
+    sizes = ndimage.sum_labels(core, labels, index=index)
+    overlap = ndimage.sum_labels(core_disc, labels, index=index)
+    if overlap.max() <= 0:
+        return empty
+    main = int(np.argmax(overlap))
+    brain = np.isin(labels, index[sizes >= p.keep_fraction * sizes[main]])
+    # Grow back to the outline, but never beyond the tissue (the dark skull/CSF stops it).
+    brain = ndimage.binary_dilation(brain, sep) & tissue
+    brain = ndimage.binary_fill_holes(_closing(brain, p.closing_mm / px))
+    if p.shrink_mm / px >= 1:
+        brain = ndimage.binary_erosion(brain, _disk(p.shrink_mm / px))
     if brain.sum() < p.min_area_fraction * brain.size:
         return empty
     return brain
 
 
-def brain_mask(volume: np.ndarray, params: BrainMaskParams | None = None) -> np.ndarray:
+def brain_mask(
+    volume: np.ndarray, params: BrainMaskParams | None = None, pixel_mm: float | None = None
+) -> np.ndarray:
     """Brain masks of every slice of a volume.
 
     Args:
         volume: ``(S, H, W)`` magnitude or complex images.
+        pixel_mm: in-plane pixel size (see :func:`brain_mask_slice`).
     Returns:
         bool ``(S, H, W)``.
     """
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"expected (slices, H, W), got shape {volume.shape}")
-    return np.stack([brain_mask_slice(s, params) for s in volume])
+    return np.stack([brain_mask_slice(s, params, pixel_mm) for s in volume])
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -24,16 +24,19 @@ log = logging.getLogger(__name__)
 def choose_examples(manifest: pd.DataFrame, n: int, seed: int = 0) -> list[tuple[int | None, int | None]]:
     """Pick ``n`` (normal index, abnormal index) pairs for display, deterministically.
 
-    Normal examples come from normal volumes (not from the box-free parts of abnormal volumes);
-    abnormal examples prefer patches that contain their whole box, and large boxes (visible
-    lesions), drawn from different volumes where possible.
+    Normal examples come from normal volumes (else any normal patch, else unlabeled ones);
+    abnormal examples prefer patches that contain their whole box and large boxes (visible
+    lesions), from different volumes where possible. A missing class gives ``None``.
     """
     rng = np.random.default_rng(seed)
-    source = manifest["source_label"] if "source_label" in manifest.columns else manifest["label"]
-    normal = np.flatnonzero(((manifest["label"] == "normal") & (source == "normal")).to_numpy())
+    label = manifest["label"].to_numpy()
+    source = manifest["source_label"].to_numpy() if "source_label" in manifest.columns else label
+    normal = np.flatnonzero((label == "normal") & (source == "normal"))
     if normal.size == 0:
-        normal = np.flatnonzero((manifest["label"] == "normal").to_numpy())
-    abnormal_frame = manifest[manifest["label"] == "abnormal"]
+        normal = np.flatnonzero(label == "normal")
+    if normal.size == 0:
+        normal = np.flatnonzero(label == "unlabeled")
+    abnormal_frame = manifest[label == "abnormal"]
     if len(abnormal_frame) and {"box_row0", "box_row1", "box_col0", "box_col1"} <= set(manifest.columns):
         area = (abnormal_frame["box_row1"] - abnormal_frame["box_row0"]) * (
             abnormal_frame["box_col1"] - abnormal_frame["box_col0"]
@@ -41,14 +44,16 @@ def choose_examples(manifest: pd.DataFrame, n: int, seed: int = 0) -> list[tuple
         whole = abnormal_frame[(abnormal_frame["box_overlap"] >= 0.999) & (area >= area.quantile(0.5))]
         if len(whole):
             abnormal_frame = whole
-    abnormal_frame = abnormal_frame.drop_duplicates("volume") if len(abnormal_frame) else abnormal_frame
-    abnormal = abnormal_frame.index.to_numpy()
+    if len(abnormal_frame):
+        abnormal_frame = abnormal_frame.drop_duplicates("volume")
+    abnormal = np.array(abnormal_frame.index.to_numpy(), dtype=np.int64)
     normal = rng.permutation(normal)[:n]
     abnormal = rng.permutation(abnormal)[:n]
+    count = min(n, max(len(normal), len(abnormal)))
     return [
         (int(normal[i]) if i < len(normal) else None, int(abnormal[i]) if i < len(abnormal) else None)
-        for i in range(max(len(normal), len(abnormal), 0))
-    ][:n]
+        for i in range(count)
+    ]
 
 
 def plot_example_patches(
@@ -69,7 +74,7 @@ def plot_example_patches(
     pairs = choose_examples(m, n_rows, seed)
     n_rows = max(1, len(pairs))
     fig, axes = plt.subplots(n_rows, 4, figsize=(12, 3.1 * n_rows + 0.3), squeeze=False)
-    im_mag = im_phase = None
+    im_phase = None
     for r in range(n_rows):
         pair = pairs[r] if r < len(pairs) else (None, None)
         for k, (idx, cls) in enumerate(zip(pair, ("Normal", "Abnormal"), strict=True)):
@@ -82,9 +87,16 @@ def plot_example_patches(
                 continue
             mag, phase = magnitude_phase(st.read("patches", idx))
             row = m.iloc[idx]
-            im_mag = ax_mag.imshow(mag, cmap="gray", vmin=0, vmax=1)
+            if row["label"] == "unlabeled":
+                cls = "Unlabeled"
+            # Slices are normalised to their maximum (often scalp fat), so brain patches are dim on
+            # [0, 1]: display each patch on [0, its 99.5th percentile] and say so in the title.
+            top = float(np.percentile(mag, 99.5)) or 1.0
+            ax_mag.imshow(mag, cmap="gray", vmin=0, vmax=top)
             im_phase = ax_ph.imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)
-            ax_mag.set_title(f"Magnitude ({cls})\n{row['sequence']}, slice {row['slice']}", fontsize=9)
+            ax_mag.set_title(
+                f"Magnitude ({cls})\n{row['sequence']}, slice {row['slice']}, [0, {top:.2f}]", fontsize=9
+            )
             ax_ph.set_title(f"Phase ({cls})", fontsize=9)
             if cls == "Abnormal" and "box_row0" in m.columns and int(row["box_row0"]) >= 0:
                 r0, c0 = int(row["box_row0"]) - int(row["row"]), int(row["box_col0"]) - int(row["col"])
@@ -97,11 +109,8 @@ def plot_example_patches(
                         Rectangle((c0 - 0.5, r0 - 0.5), w, h, fill=False, ec="yellow", ls="--", lw=1.0)
                     )
     fig.tight_layout(rect=(0, 0, 0.93, 1))
-    if im_mag is not None:
-        cax = fig.add_axes((0.935, 0.55, 0.012, 0.35))
-        fig.colorbar(im_mag, cax=cax, label="magnitude")
     if im_phase is not None:
-        cax = fig.add_axes((0.935, 0.1, 0.012, 0.35))
+        cax = fig.add_axes((0.935, 0.25, 0.012, 0.5))
         cb = fig.colorbar(im_phase, cax=cax, label="phase (rad)")
         cb.set_ticks([-np.pi, 0, np.pi], labels=["-π", "0", "π"])
     out_png = Path(out_png)
