@@ -263,3 +263,62 @@ def test_cli_killed_run_resumes_with_workers(dataset, prepared, tmp_path):
     assert p.returncode == 0, text
     assert "| **Total** |" in text
     pd.testing.assert_frame_equal(_manifest(out), _manifest(prepared[0]))
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """A tiny dataset from the built-in simulator (with ground-truth sidecars), prepared once."""
+    from magphase.config import SimulateConfig
+    from magphase.simulate.dataset import SimulatedDatasetPlan, run_simulation
+
+    root = tmp_path_factory.mktemp("sim")
+    cfg = SimulateConfig.model_validate(
+        {
+            "volumes": 6,
+            "external_volumes": 0,
+            "matrix": [192, 192],
+            "n_slices": 5,
+            "coils": {4: 1.0},
+            "min_volumes_per_cell": 1,
+            "class_fractions": {"normal": 0.3, "abnormal": 0.5, "excluded": 0.0, "unlabeled": 0.2},
+        }
+    )
+    run_simulation(root / "raw", SimulatedDatasetPlan.build(cfg, seed=5))
+    out = root / "out"
+    summary = prep.prepare(
+        root / "raw",
+        out,
+        annotations=root / "raw" / "brain.csv",
+        file_list=root / "raw" / "brain_file_list.csv",
+        cfg=PrepareConfig(
+            abnormal_box_patches=(5, 10), normal_patches=(5, 8), abnormal_volume_normal_patches=(2, 3)
+        ),
+        seed=0,
+        figure=False,
+    )
+    return root, out, summary
+
+
+@pytest.mark.slow
+def test_simulated_brain_masks_and_lesion_patches(simulated):
+    """On simulator output: mask Dice >= 0.9 vs ground truth; box patches show the true lesion."""
+    root, out, summary = simulated
+    assert summary.brain_mask_dice is not None and summary.brain_mask_dice["mean"] >= 0.9
+    m = Store(out / "patches").manifest
+    abnormal = m[m["label"] == "abnormal"]
+    assert len(abnormal) > 0
+    hits, whole = 0, 0
+    for _, row in abnormal.iterrows():
+        with h5py.File(root / "raw" / "truth" / f"{row['volume']}.h5") as f:
+            lesions = np.asarray(f["lesions/masks"])[:, row["slice"]].any(axis=0)
+        window = (slice(row["row"], row["row"] + PATCH_SIZE), slice(row["col"], row["col"] + PATCH_SIZE))
+        hits += bool(lesions[window].any())
+        box = (slice(row["box_row0"], row["box_row1"]), slice(row["box_col0"], row["box_col1"]))
+        assert lesions[box].any(), "the box must mark true lesion pixels"
+        if row["box_overlap"] >= 1.0:
+            whole += 1
+            # A box wholly inside the patch: all of the box's lesion pixels are in the patch.
+            inside = np.zeros_like(lesions)
+            inside[window] = True
+            assert not (lesions[box] & ~inside[box]).any()
+    assert hits >= 0.9 * len(abnormal) and whole > 0
