@@ -468,6 +468,23 @@ class VolumeOutcome:
     reason: str | None = None
 
 
+def cached_outcome(
+    task: VolumeTask, out_dir: Path, cfg: PrepareConfig, seed: int, nifti: bool = False
+) -> VolumeOutcome | None:
+    """The outcome of a volume whose up-to-date result already exists, else None (to be processed).
+
+    A finished volume is redone only if NIfTI export is asked for and its files are missing.
+    """
+    path = result_path(out_dir, task.volume)
+    existing = read_result_header(path) if path.exists() else None
+    if existing is None or existing.get("key") != result_key(task, cfg, seed):
+        return None
+    phase_file = Path(out_dir) / "nifti" / f"{task.volume}_phase.nii.gz"
+    if nifti and existing["status"] == "ok" and not phase_file.exists():
+        return None
+    return VolumeOutcome(task.volume, "cached", existing["n_patches"], 0.0, existing.get("reason") or None)
+
+
 def run_volume(
     task: VolumeTask,
     out_dir: Path,
@@ -477,16 +494,12 @@ def run_volume(
     nifti: bool = False,
 ) -> VolumeOutcome:
     """Prepare one volume unless its up-to-date result exists; bad files become reject results."""
+    cached = cached_outcome(task, out_dir, cfg, seed, nifti)
+    if cached is not None:
+        return cached
     path = result_path(out_dir, task.volume)
     key = result_key(task, cfg, seed)
     nifti_dir = Path(out_dir) / "nifti" if nifti else None
-    existing = read_result_header(path) if path.exists() else None
-    if existing is not None and existing.get("key") == key:
-        # A finished volume is redone only if NIfTI export is asked for and its files are missing.
-        nifti_missing = nifti_dir is not None and not (nifti_dir / f"{task.volume}_phase.nii.gz").exists()
-        if not (nifti_missing and existing["status"] == "ok"):
-            reason = existing.get("reason") or None
-            return VolumeOutcome(task.volume, "cached", existing["n_patches"], 0.0, reason)
     start = time.perf_counter()
     if nifti_dir is not None:
         nifti_dir.mkdir(parents=True, exist_ok=True)
@@ -547,12 +560,22 @@ def prepare_volumes(
         for t in todo:
             _done(run_volume(t, out_dir, cfg, seed, device, nifti))
         return outcomes
+    # Finished volumes are reported here; only the others are sent to worker processes.
+    pending = []
+    for t in todo:
+        cached = cached_outcome(t, out_dir, cfg, seed, nifti)
+        if cached is None:
+            pending.append(t)
+        else:
+            _done(cached)
+    if not pending:
+        return outcomes
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+        min(workers, len(pending)), mp_context=ctx, initializer=_init_worker, initargs=(threads,)
     ) as pool:
-        futures = [pool.submit(run_volume, t, out_dir, cfg, seed, device, nifti) for t in todo]
+        futures = [pool.submit(run_volume, t, out_dir, cfg, seed, device, nifti) for t in pending]
         try:
             for fut in cf.as_completed(futures):
                 _done(fut.result())
