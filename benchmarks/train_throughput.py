@@ -10,8 +10,11 @@ two ways, interleaved in rounds so that load from other processes hits both alik
   (on CUDA with the preset's ``num_workers`` and pinned memory; on CPU in-process, as worker processes
   would compete with the compute) and the host-to-device copy.
 
-``loader_ratio`` = real-loader time / in-memory time (target <= 1.05: the input pipeline is never the
-bottleneck). ``samples_per_s`` is the in-memory throughput.
+Steps alternate (memory, loader, memory, ...) and medians are compared, so bursts of load from other
+processes do not land on one side. ``loader_ratio`` = median real-loader step / median in-memory step
+(target <= 1.05: the input pipeline is never the bottleneck); ``fetch_fraction`` = median time waiting for
+the loader's batch (including the device copy) / median in-memory step, the part of the ratio that is
+the input pipeline itself. ``samples_per_s`` is the in-memory throughput.
 
     .venv/bin/python benchmarks/train_throughput.py [--rounds 4] [--steps-per-round 3] [--threads 1]
         [--paper-cpu-batch 8]
@@ -105,7 +108,7 @@ def benchmark(
     )
     loader_iter = iter(loader)
     memory = {
-        "x": torch.from_numpy(dataset.store.read("patches", np.arange(min(len(dataset), 4 * batch)))).to(
+        "x": torch.from_numpy(dataset.store.read("patches", slice(0, min(len(dataset), 4 * batch)))).to(
             device
         ),
         "sequence": torch.from_numpy(dataset.sequences[: min(len(dataset), 4 * batch)]).to(device),
@@ -125,21 +128,27 @@ def benchmark(
     # Warm-up (allocator, kernels, worker start-up) on both paths.
     step(memory_batch(0), 0)
     step(move_to_device(next(loader_iter), device), 0)
-    t_memory = t_loader = 0.0
-    for r in range(rounds):
+    memory_times, loader_times, fetch_times = [], [], []
+    for i in range(rounds * steps_per_round):
+        # Alternate single steps (ABAB...) and compare medians: load from other processes on a shared
+        # machine comes in bursts that a sum over blocks would attribute to one path.
         _sync(device)
         t0 = time.perf_counter()
-        for i in range(steps_per_round):
-            step(memory_batch(r * steps_per_round + i), i)
+        step(memory_batch(i), i)
         _sync(device)
         t1 = time.perf_counter()
-        for i in range(steps_per_round):
-            step(move_to_device(next(loader_iter), device), i)
+        data = move_to_device(next(loader_iter), device)
         _sync(device)
         t2 = time.perf_counter()
-        t_memory += t1 - t0
-        t_loader += t2 - t1
-    n_steps = rounds * steps_per_round
+        step(data, i)
+        _sync(device)
+        t3 = time.perf_counter()
+        memory_times.append(t1 - t0)
+        loader_times.append(t3 - t1)
+        fetch_times.append(t2 - t1)
+    n_steps = len(memory_times)
+    t_memory, t_loader = float(np.median(memory_times)), float(np.median(loader_times))
+    t_fetch = float(np.median(fetch_times))
     del loader_iter
     return {
         "preset": preset,
@@ -149,18 +158,22 @@ def benchmark(
         "num_workers": workers,
         "amp": "bf16" if amp is not None else "none",
         "steps_timed": n_steps,
-        "memory_s_per_step": t_memory / n_steps,
-        "loader_s_per_step": t_loader / n_steps,
-        "samples_per_s": batch * n_steps / t_memory,
-        "loader_samples_per_s": batch * n_steps / t_loader,
+        "memory_s_per_step": t_memory,
+        "loader_s_per_step": t_loader,
+        "fetch_s_per_step": t_fetch,
+        "samples_per_s": batch / t_memory,
+        "loader_samples_per_s": batch / t_loader,
         "loader_ratio": t_loader / t_memory,
+        "fetch_fraction": t_fetch / t_memory,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--steps-per-round", type=int, default=3)
+    parser.add_argument(
+        "--steps-per-round", type=int, default=3, help="timed steps = rounds x this, per path"
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU intra-op threads")
     parser.add_argument("--paper-cpu-batch", type=int, default=8, help="batch of the paper preset on CPU")
     parser.add_argument("--presets", nargs="+", default=["cpu", "paper"], choices=sorted(AUTOENCODER_PRESETS))
@@ -184,14 +197,14 @@ def main() -> None:
                 print(f"... {r['preset']} on {r['device']}: {r['samples_per_s']:.1f} samples/s", flush=True)
     header = (
         f"{'preset':<6} {'device':<7} {'params M':>8} {'batch':>5} {'workers':>7} {'amp':>5} "
-        f"{'samples/s':>10} {'ms/step mem':>12} {'ms/step loader':>15} {'loader/mem':>10}"
+        f"{'samples/s':>10} {'ms/step mem':>12} {'ms/step loader':>15} {'loader/mem':>10} {'fetch/mem':>9}"
     )
     print(header)
     for r in rows:
         print(
             f"{r['preset']:<6} {r['device']:<7} {r['params_M']:>8.3f} {r['batch']:>5} {r['num_workers']:>7} "
             f"{r['amp']:>5} {r['samples_per_s']:>10.1f} {1e3 * r['memory_s_per_step']:>12.1f} "
-            f"{1e3 * r['loader_s_per_step']:>15.1f} {r['loader_ratio']:>10.3f}"
+            f"{1e3 * r['loader_s_per_step']:>15.1f} {r['loader_ratio']:>10.3f} {r['fetch_fraction']:>9.4f}"
         )
     meta = {
         "torch": str(torch.__version__),

@@ -16,7 +16,13 @@ from magphase.conventions import SEQUENCES
 from magphase.data.store import Store, StoreWriter
 from magphase.errors import DataError
 from magphase.evaluation.metrics import patch_phase_coherence
-from magphase.generative.autoencoder import AutoencoderTask, PatchDataset, random_flips, sequence_indices
+from magphase.generative.autoencoder import (
+    AutoencoderTask,
+    PatchDataset,
+    random_flips,
+    read_rows,
+    sequence_indices,
+)
 from magphase.generative.encode import encode_store
 from magphase.models.autoencoder import (
     AutoencoderSpec,
@@ -285,6 +291,13 @@ def test_patch_dataset_reads_split_and_batches(tmp_path, rng):
         PatchDataset(store, split="nope")
 
 
+def test_read_rows_any_order_and_repeats(tmp_path, rng):
+    store = Store(make_store(tmp_path / "patches", rng))
+    every = store.read("patches", slice(None))
+    for idx in ([5, 1, 2, 3, 9], [4, 4, 0, 13, 12, 4], [], [7]):
+        np.testing.assert_array_equal(read_rows(store, "patches", idx), every[np.asarray(idx, dtype=int)])
+
+
 def test_patch_dataset_rejects_bad_stores(tmp_path, rng):
     with StoreWriter(tmp_path / "wrong", {"patches": (2, 32, 32)}) as w:
         w.append([dict(patch_id=0, sequence="AXT1", split="train")], patches=np.zeros((1, 2, 32, 32)))
@@ -300,7 +313,7 @@ def test_patch_dataset_rejects_bad_stores(tmp_path, rng):
 
 def test_config_presets_and_overrides():
     cfg = AutoencoderConfig()
-    assert cfg.train.steps == 1500 and cfg.network_sizes().latent_res_channels == 32
+    assert cfg.train.steps == 800 and cfg.network_sizes().latent_res_channels == 32
     paper = AutoencoderConfig(preset="paper", train={"steps": 5000})
     assert paper.train.steps == 5000 and paper.train.batch_size == 64  # explicit wins, preset fills the rest
     full = load_config(overrides=["autoencoder.preset=paper", "autoencoder.loss.lambda_kl=0.01"])

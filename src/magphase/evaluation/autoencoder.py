@@ -32,7 +32,7 @@ import torch
 from magphase.conventions import SEQUENCES
 from magphase.data.store import Store
 from magphase.evaluation.metrics import reconstruction_metrics, summarize
-from magphase.generative.autoencoder import PatchDataset
+from magphase.generative.autoencoder import PatchDataset, read_rows
 from magphase.models.autoencoder import ConditionalVAE
 from magphase.mri.complex import channels_to_complex
 from magphase.training.checkpoint import atomic_write_text
@@ -104,7 +104,7 @@ def score_split(
     parts: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     for start in range(0, len(dataset), batch_size):
         items = np.arange(start, min(start + batch_size, len(dataset)))
-        x = torch.from_numpy(store.read("patches", dataset.indices[items])).to(device)
+        x = torch.from_numpy(read_rows(store, "patches", dataset.indices[items])).to(device)
         seq = torch.from_numpy(dataset.sequences[items]).to(device)
         x_hat = reconstruct(model, x, seq, decode_mean, generator)
         for k, v in reconstruction_metrics(x_hat.float().cpu(), x.float().cpu()).items():
@@ -326,7 +326,7 @@ def evaluate_autoencoder(
         for title, row in picks:
             r = per_patch.loc[row]
             j = int(r["store_index"])
-            x = torch.from_numpy(store.read("patches", [j])).to(device)
+            x = torch.from_numpy(store.read("patches", slice(j, j + 1))).to(device)
             seq = torch.from_numpy(dataset.sequences[[j]]).to(device)
             x_hat = reconstruct(model, x, seq, decode_mean=True)
             metrics = {m: float(r[m]) for m in METRICS}
