@@ -308,7 +308,9 @@ def test_patch_dataset_rejects_bad_stores(tmp_path, rng):
         PatchDataset(store)
     ds = PatchDataset(store, sequence_aliases={"T2-TIRM": "AXFLAIR"})
     assert list(ds.sequences) == [SEQUENCES.index("AXT1"), SEQUENCES.index("AXFLAIR")]
-    assert list(sequence_indices(["AXT2"])) == [4]
+    assert list(sequence_indices(["AXT2", "axt1post"])) == [4, 2]
+    aliases = {"T1-TSE": "AXT1", "T2-TIRM": "AXFLAIR"}
+    assert list(sequence_indices(["T2TIRM", "t1_tse"], aliases=aliases)) == [0, 1]
 
 
 def test_config_presets_and_overrides():

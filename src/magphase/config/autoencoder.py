@@ -137,7 +137,7 @@ class AutoencoderConfig(BaseModel):
     sequence_aliases: dict[str, str] = Field(
         default_factory=lambda: {"T1-TSE": "AXT1", "T2-TIRM": "AXFLAIR"},
         description="manifest sequence names outside the five fastMRI ones -> the FiLM token used "
-        "(the external test set's T1-TSE / T2-TIRM)",
+        "(the external test set's T1-TSE / T2-TIRM; case and separators are ignored)",
     )
 
     @model_validator(mode="before")

@@ -88,24 +88,33 @@ def external_store_path(cfg: MagphaseConfig, run_dir: str | Path | None) -> Path
 
 
 # -------------------------------------------------------------------------------------------- data
+def _sequence_key(name: str) -> str:
+    # "T2-TIRM", "t2_tirm" and "T2TIRM" are one name: case and separators do not matter.
+    return "".join(ch for ch in str(name).upper() if ch.isalnum())
+
+
 def sequence_indices(
     names: Sequence[str], source: Path | None = None, aliases: dict[str, str] | None = None
 ) -> np.ndarray:
-    """FiLM token per manifest sequence name (``SEQUENCE_INDEX``; ``aliases`` map other names first).
+    """FiLM token per manifest sequence name (``SEQUENCE_INDEX``); other names go through ``aliases``.
+
+    Names are compared ignoring case and separators (``T2-TIRM`` matches ``T2TIRM``).
 
     Raises:
         DataError: a name that is neither a fastMRI sequence nor an alias (names the manifest column).
     """
-    aliases = aliases or {}
-    mapped = [aliases.get(str(n), str(n)) for n in names]
-    bad = sorted({n for n, m in zip(names, mapped, strict=True) if m not in SEQUENCE_INDEX})
+    known = {_sequence_key(s): SEQUENCE_INDEX[s] for s in SEQUENCES}
+    for alias, target in (aliases or {}).items():
+        known.setdefault(_sequence_key(alias), SEQUENCE_INDEX[target])
+    keys = [_sequence_key(n) for n in names]
+    bad = sorted({str(n) for n, k in zip(names, keys, strict=True) if k not in known})
     if bad:
         raise DataError(
             source,
             "sequence",
             f"unknown sequence names {bad}; expected {SEQUENCES} or an alias in autoencoder.sequence_aliases",
         )
-    return np.array([SEQUENCE_INDEX[m] for m in mapped], dtype=np.int64)
+    return np.array([known[k] for k in keys], dtype=np.int64)
 
 
 def read_rows(store: Store, name: str, idx: np.ndarray | Sequence[int]) -> np.ndarray:
