@@ -6,7 +6,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magphase.mri.brainmask import BrainMaskParams, brain_mask, brain_mask_slice, dice, otsu_threshold
+from magphase.mri.brainmask import (
+    BrainMaskParams,
+    _closing,
+    _dilate,
+    _erode,
+    brain_mask,
+    brain_mask_slice,
+    dice,
+    otsu_threshold,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from prepare_fixtures import head_phantom  # noqa: E402
@@ -19,6 +28,22 @@ def test_dice():
     a[:5] = True
     b[:5, :5] = True
     assert dice(a, b) == pytest.approx(2 * 25 / 75)
+
+
+@pytest.mark.parametrize("radius", [1.0, 2.5, 6.0])
+def test_distance_transform_morphology_matches_disc_structuring_element(rng, radius):
+    from scipy import ndimage
+
+    r = int(radius)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disc = yy**2 + xx**2 <= radius**2 + 1e-9
+    mask = ndimage.gaussian_filter(rng.random((60, 50)), 2) > 0.5
+    mask[0, :] = True  # objects touching the border: outside counts as background
+    np.testing.assert_array_equal(_erode(mask, radius), ndimage.binary_erosion(mask, disc))
+    np.testing.assert_array_equal(_dilate(mask, radius), ndimage.binary_dilation(mask, disc))
+    pad = r + 1
+    closed = ndimage.binary_closing(np.pad(mask, pad), disc)[pad:-pad, pad:-pad]
+    np.testing.assert_array_equal(_closing(mask, radius), closed)
 
 
 def test_otsu_matches_skimage(rng):
