@@ -129,6 +129,9 @@ def test_evaluate_autoencoder_writes_outputs(tmp_path, patch_store):
     assert len(result.per_patch) == 10 and set(result.per_patch["split"]) == {"test"}
     # The untrained shortcut network is 2x2 mean pooling + bilinear up-sampling: near-perfect on smooth data.
     assert result.per_patch["phase_coherence"].min() > 0.99
+    np.testing.assert_allclose(result.per_patch["psnr"], result.per_patch["baseline_psnr"], rtol=1e-4)
+    assert "Reference without training" in result.table_md.read_text()
+    assert "baseline_ssim_mean" in result.table
     assert result.figure is not None and result.figure.stat().st_size > 10_000
     summary = json.loads(result.metrics_json.read_text())
     assert summary["note"] == "x" and len(summary["table3"]) == 6
