@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -63,6 +64,8 @@ def train_autoencoder_cmd(
         return
     with TqdmProgress("autoencoder") as bar:
         result = train_autoencoder(cfg, out, store=store, resume=resume, progress=bar)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: one report, from rank 0
+        return
     m = result.last_metrics
     typer.echo(
         f"trained to step {result.step}: loss {m.get('loss', float('nan')):.4g} "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -306,11 +307,14 @@ def train_autoencoder(
     task = AutoencoderTask(network_spec(ae), ae.loss.lambda_grad, ae.loss.lambda_kl, ae.augmentation)
     settings = ae.train.resolved(cfg.seed, cfg.device)
     out = stage_dir(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(dump_config(cfg), out / "config.yaml")
-    (out / DONE_NAME).unlink(missing_ok=True)
-    if not resume:
-        (out / VAL_NAME).unlink(missing_ok=True)
+    # Under torchrun every rank runs this function; only rank 0 writes the stage's own files.
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(dump_config(cfg), out / "config.yaml")
+        (out / DONE_NAME).unlink(missing_ok=True)
+        if not resume:
+            (out / VAL_NAME).unlink(missing_ok=True)
     log.info("autoencoder: %d training patches from %s -> %s", len(dataset), store_path, out)
 
     def on_checkpoint(event: CheckpointEvent) -> None:
@@ -331,7 +335,8 @@ def train_autoencoder(
         "last_metrics": result.last_metrics,
         "train_time_s": result.last_metrics.get("time_s"),
     }
-    atomic_write_text(json.dumps(record, indent=2) + "\n", out / DONE_NAME)
+    if is_main:
+        atomic_write_text(json.dumps(record, indent=2) + "\n", out / DONE_NAME)
     return result
 
 
