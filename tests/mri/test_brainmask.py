@@ -11,6 +11,7 @@ from magphase.mri.brainmask import (
     _closing,
     _dilate,
     _erode,
+    _fill_holes,
     brain_mask,
     brain_mask_slice,
     dice,
@@ -30,7 +31,7 @@ def test_dice():
     assert dice(a, b) == pytest.approx(2 * 25 / 75)
 
 
-@pytest.mark.parametrize("radius", [1.0, 2.5, 6.0])
+@pytest.mark.parametrize("radius", [1.0, 2.5, 6.0, 9.3])
 def test_distance_transform_morphology_matches_disc_structuring_element(rng, radius):
     from scipy import ndimage
 
@@ -44,6 +45,14 @@ def test_distance_transform_morphology_matches_disc_structuring_element(rng, rad
     pad = r + 1
     closed = ndimage.binary_closing(np.pad(mask, pad), disc)[pad:-pad, pad:-pad]
     np.testing.assert_array_equal(_closing(mask, radius), closed)
+
+
+def test_fill_holes_matches_scipy(rng):
+    from scipy import ndimage
+
+    for _ in range(5):
+        mask = ndimage.gaussian_filter(rng.random((70, 60)), 1.5) > 0.48
+        np.testing.assert_array_equal(_fill_holes(mask), ndimage.binary_fill_holes(mask))
 
 
 def test_otsu_matches_skimage(rng):
