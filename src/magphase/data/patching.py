@@ -16,7 +16,7 @@ positions are then drawn uniformly *without replacement* from the positions that
   to its neighbours even where only one slice was annotated).
 
 Randomness comes from the caller's ``numpy.random.Generator`` (seeded per volume by
-:func:`magphase.data.prepare.volume_seed`), so a volume's patches do not depend on the order or
+:func:`magphase.data.prepare.volume_rng`), so a volume's patches do not depend on the order or
 the number of workers.
 """
 

@@ -10,7 +10,7 @@ Paper 2.1.2-2.1.3. Per volume (:func:`process_volume`):
 3. each slice divided by its maximum magnitude (phase untouched);
 4. a magnitude brain mask per slice (:mod:`magphase.mri.brainmask`);
 5. patches planned by the paper's rules (:mod:`magphase.data.patching`) from a generator seeded by
-   ``(run seed, volume name)`` (:func:`volume_seed`) and cut out as ``2 x 96 x 96`` float32.
+   ``(run seed, volume name)`` (:func:`volume_rng`) and cut out as ``2 x 96 x 96`` float32.
 
 Each volume's result is written atomically to ``OUT/volumes/{stem}.h5`` (patches, planned rows,
 brain mask, or the reason it was rejected) together with a key of everything that determines it
@@ -68,7 +68,14 @@ from magphase.data.patching import (
 from magphase.data.splits import assign_splits, table1, table1_markdown
 from magphase.data.store import StoreWriter
 from magphase.errors import ConfigError, DataError, MagphaseError
-from magphase.io.annotations import AnnotationSet, Box, box_to_array, read_annotations, volume_key
+from magphase.io.annotations import (
+    AnnotationSet,
+    Box,
+    box_to_array,
+    normalize_label,
+    read_annotations,
+    volume_key,
+)
 from magphase.mri.brainmask import BrainMaskParams, brain_mask, dice
 
 log = logging.getLogger(__name__)
@@ -123,7 +130,7 @@ def site_from_filename(name: str) -> str:
     return parts[-2] if len(parts) >= 4 and parts[-2].isdigit() else ""
 
 
-def volume_seed(seed: int, volume: str) -> np.random.Generator:
+def volume_rng(seed: int, volume: str) -> np.random.Generator:
     """The generator of one volume: depends on the run seed and the volume name only."""
     digest = hashlib.sha256(f"{seed}\x1f{volume_key(volume)}".encode()).digest()
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
@@ -158,7 +165,7 @@ def discover_volumes(
         missing = set(ann.volumes) - {volume_key(p) for p in paths}
         if missing:
             log.info("%d annotated volumes are not in %s (ignored)", len(missing), raw_dir)
-    abnormal = tuple(sorted({" ".join(x.split()).casefold() for x in cfg.labels.abnormal_labels}))
+    abnormal = tuple(sorted({normalize_label(x) for x in cfg.labels.abnormal_labels}))
     tasks = []
     for p in paths:
         if ann is None:
@@ -341,8 +348,8 @@ def process_volume(
         )
         export_nifti(images, nifti_dir / task.volume, voxel)
     boxes = pixel_boxes(task.boxes, images.shape, str(task.path))
-    abnormal = [" ".join(b.label.split()).casefold() in task.abnormal_labels for b in boxes]
-    plans = plan_volume(task.label, masks, boxes, abnormal, cfg, volume_seed(seed, task.volume))
+    abnormal = [normalize_label(b.label) in task.abnormal_labels for b in boxes]
+    plans = plan_volume(task.label, masks, boxes, abnormal, cfg, volume_rng(seed, task.volume))
     patches = extract_patches(images, plans)
     site = site_from_filename(task.volume)
     rows = []
@@ -711,19 +718,16 @@ def merge_prepared(
         "config_hash": config_hash(cfg, seed),
         "prepare": cfg.model_dump(mode="json"),
     }
-    manifest_rows: list[dict[str, Any]] = []
+    # Table 1 needs three columns only; the full rows live in the store's manifest.
+    counted: list[tuple[str, str, str]] = []
     with StoreWriter(store_path, {"patches": (2, PATCH_SIZE, PATCH_SIZE)}, meta=meta, overwrite=True) as w:
         for h in sorted(headers, key=lambda h: h["volume"]):
-            rows = [
-                {"patch_id": len(manifest_rows) + k, **r, "split": split_of[h["volume"]]}
-                for k, r in enumerate(h["rows"])
-            ]
+            split = split_of[h["volume"]]
+            rows = [{"patch_id": len(counted) + k, **r, "split": split} for k, r in enumerate(h["rows"])]
             w.append(rows, patches=read_result_patches(result_path(out_dir, h["volume"])))
-            manifest_rows += rows
-    manifest = pd.DataFrame(manifest_rows)
-    table = (
-        table1(manifest) if len(manifest) else table1(pd.DataFrame(columns=["label", "sequence", "split"]))
-    )
+            counted += [(r["label"], r["sequence"], split) for r in rows]
+    manifest = pd.DataFrame(counted, columns=["label", "sequence", "split"])
+    table = table1(manifest)
     write_csv_atomic(table, out_dir / "table1.csv")
     write_text_atomic(table1_markdown(table), out_dir / "table1.md")
     reject_frame = pd.DataFrame(rejects, columns=list(REJECT_COLUMNS))
