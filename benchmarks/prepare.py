@@ -169,7 +169,8 @@ def main() -> None:
             )
     header = [
         "device",
-        "s/vol",
+        "s/vol (median)",
+        "best s/vol",
         "vol/min",
         "read",
         "espirit",
