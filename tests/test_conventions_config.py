@@ -54,3 +54,15 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("name", ["micro", "demo", "reproduce", "reproduce-gpu", "fastmri"])
+def test_shipped_presets_validate_and_round_trip(tmp_path, name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    cfg = load_config(path)
+    assert cfg.name == name
+    again = tmp_path / "resolved.yaml"
+    again.write_text(dump_config(cfg))
+    assert load_config(again) == cfg
