@@ -9,8 +9,17 @@ from magphase.errors import DataError
 
 def _rows(n, start=0, split="train"):
     return [
-        dict(patch_id=start + i, volume=f"v{(start + i) // 3}", sequence="AXT1", label="normal",
-             split=split, slice=i, row=0, col=0, box_overlap=0.0)
+        dict(
+            patch_id=start + i,
+            volume=f"v{(start + i) // 3}",
+            sequence="AXT1",
+            label="normal",
+            split=split,
+            slice=i,
+            row=0,
+            col=0,
+            box_overlap=0.0,
+        )
         for i in range(n)
     ]
 
@@ -69,3 +78,14 @@ def test_merge_and_pickle_reopen(tmp_path, rng):
     assert m2._h5 is None
     np.testing.assert_array_equal(m2.read("mu", [4]), b[1:])
     assert os.getpid() == m2._pid
+
+
+def test_read_runs_repeats_and_bounds(tmp_path, rng):
+    data = rng.standard_normal((10, 2, 3, 3)).astype(np.float32)
+    with StoreWriter(tmp_path / "s", {"patches": (2, 3, 3)}) as w:
+        w.append(_rows(10), patches=data)
+    s = Store(tmp_path / "s")
+    idx = np.array([7, 2, 3, 4, 9, 3, 3, 0])
+    np.testing.assert_array_equal(s.read("patches", idx), data[idx])
+    with pytest.raises(IndexError):
+        s.read("patches", [10])

@@ -20,7 +20,6 @@ from magphase.generative.autoencoder import (
     AutoencoderTask,
     PatchDataset,
     random_flips,
-    read_rows,
     sequence_indices,
 )
 from magphase.generative.encode import encode_store
@@ -291,11 +290,11 @@ def test_patch_dataset_reads_split_and_batches(tmp_path, rng):
         PatchDataset(store, split="nope")
 
 
-def test_read_rows_any_order_and_repeats(tmp_path, rng):
+def test_store_batched_read_any_order_and_repeats(tmp_path, rng):
     store = Store(make_store(tmp_path / "patches", rng))
     every = store.read("patches", slice(None))
     for idx in ([5, 1, 2, 3, 9], [4, 4, 0, 13, 12, 4], [], [7]):
-        np.testing.assert_array_equal(read_rows(store, "patches", idx), every[np.asarray(idx, dtype=int)])
+        np.testing.assert_array_equal(store.read("patches", idx), every[np.asarray(idx, dtype=int)])
 
 
 def test_patch_dataset_rejects_bad_stores(tmp_path, rng):

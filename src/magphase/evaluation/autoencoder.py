@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from magphase.conventions import SEQUENCES
 from magphase.data.store import Store
 from magphase.evaluation.metrics import reconstruction_metrics, summarize
-from magphase.generative.autoencoder import PatchDataset, read_rows
+from magphase.generative.autoencoder import PatchDataset
 from magphase.models.autoencoder import ConditionalVAE
 from magphase.mri.complex import channels_to_complex
 from magphase.training.checkpoint import atomic_write_text
@@ -115,7 +115,7 @@ def score_split(
     parts.update({f"baseline_{m}": [] for m in METRICS})
     for start in range(0, len(dataset), batch_size):
         items = np.arange(start, min(start + batch_size, len(dataset)))
-        x = torch.from_numpy(read_rows(store, "patches", dataset.indices[items])).to(device)
+        x = torch.from_numpy(store.read("patches", dataset.indices[items])).to(device)
         seq = torch.from_numpy(dataset.sequences[items]).to(device)
         x_hat = reconstruct(model, x, seq, decode_mean, generator)
         x_cpu = x.float().cpu()
