@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from magphase.training import ProgressEvent, TrainSettings, TrainTaskBase, fit
+from magphase.utils.atomic import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "engine_overhead.json"
 
@@ -144,7 +145,7 @@ def main() -> None:
         "steps": args.steps,
         "warmup": warmup,
     }
-    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    atomic_write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n", RESULTS)
     print(f"wrote {RESULTS}")
 
 

@@ -33,6 +33,7 @@ from magphase.mri.coils import combine_coils, espirit_combine
 from magphase.mri.espirit import EspiritParams, espirit_maps
 from magphase.mri.fft import fft2c, ifft2c
 from magphase.mri.metrics import phase_coherence
+from magphase.utils.atomic import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "espirit.json"
 PARAMS = EspiritParams()
@@ -246,9 +247,7 @@ def main() -> None:
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
     report = {"benchmark": "espirit", "params": PARAMS.__dict__, "machine": machine, "rows": rows}
-    temporary = RESULTS.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(report, indent=2))
-    os.replace(temporary, RESULTS)
+    atomic_write_text(json.dumps(report, indent=2), RESULTS)
     print(f"wrote {RESULTS}")
 
 

@@ -44,6 +44,7 @@ from magphase.mri.brainmask import BrainMaskParams, brain_mask
 from magphase.mri.coils import espirit_combine
 from magphase.mri.fft import fft2c
 from magphase.mri.kspace import remove_readout_oversampling
+from magphase.utils.atomic import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prepare.json"
 FASTMRI_BRAIN_VOLUMES = 6970
@@ -207,7 +208,7 @@ def main() -> None:
         "load_average_1min": os.getloadavg()[0],
         "rows": rows,
     }
-    RESULTS.write_text(json.dumps(payload, indent=2))
+    atomic_write_text(json.dumps(payload, indent=2), RESULTS)
     print(f"wrote {RESULTS}")
 
 

@@ -43,6 +43,7 @@ from magphase.simulate.acquisition import (  # noqa: E402
 )
 from magphase.simulate.dataset import SimulatedDatasetPlan, raw_path  # noqa: E402
 from magphase.simulate.phantom import VolumeSpec, render_volume  # noqa: E402
+from magphase.utils.atomic import atomic_write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "simulate.json"
 
@@ -157,7 +158,7 @@ def main() -> None:
         "load_average": list(os.getloadavg()),
         "results": results,
     }
-    RESULTS.write_text(json.dumps(payload, indent=2))
+    atomic_write_text(json.dumps(payload, indent=2), RESULTS)
     print(f"wrote {RESULTS}")
 
 

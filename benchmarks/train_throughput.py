@@ -42,6 +42,7 @@ from magphase.data.store import StoreWriter
 from magphase.generative.autoencoder import AutoencoderTask, PatchDataset
 from magphase.models.autoencoder import AutoencoderSpec
 from magphase.training import GlobalBatchSampler, move_to_device
+from magphase.utils.atomic import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 
@@ -215,7 +216,7 @@ def main() -> None:
         "steps_per_round": args.steps_per_round,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    atomic_write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n", RESULTS)
     print(f"wrote {RESULTS}")
 
 

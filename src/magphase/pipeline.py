@@ -35,7 +35,7 @@ import torch
 
 from magphase.config import MagphaseConfig, config_hash, dump_config
 from magphase.errors import ConfigError, DataError
-from magphase.training.checkpoint import atomic_write_text
+from magphase.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

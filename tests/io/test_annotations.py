@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -421,6 +423,17 @@ def test_volume_labels_writer(tmp_path: Path, real) -> None:
     table = pd.read_csv(tmp_path / "v.csv").set_index("file")
     assert table.at["file_brain_AXFLAIR_200_6002425", "n_abnormal_boxes"] == 6
     assert table.at["file_brain_AXFLAIR_200_6002442", "label"] == "normal"
+
+
+def test_written_files_follow_the_umask(tmp_path: Path) -> None:
+    # The writer used mkstemp once, which created 0o600 files other users of a data folder could not read.
+    old = os.umask(0o022)
+    try:
+        write_annotations(tmp_path / "out.csv", [StudyLabel(A, "Normal for age")], tmp_path / "list.csv")
+    finally:
+        os.umask(old)
+    for name in ("out.csv", "list.csv"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
 
 
 def test_cli_bad_csv_raises_data_error(tmp_path: Path) -> None:

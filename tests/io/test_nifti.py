@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import nibabel as nib
@@ -41,6 +43,16 @@ def test_export_reads_back(tmp_path: Path, rng: np.random.Generator) -> None:
     assert (float(phase_img.header["cal_min"]), float(phase_img.header["cal_max"])) == pytest.approx(
         (-np.pi, np.pi)
     )
+
+
+def test_export_follows_the_umask(tmp_path: Path, rng: np.random.Generator) -> None:
+    # The exporter used mkstemp once, which created 0o600 files.
+    old = os.umask(0o022)
+    try:
+        paths = export_nifti(_volume(rng), tmp_path / "vol", voxel_size_mm=(1.0, 1.0, 1.0))
+    finally:
+        os.umask(old)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in paths] == [0o644, 0o644]
 
 
 def test_affine_geometry() -> None:

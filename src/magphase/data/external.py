@@ -36,16 +36,12 @@ import pandas as pd
 from magphase.config import PrepareConfig, config_hash
 from magphase.conventions import PATCH_SIZE
 from magphase.data.patching import PatchSpec, centre_grid_positions, extract_patches
-from magphase.data.prepare import (
-    REJECT_COLUMNS,
-    normalise_slices,
-    write_csv_atomic,
-    write_text_atomic,
-)
+from magphase.data.prepare import REJECT_COLUMNS, normalise_slices
 from magphase.data.store import StoreWriter
 from magphase.errors import DataError
 from magphase.io.annotations import volume_key
 from magphase.mri.brainmask import BrainMaskParams, brain_mask
+from magphase.utils.atomic import atomic_write_csv, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -294,20 +290,20 @@ def prepare_external(
                 progress(stem, status, n)
     manifest = pd.DataFrame(rows_all)
     table = external_table(manifest)
-    write_csv_atomic(table, out_dir / "table_external.csv")
+    atomic_write_csv(table, out_dir / "table_external.csv")
     md = ["| Class | Sequence | Volumes | Patches |", "|---|---|---:|---:|"]
     md += [
         f"| {r['class']} | {r['sequence']} | {r['volumes']} | {r['patches']} |"
         for r in table.to_dict("records")
     ]
-    write_text_atomic("\n".join(md) + "\n", out_dir / "table_external.md")
-    write_csv_atomic(pd.DataFrame(volume_rows), out_dir / "volumes.csv")
+    atomic_write_text("\n".join(md) + "\n", out_dir / "table_external.md")
+    atomic_write_csv(pd.DataFrame(volume_rows), out_dir / "volumes.csv")
     reject_frame = pd.DataFrame(rejects, columns=list(REJECT_COLUMNS))
-    write_csv_atomic(reject_frame, out_dir / "rejects.csv")
+    atomic_write_csv(reject_frame, out_dir / "rejects.csv")
     summary = ExternalSummary(
         out_dir / "patches", len(manifest), len(volume_rows), len(reject_frame), table, reject_frame
     )
-    write_text_atomic(
+    atomic_write_text(
         json.dumps(
             {
                 "store": str(summary.store),

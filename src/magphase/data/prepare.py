@@ -44,7 +44,6 @@ import logging
 import multiprocessing
 import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,6 +76,7 @@ from magphase.io.annotations import (
     volume_key,
 )
 from magphase.mri.brainmask import BrainMaskParams, brain_mask, dice
+from magphase.utils.atomic import atomic_path, atomic_write_csv, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -423,28 +423,21 @@ def result_path(out_dir: Path, volume: str) -> Path:
 
 def write_result(path: Path, result: VolumeResult, key: str, keep_mask: bool = True) -> None:
     """Write one volume's result atomically (temp file in the same folder, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = RESULT_FORMAT
-            f.attrs["key"] = key
-            for name in ("volume", "source", "sequence", "label", "status"):
-                f.attrs[name] = getattr(result, name)
-            f.attrs["field"] = result.field or ""
-            f.attrs["reason"] = result.reason or ""
-            f.attrs["image_shape"] = np.asarray(result.image_shape, np.int64)
-            f.attrs["seconds"] = result.seconds
-            f.attrs["rows"] = json.dumps(result.rows)
-            f.create_dataset("patches", data=result.patches.astype(np.float32))
-            if keep_mask and result.mask is not None:
-                f.create_dataset(
-                    "brain_mask", data=result.mask.astype(np.uint8), compression="gzip", chunks=True
-                )
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = RESULT_FORMAT
+        f.attrs["key"] = key
+        for name in ("volume", "source", "sequence", "label", "status"):
+            f.attrs[name] = getattr(result, name)
+        f.attrs["field"] = result.field or ""
+        f.attrs["reason"] = result.reason or ""
+        f.attrs["image_shape"] = np.asarray(result.image_shape, np.int64)
+        f.attrs["seconds"] = result.seconds
+        f.attrs["rows"] = json.dumps(result.rows)
+        f.create_dataset("patches", data=result.patches.astype(np.float32))
+        if keep_mask and result.mask is not None:
+            f.create_dataset(
+                "brain_mask", data=result.mask.astype(np.uint8), compression="gzip", chunks=True
+            )
 
 
 def read_result_header(path: Path) -> dict[str, Any] | None:
@@ -623,18 +616,6 @@ class PrepareSummary:
         }
 
 
-def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def brain_mask_agreement(out_dir: Path, truth_dir: Path, volumes: Sequence[str]) -> dict[str, float] | None:
     """Dice of the stored brain masks against simulator ground truth ``truth_dir/{stem}.h5``.
 
@@ -728,10 +709,10 @@ def merge_prepared(
             counted += [(r["label"], r["sequence"], split) for r in rows]
     manifest = pd.DataFrame(counted, columns=["label", "sequence", "split"])
     table = table1(manifest)
-    write_csv_atomic(table, out_dir / "table1.csv")
-    write_text_atomic(table1_markdown(table), out_dir / "table1.md")
+    atomic_write_csv(table, out_dir / "table1.csv")
+    atomic_write_text(table1_markdown(table), out_dir / "table1.md")
     reject_frame = pd.DataFrame(rejects, columns=list(REJECT_COLUMNS))
-    write_csv_atomic(reject_frame, out_dir / REJECTS_FILE)
+    atomic_write_csv(reject_frame, out_dir / REJECTS_FILE)
     agreement = None
     if truth_dir is not None:
         agreement = brain_mask_agreement(out_dir, Path(truth_dir), [h["volume"] for h in headers])
@@ -744,7 +725,7 @@ def merge_prepared(
         rejects=reject_frame,
         brain_mask_dice=agreement,
     )
-    write_text_atomic(
+    atomic_write_text(
         json.dumps({**summary.to_json(), "config_hash": meta["config_hash"]}, indent=2),
         out_dir / "summary.json",
     )

@@ -36,7 +36,7 @@ from magphase.evaluation.metrics import reconstruction_metrics, summarize
 from magphase.generative.autoencoder import PatchDataset
 from magphase.models.autoencoder import ConditionalVAE
 from magphase.mri.complex import channels_to_complex
-from magphase.training.checkpoint import atomic_write_text
+from magphase.utils.atomic import atomic_write_csv, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def write_table3(table: pd.DataFrame, out_dir: str | Path, title: str | None = N
     """Write ``table3.csv`` and ``table3.md`` atomically into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = atomic_write_text(table.to_csv(index=False), out_dir / "table3.csv")
+    csv_path = atomic_write_csv(table, out_dir / "table3.csv")
     md_path = atomic_write_text(table3_markdown(table, title), out_dir / "table3.md")
     return csv_path, md_path
 
@@ -338,7 +338,7 @@ def evaluate_autoencoder(
         sequence_aliases=sequence_aliases,
         progress=progress,
     )
-    atomic_write_text(per_patch.to_csv(index=False), out_dir / "per_patch.csv")
+    atomic_write_csv(per_patch, out_dir / "per_patch.csv")
     table = table3(per_patch)
     csv_path, md_path = write_table3(
         table, out_dir, title=f"Table 3: reconstruction quality on the {split} split"

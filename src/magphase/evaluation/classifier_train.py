@@ -40,7 +40,8 @@ from magphase.errors import DataError
 from magphase.models.classifier import ResNetSEClassifier, build_classifier, default_stem_stride
 from magphase.mri.complex import magnitude_phase
 from magphase.training import ProgressEvent, TrainResult, TrainTaskBase, fit, load_ema_into
-from magphase.training.checkpoint import CHECKPOINT_NAME, atomic_write_text, read_weights_metadata
+from magphase.training.checkpoint import CHECKPOINT_NAME, read_weights_metadata
+from magphase.utils.atomic import atomic_write_csv, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -540,7 +541,7 @@ class ResultsFile:
         self._frame = frame
         if is_main_process():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(frame.to_csv(index=False), self.path)
+            atomic_write_csv(frame, self.path)
         sync_processes()
 
     def frame(self) -> pd.DataFrame:

@@ -59,7 +59,8 @@ from magphase.evaluation.classifier_train import (
     train_classifier,
     write_selection,
 )
-from magphase.training.checkpoint import atomic_write_text, derive_seed
+from magphase.training.checkpoint import derive_seed
+from magphase.utils.atomic import atomic_write_csv, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +330,7 @@ def _train_and_evaluate(
                 p, ext_manifest, dcfg.external_top_fraction, str(data.external.path)
             )
             if is_main_process():
-                atomic_write_text(volumes.to_csv(index=False), run_dir / "external_volumes.csv")
+                atomic_write_csv(volumes, run_dir / "external_volumes.csv")
     if not cfg.keep_checkpoints and is_main_process():
         drop_checkpoint(run_dir)
     return row
@@ -555,7 +556,7 @@ def write_downstream_summary(
     """``summary.csv``, ``summary.md``, ``summary.json`` (atomic, rank 0)."""
     csv_path, md_path, json_path = out_dir / "summary.csv", out_dir / "summary.md", out_dir / "summary.json"
     if is_main_process():
-        atomic_write_text(summary.to_csv(index=False), csv_path)
+        atomic_write_csv(summary, csv_path)
         atomic_write_text(downstream_markdown(summary), md_path)
         payload = {
             "experiment": "downstream",

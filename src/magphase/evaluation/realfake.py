@@ -63,7 +63,8 @@ from magphase.evaluation.classifier_train import (
     train_classifier,
     write_selection,
 )
-from magphase.training.checkpoint import atomic_write_text, derive_seed
+from magphase.training.checkpoint import derive_seed
+from magphase.utils.atomic import atomic_write_csv, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -518,7 +519,7 @@ def _write_table4(
 ) -> tuple[Path, Path, Path]:
     csv_path, md_path, json_path = out_dir / "table4.csv", out_dir / "table4.md", out_dir / "summary.json"
     if is_main_process():
-        atomic_write_text(table.to_csv(index=False), csv_path)
+        atomic_write_csv(table, csv_path)
         atomic_write_text(table4_markdown(table), md_path)
         summary = {
             "experiment": "realfake",

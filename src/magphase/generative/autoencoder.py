@@ -37,7 +37,7 @@ from magphase.errors import ConfigError, DataError
 from magphase.models.autoencoder import AutoencoderSpec, ConditionalVAE, autoencoder_model_config
 from magphase.models.losses import vae_loss
 from magphase.training import CheckpointEvent, TrainResult, TrainTaskBase, fit
-from magphase.training.checkpoint import atomic_write_text
+from magphase.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,6 @@ import io
 import logging
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from magphase.conventions import SEQUENCES, sequence_from_filename
 from magphase.errors import DataError
+from magphase.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -622,19 +622,6 @@ def read_annotations(
 # ----------------------------------------------------------------------------------------- writing
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _csv_row(row: Box | StudyLabel) -> list[str]:
     label = " ".join(row.label.split())
     file = volume_key(row.file)
@@ -684,10 +671,10 @@ def write_annotations(
         values = _csv_row(row)
         seen_files.setdefault(values[0], None)
         writer.writerow(values)
-    _write_text_atomic(Path(path), buffer.getvalue())
+    atomic_write_text(buffer.getvalue(), path)
     if file_list_path is not None:
         names = list(dict.fromkeys(volume_key(f) for f in files)) if files is not None else list(seen_files)
-        _write_text_atomic(Path(file_list_path), "".join(f"{name}\n" for name in names))
+        atomic_write_text("".join(f"{name}\n" for name in names), file_list_path)
 
 
 def write_volume_labels(path: str | os.PathLike[str], annotations: AnnotationSet) -> None:
@@ -711,7 +698,7 @@ def write_volume_labels(path: str | os.PathLike[str], annotations: AnnotationSet
                 ";".join(volume.image_labels),
             )
         )
-    _write_text_atomic(Path(path), buffer.getvalue())
+    atomic_write_text(buffer.getvalue(), path)
 
 
 __all__ = [

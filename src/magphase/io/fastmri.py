@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from magphase.conventions import SEQUENCES, sequence_from_filename
 from magphase.errors import DataError
 from magphase.io.ismrmrd import AcquisitionHeader, header_to_xml, parse_header
 from magphase.mri.rss import rss_reconstruction
+from magphase.utils.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -487,28 +487,22 @@ def write_volume(
         file_attrs.setdefault("norm", float(np.linalg.norm(recon_np)))
 
     xml = header_to_xml(header).encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset(
+            KSPACE, data=kspace_np, chunks=(1, n_coils, height, width), compression=compression
+        )
+        if recon_np is not None:
             f.create_dataset(
-                KSPACE, data=kspace_np, chunks=(1, n_coils, height, width), compression=compression
+                RECONSTRUCTION_RSS,
+                data=recon_np,
+                chunks=(1, *recon_np.shape[1:]),
+                compression=compression,
             )
-            if recon_np is not None:
-                f.create_dataset(
-                    RECONSTRUCTION_RSS,
-                    data=recon_np,
-                    chunks=(1, *recon_np.shape[1:]),
-                    compression=compression,
-                )
-            # np.bytes_ gives a fixed-length scalar string dataset; h5py reads it back as bytes,
-            # which is what fastMRI's `etree.fromstring(hf["ismrmrd_header"][()])` expects.
-            f.create_dataset(ISMRMRD_HEADER, data=np.bytes_(xml))
-            for key, value in file_attrs.items():
-                f.attrs[key] = value
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        # np.bytes_ gives a fixed-length scalar string dataset; h5py reads it back as bytes,
+        # which is what fastMRI's `etree.fromstring(hf["ismrmrd_header"][()])` expects.
+        f.create_dataset(ISMRMRD_HEADER, data=np.bytes_(xml))
+        for key, value in file_attrs.items():
+            f.attrs[key] = value
     logger.debug("wrote %s: kspace %s", path, kspace_np.shape)
     return path
 

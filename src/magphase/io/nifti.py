@@ -23,11 +23,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from magphase.utils.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +57,8 @@ def nifti_affine(shape: tuple[int, int, int], voxel_size_mm: tuple[float, float,
 
 def _save_atomic(image: nib.Nifti1Image, path: Path) -> None:
     # nibabel picks gzip from the suffix, so the temp name keeps ".nii.gz".
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".nii.gz")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.nii.gz") as tmp:
         nib.save(image, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_nifti(

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from magphase.config import MagphaseConfig, load_config
-from magphase.training.checkpoint import atomic_write_text
+from magphase.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

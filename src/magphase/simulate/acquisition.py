@@ -30,7 +30,6 @@ import hashlib
 import logging
 import math
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from magphase.simulate.coils import (
     normalise_coil_maps,
 )
 from magphase.simulate.phantom import GroundTruthVolume
+from magphase.utils.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -410,36 +410,29 @@ def write_truth(
     Masks and the B0 map are gzip-compressed (they compress well); ``image`` is stored raw.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     gz = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset(
-                "image", data=truth.image.astype(np.complex64), chunks=(1, *truth.image.shape[1:])
-            )
-            f.create_dataset("brain_mask", data=truth.brain_mask, **gz)
-            f.create_dataset("head_mask", data=truth.head_mask, **gz)
-            les = f.create_group("lesions")
-            les.create_dataset("masks", data=truth.lesion_masks, **(gz if truth.lesion_masks.size else {}))
-            les.create_dataset("labels", data=np.array(truth.lesion_labels, dtype=h5py.string_dtype()))
-            les.create_dataset("susceptibility", data=truth.lesion_susceptibility.astype(bool))
-            maps = f.create_group("coil_maps")
-            maps.create_dataset("coarse", data=truth.coil_maps.coarse.astype(np.complex64))
-            maps.create_dataset("rows_mm", data=truth.coil_maps.rows_mm)
-            maps.create_dataset("cols_mm", data=truth.coil_maps.cols_mm)
-            maps.create_dataset("slice_z_mm", data=truth.coil_maps.slice_z_mm)
-            f.create_dataset("noise_covariance", data=truth.noise_covariance.astype(np.complex128))
-            f.create_dataset("b0_hz", data=truth.b0_hz.astype(np.float32), **gz)
-            f.create_dataset("facial", data=truth.facial.astype(bool))
-            f.create_dataset("slice_scale", data=truth.slice_scale.astype(np.float64))
-            f.attrs["format_version"] = TRUTH_FORMAT_VERSION
-            for key, value in {**truth.attrs, **(extra_attrs or {})}.items():
-                f.attrs[key] = value
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset(
+            "image", data=truth.image.astype(np.complex64), chunks=(1, *truth.image.shape[1:])
+        )
+        f.create_dataset("brain_mask", data=truth.brain_mask, **gz)
+        f.create_dataset("head_mask", data=truth.head_mask, **gz)
+        les = f.create_group("lesions")
+        les.create_dataset("masks", data=truth.lesion_masks, **(gz if truth.lesion_masks.size else {}))
+        les.create_dataset("labels", data=np.array(truth.lesion_labels, dtype=h5py.string_dtype()))
+        les.create_dataset("susceptibility", data=truth.lesion_susceptibility.astype(bool))
+        maps = f.create_group("coil_maps")
+        maps.create_dataset("coarse", data=truth.coil_maps.coarse.astype(np.complex64))
+        maps.create_dataset("rows_mm", data=truth.coil_maps.rows_mm)
+        maps.create_dataset("cols_mm", data=truth.coil_maps.cols_mm)
+        maps.create_dataset("slice_z_mm", data=truth.coil_maps.slice_z_mm)
+        f.create_dataset("noise_covariance", data=truth.noise_covariance.astype(np.complex128))
+        f.create_dataset("b0_hz", data=truth.b0_hz.astype(np.float32), **gz)
+        f.create_dataset("facial", data=truth.facial.astype(bool))
+        f.create_dataset("slice_scale", data=truth.slice_scale.astype(np.float64))
+        f.attrs["format_version"] = TRUTH_FORMAT_VERSION
+        for key, value in {**truth.attrs, **(extra_attrs or {})}.items():
+            f.attrs[key] = value
     return path
 
 

@@ -22,7 +22,6 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from magphase.simulate.tissue import CONDUCTIVITY_S_PER_M, SUPPORTED_FIELD_STRENGTHS_T, chi_relative_to_air
+from magphase.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -384,14 +384,9 @@ def _save_cached(anatomy: HeadAnatomy, path: Path) -> None:
         "surface_normals": anatomy.surface_normals,
         "ventricle_centre_mm": anatomy.ventricle_centre_mm,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Written through a file handle: given a name, np.savez would append ".npz" to the temp name.
+    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
+        np.savez_compressed(fh, **arrays)
 
 
 def _load_cached(path: Path) -> HeadAnatomy:

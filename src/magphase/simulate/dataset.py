@@ -31,7 +31,6 @@ import math
 import multiprocessing
 import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -59,6 +58,7 @@ from magphase.simulate.acquisition import (
     write_acquisition,
 )
 from magphase.simulate.phantom import VolumeSpec, render_volume
+from magphase.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -469,21 +469,8 @@ def lesion_boxes(stem: str, lesion_masks: np.ndarray, labels: Iterable[str], mar
     return boxes
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write via a uniquely named temp file in the same folder, then ``os.replace`` (umask permissions)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_json_atomic(path: Path, data: Any) -> None:
-    _write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
+    atomic_write_text(json.dumps(data, indent=1, sort_keys=True), path)
 
 
 def _fragment(volume: PlannedVolume, lesion_masks: np.ndarray, labels: list[str], facial: np.ndarray) -> dict:
@@ -836,8 +823,8 @@ def merge_annotations(
             writer.writerow((volume.stem, volume.volume_class, volume.sequence))
             for s, flag in enumerate(fragments[volume.stem]["facial"]):
                 facial_writer.writerow((volume.stem, s, int(flag)))
-        _write_text_atomic(out / EXTERNAL_DIRNAME / "labels.csv", labels.getvalue())
-        _write_text_atomic(out / EXTERNAL_DIRNAME / "facial_slices.csv", facial.getvalue())
+        atomic_write_text(labels.getvalue(), out / EXTERNAL_DIRNAME / "labels.csv")
+        atomic_write_text(facial.getvalue(), out / EXTERNAL_DIRNAME / "facial_slices.csv")
     logger.info("merged annotations of %d volumes into %s", len(plan.all_volumes), out)
     return True
 

@@ -10,10 +10,8 @@ Files in a run folder (``out_dir``) written by rank 0:
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from magphase.errors import DataError
+from magphase.utils.atomic import atomic_path, atomic_write_text
 
 CHECKPOINT_FORMAT = "magphase.train.checkpoint/1"
 EMA_FORMAT = "magphase.train.ema/1"
@@ -36,47 +35,11 @@ _SNAPSHOT_RE = re.compile(r"^ema-step(\d+)\.safetensors$")
 _REQUIRED_KEYS = ("format", "step", "model", "optimizer", "scheduler", "ema", "scaler", "rng", "settings")
 
 
-def _atomic_target(path: Path) -> tuple[int, Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp creates 0600; give the final file the permissions a plain open() would (0666 & ~umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return fd, Path(tmp)
-
-
-def _fsync_and_replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace`` (never a torn file)."""
     path = Path(path)
-    fd, tmp = _atomic_target(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        _fsync_and_replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(text: str, path: str | Path) -> Path:
-    """Write a text file atomically (temp file + ``os.replace``)."""
-    path = Path(path)
-    fd, tmp = _atomic_target(path)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        _fsync_and_replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
     return path
 
 
@@ -187,14 +150,8 @@ def save_weights(
 ) -> Path:
     """Write a state dict as safetensors atomically (tensors copied to CPU, ties broken)."""
     path = Path(path)
-    fd, tmp = _atomic_target(path)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(_cpu_copy(state), str(tmp), metadata=dict(metadata or {}))
-        _fsync_and_replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

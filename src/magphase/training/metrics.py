@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from magphase.training.checkpoint import atomic_write_text
+from magphase.utils.atomic import atomic_write_text
 
 METRICS_NAME = "metrics.jsonl"
 LOSS_PLOT_NAME = "loss_curves.png"
