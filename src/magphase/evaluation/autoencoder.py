@@ -36,6 +36,14 @@ from magphase.evaluation.metrics import reconstruction_metrics, summarize
 from magphase.generative.autoencoder import PatchDataset
 from magphase.models.autoencoder import ConditionalVAE
 from magphase.mri.complex import channels_to_complex
+from magphase.report.plotting import (
+    MAGNITUDE_CMAP,
+    PHASE_CMAP,
+    PHASE_RANGE,
+    phase_colorbar,
+    pyplot,
+    save_figure,
+)
 from magphase.utils.atomic import atomic_write_csv, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -252,11 +260,7 @@ def plot_reconstructions(
     """Fig. 3: per example a group of original / reconstruction / difference, magnitude (top, grey) and
     phase (bottom, cyclic 'twilight' over [-pi, pi]); the phase difference is ``angle(x_hat conj(x))``,
     wrapped to [-pi, pi]. Each example is ``(title, x, x_hat, metrics)`` with ``x`` ``2 x H x W``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = len(examples)
     fig = plt.figure(figsize=(7.8 * n, 5.6), layout="constrained")
     subfigs = np.atleast_1d(fig.subfigures(1, max(n, 1), wspace=0.04))
@@ -267,12 +271,12 @@ def plot_reconstructions(
         vmax = float(max(mag.max(), 1e-6))
         axes = sub.subplots(2, 3)
         panels = [
-            (mag, "gray", 0.0, vmax, "original"),
-            (mag_hat, "gray", 0.0, vmax, "reconstruction"),
+            (mag, MAGNITUDE_CMAP, 0.0, vmax, "original"),
+            (mag_hat, MAGNITUDE_CMAP, 0.0, vmax, "reconstruction"),
             (np.abs(mag_hat - mag), "inferno", 0.0, mag_diff_max, "|difference|"),
-            (np.angle(z), "twilight", -np.pi, np.pi, "original"),
-            (np.angle(z_hat), "twilight", -np.pi, np.pi, "reconstruction"),
-            (dphase, "twilight", -np.pi, np.pi, "difference (wrapped)"),
+            (np.angle(z), PHASE_CMAP, *PHASE_RANGE, "original"),
+            (np.angle(z_hat), PHASE_CMAP, *PHASE_RANGE, "reconstruction"),
+            (dphase, PHASE_CMAP, *PHASE_RANGE, "difference (wrapped)"),
         ]
         for k, (ax, (img, cmap, lo, hi, name)) in enumerate(zip(axes.flat, panels, strict=True)):
             im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
@@ -283,22 +287,16 @@ def plot_reconstructions(
                 ax.set_ylabel("magnitude")
             if k == 3:
                 ax.set_ylabel("phase (rad)")
-            if k in (2, 5):
-                cb = sub.colorbar(im, ax=ax, shrink=0.85, extend="max" if k == 2 else "neither")
-                if k == 5:
-                    cb.set_ticks([-np.pi, 0, np.pi], labels=["-π", "0", "π"])
+            if k == 2:
+                sub.colorbar(im, ax=ax, shrink=0.85, extend="max")
+            if k == 5:
+                phase_colorbar(sub, im, ax=ax, shrink=0.85)
         sub.suptitle(
             f"{title}\nγ = {metrics['phase_coherence']:.4f}, SSIM = {metrics['ssim']:.3f}, "
             f"PSNR = {metrics['psnr']:.1f} dB",
             fontsize=10,
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 # ------------------------------------------------------------------------------------------- stage

@@ -8,8 +8,6 @@ patch's values are comparable across patches); phase with the cyclic colormap ``
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import pandas as pd
 
 from magphase.data.store import Store
 from magphase.mri.complex import magnitude_phase
+from magphase.report.plotting import phase_colorbar, pyplot, save_figure, show_magnitude, show_phase
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +62,7 @@ def plot_example_patches(
 
     Abnormal patches get their annotation box outlined (dashed) when the manifest has box columns.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     st = store if isinstance(store, Store) else Store(store)
@@ -92,8 +88,8 @@ def plot_example_patches(
             # Slices are normalised to their maximum (often scalp fat), so brain patches are dim on
             # [0, 1]: display each patch on [0, its 99.5th percentile] and say so in the title.
             top = float(np.percentile(mag, 99.5)) or 1.0
-            ax_mag.imshow(mag, cmap="gray", vmin=0, vmax=top)
-            im_phase = ax_ph.imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)
+            show_magnitude(ax_mag, mag, vmax=top)
+            im_phase = show_phase(ax_ph, phase)
             ax_mag.set_title(
                 f"Magnitude ({cls})\n{row['sequence']}, slice {row['slice']}, [0, {top:.2f}]", fontsize=9
             )
@@ -111,13 +107,7 @@ def plot_example_patches(
     fig.tight_layout(rect=(0, 0, 0.93, 1))
     if im_phase is not None:
         cax = fig.add_axes((0.935, 0.25, 0.012, 0.5))
-        cb = fig.colorbar(im_phase, cax=cax, label="phase (rad)")
-        cb.set_ticks([-np.pi, 0, np.pi], labels=["-π", "0", "π"])
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.{uuid.uuid4().hex}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out_png)
+        phase_colorbar(fig, im_phase, cax=cax, label="phase (rad)")
+    out_png = save_figure(fig, out_png, dpi=110)
     log.info("wrote %s", out_png)
     return out_png

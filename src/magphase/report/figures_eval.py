@@ -17,12 +17,12 @@ here (they are tabulated in ``summary.md``).
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from magphase.report.plotting import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -30,24 +30,6 @@ _METRIC_TITLES = {"test": "real test split", "external": "external test set"}
 _REAL_COLOR = "#4c72b0"
 _SYN_COLOR = "#dd8452"
 _BASE_COLOR = "0.35"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, out_png: Path) -> Path:
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.{uuid.uuid4().hex}.png")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
-    os.replace(tmp, out_png)
-    return out_png
 
 
 def _baseline(summary: pd.DataFrame, metric: str) -> tuple[float, float]:
@@ -98,7 +80,7 @@ def _finish(ax, xlabel: str, title: str, frames: list[pd.DataFrame], metric: str
 
 def plot_substitution(summary: pd.DataFrame, metric: str, out_png: str | Path) -> Path:
     """Fig. 6 (``metric="test"``) or Fig. 7 (``metric="external"``): AUROC vs percentage of real data."""
-    plt = _pyplot()
+    plt = pyplot()
     s = summary[summary["input_mode"] == "complex"]
     real_only = s[s["condition"] == "real_only"].sort_values("real_fraction")
     substituted = pd.concat([s[s["condition"] == "real_synthetic"], s[s["config"] == "real100"]]).sort_values(
@@ -132,14 +114,12 @@ def plot_substitution(summary: pd.DataFrame, metric: str, out_png: str | Path) -
         [real_only, substituted, base],
         metric,
     )
-    path = _save(fig, Path(out_png))
-    plt.close(fig)
-    return path
+    return save_figure(fig, out_png, dpi=130, bbox_inches="tight")
 
 
 def plot_additive(summary: pd.DataFrame, out_png: str | Path) -> Path:
     """Fig. 8: AUROC vs synthetic data added (% of the real training size); (a) test split, (b) external."""
-    plt = _pyplot()
+    plt = pyplot()
     s = summary[summary["input_mode"] == "complex"]
     added = s[s["condition"] == "real_plus_synthetic"].sort_values("synthetic_fraction")
     metrics = [m for m in ("test", "external") if np.isfinite(s[f"auroc_{m}_mean"].to_numpy(float)).any()]
@@ -163,9 +143,7 @@ def plot_additive(summary: pd.DataFrame, out_png: str | Path) -> Path:
             [added, summary[summary["config"] == "real100"]],
             metric,
         )
-    path = _save(fig, Path(out_png))
-    plt.close(fig)
-    return path
+    return save_figure(fig, out_png, dpi=130, bbox_inches="tight")
 
 
 def write_downstream_figures(summary: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from magphase.config import MagphaseConfig, load_config
-from magphase.utils.atomic import atomic_write_text
+from magphase.utils.atomic import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ def _copy_figure(src: Path, report_dir: Path, name: str | None = None) -> str | 
         return None
     dst = report_dir / (name or src.name)
     if src.resolve() != dst.resolve():
-        shutil.copyfile(src, dst)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
     return dst.name
 
 

@@ -23,6 +23,7 @@ from magphase.io.annotations import Box, read_annotations
 from magphase.io.fastmri import open_volume
 from magphase.mri.fft import ifft2c
 from magphase.mri.rss import center_crop
+from magphase.report.plotting import MAGNITUDE_CMAP, PHASE_CMAP, PHASE_RANGE, pyplot, save_figure
 from magphase.simulate.acquisition import read_truth, truth_path_for
 from magphase.simulate.dataset import PlannedVolume, raw_path, read_plan
 
@@ -80,10 +81,7 @@ def render_preview(out_dir: str | os.PathLike[str], png_path: str | os.PathLike[
     Returns:
         The written path.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     out = Path(out_dir)
@@ -131,8 +129,8 @@ def render_preview(out_dir: str | os.PathLike[str], png_path: str | os.PathLike[
         top = int(np.clip(round(center_row - patch / 2), 0, h - patch))
         left = int(np.clip(round(center_col - patch / 2), 0, w - patch))
         views = [
-            (np.abs(shown), "gray", 0.0, float(np.percentile(np.abs(shown), 99.5))),
-            (np.angle(shown), "twilight", -np.pi, np.pi),
+            (np.abs(shown), MAGNITUDE_CMAP, 0.0, float(np.percentile(np.abs(shown), 99.5))),
+            (np.angle(shown), PHASE_CMAP, *PHASE_RANGE),
         ]
         for row, (data, cmap, vmin, vmax) in enumerate(views):
             ax = axes[row, col]
@@ -182,12 +180,7 @@ def render_preview(out_dir: str | os.PathLike[str], png_path: str | os.PathLike[
     for row, name in enumerate(("magnitude", "phase", "patch magnitude", "patch phase")):
         axes[row, 0].set_ylabel(name, fontsize=8)
     fig.tight_layout()
-    png = Path(png_path)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(f".{png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, png)
+    png = save_figure(fig, png_path, dpi=110)
     logger.info("preview of %d sequences written to %s", len(chosen), png)
     return png
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from magphase.report.plotting import save_figure
 from magphase.utils.atomic import atomic_write_text
 
 METRICS_NAME = "metrics.jsonl"
@@ -109,11 +110,7 @@ def plot_loss_curves(metrics_path: str | Path, png_path: str | Path, title: str 
     if title:
         fig.suptitle(title)
 
-    png_path = Path(png_path)
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(png_path)
-    return png_path
+    return save_figure(fig, png_path, dpi=110)
 
 
 __all__ = [
