@@ -13,6 +13,7 @@ from eval_fixtures import (
     write_patch_store,
 )
 
+import magphase.evaluation.classifier_train as classifier_train_mod
 import magphase.evaluation.downstream as downstream_mod
 from magphase.config.evaluation import DownstreamConfig
 from magphase.data.subsets import stratum_counts
@@ -116,7 +117,7 @@ def test_run_downstream_end_to_end_resumes_and_writes_figures(stores, tmp_path, 
     def no_training(*args, **kwargs):
         raise AssertionError("a recorded (config, run) was trained again")
 
-    monkeypatch.setattr(downstream_mod, "train_classifier", no_training)
+    monkeypatch.setattr(classifier_train_mod, "train_classifier", no_training)
     again = run_downstream(
         real, syn, tmp_path / "out", cfg, external_store=ext, seed=3, device="cpu", figures=False
     )

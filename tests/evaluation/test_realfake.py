@@ -12,7 +12,7 @@ from eval_fixtures import (
     write_latent_store,
 )
 
-import magphase.evaluation.realfake as realfake_mod
+import magphase.evaluation.classifier_train as classifier_train_mod
 from magphase.data.store import Store
 from magphase.errors import ConfigError, DataError
 from magphase.evaluation.realfake import (
@@ -81,7 +81,7 @@ def test_identical_distributions_give_auroc_near_half_and_resume(stores, tmp_pat
     def no_training(*args, **kwargs):
         raise AssertionError("a recorded (sequence, run) was trained again")
 
-    monkeypatch.setattr(realfake_mod, "train_classifier", no_training)
+    monkeypatch.setattr(classifier_train_mod, "train_classifier", no_training)
     again = run_realfake(real, same, tmp_path / "out", cfg, seed=1, device="cpu", real_latents="mean")
     assert again.table.iloc[0]["auroc_mean"] == res.table.iloc[0]["auroc_mean"]
 
@@ -122,13 +122,13 @@ def test_changed_recipe_recomputes_rows_from_scratch(stores, tmp_path, monkeypat
     cfg.realfake = cfg.realfake.model_copy(update={"runs": 1, "n_test_sets": 1})
     run_realfake(real, far, tmp_path / "out", cfg, seed=1, device="cpu")
     calls = []
-    original = realfake_mod.train_classifier
+    original = classifier_train_mod.train_classifier
 
     def counting(*args, **kwargs):
         calls.append(kwargs["resume"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(realfake_mod, "train_classifier", counting)
+    monkeypatch.setattr(classifier_train_mod, "train_classifier", counting)
     cfg.mixup_alpha = 0.0
     res = run_realfake(real, far, tmp_path / "out", cfg, seed=1, device="cpu")
     assert calls == [False]  # retrained, not resumed from the old run folder

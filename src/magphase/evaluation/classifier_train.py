@@ -11,7 +11,10 @@ Pieces:
 - :func:`train_classifier`: class-balanced sampling (weights ``1 / class count``) through
   :func:`magphase.training.fit` with the cosine schedule and EMA of :class:`TrainSettings`.
 - :func:`predict_probabilities`: sigmoid outputs of the EMA model, batched, deterministic.
+- :func:`train_with_recipe` / :func:`recipe_hash`: one classifier run of an experiment (``cfg.realfake`` or
+  ``cfg.downstream``) with the shared recipe of :class:`EvaluationConfig`, and the hash its result rows carry.
 - :class:`ResultsFile`: the resumable results CSV (a finished (config, run) row is never recomputed).
+- :func:`select_candidate` / :func:`write_selection`: checkpoint selection from per-candidate scores.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +36,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from magphase.config.evaluation import AugmentConfig, ClassifierConfig
+from magphase.config.evaluation import (
+    AugmentConfig,
+    ClassifierConfig,
+    DownstreamConfig,
+    EvaluationConfig,
+    RealFakeConfig,
+)
 from magphase.config.training import TrainSettings
 from magphase.data.augment import augment_batch
 from magphase.data.store import Store
@@ -47,6 +57,8 @@ log = logging.getLogger(__name__)
 
 InputMode = Literal["complex", "magnitude"]
 INPUT_MODES: tuple[str, ...] = ("complex", "magnitude")
+#: The config section of one experiment: ``EvaluationConfig.realfake`` or ``EvaluationConfig.downstream``.
+ExperimentConfig = RealFakeConfig | DownstreamConfig
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -410,6 +422,47 @@ def drop_checkpoint(run_dir: str | Path) -> None:
     (Path(run_dir) / CHECKPOINT_NAME).unlink(missing_ok=True)
 
 
+def train_with_recipe(
+    items: Sequence[ItemSet],
+    run_dir: Path,
+    cfg: EvaluationConfig,
+    experiment: ExperimentConfig,
+    *,
+    run_seed: int,
+    device: str | None,
+    row_hash: str | None,
+    input_mode: str = "complex",
+) -> tuple[TrainResult, float]:
+    """Train one classifier of ``experiment`` (``cfg.realfake`` or ``cfg.downstream``) in ``run_dir``.
+
+    The recipe is shared by both experiments: ``cfg``'s network, mixup, class balancing and augmentation
+    (when ``experiment.augment``), with ``experiment.train`` at ``run_seed``. The folder is resumed only
+    when it was started under ``row_hash`` (:func:`claim_run_dir`).
+
+    Returns:
+        The engine's result (evaluate ``result.ema_model``) and the wall time of the call in seconds.
+    """
+    t0 = time.perf_counter()
+    result = train_classifier(
+        items,
+        run_dir,
+        network=cfg.network(),
+        settings=run_settings(experiment.train, run_seed, device),
+        mixup_alpha=cfg.mixup_alpha,
+        augment=cfg.augment if experiment.augment else None,
+        input_mode=input_mode,
+        balance_classes=cfg.balance_classes,
+        resume=claim_run_dir(run_dir, row_hash),
+    )
+    return result, time.perf_counter() - t0
+
+
+def finish_run(run_dir: Path, cfg: EvaluationConfig) -> None:
+    """After a run is scored: drop its resumable checkpoint unless ``cfg.keep_checkpoints`` (rank 0)."""
+    if not cfg.keep_checkpoints and is_main_process():
+        drop_checkpoint(run_dir)
+
+
 # ------------------------------------------------------------------------------------------ results
 #: TrainSettings fields that do not change a trained classifier (bookkeeping, workers, device).
 _HASH_FREE_TRAIN_FIELDS = {
@@ -437,6 +490,18 @@ def settings_hash(*parts: Any) -> str:
         else:
             cleaned.append(p)
     return config_hash(*cleaned)
+
+
+def recipe_hash(cfg: EvaluationConfig, experiment: ExperimentConfig, *parts: Any) -> str:
+    """:func:`settings_hash` of the recipe :func:`train_with_recipe` uses, followed by ``parts``."""
+    return settings_hash(
+        cfg.network(),
+        cfg.mixup_alpha,
+        cfg.balance_classes,
+        cfg.augment if experiment.augment else None,
+        experiment.train,
+        *parts,
+    )
 
 
 def store_fingerprint(store: Store | str | Path | None) -> str | None:
@@ -578,6 +643,39 @@ def write_selection(
     return SelectionResult(best, scores, criterion, out_dir / "selection.csv", path)
 
 
+def select_candidate(
+    results: ResultsFile,
+    candidates: Iterable[str],
+    score_column: str,
+    *,
+    lowest: bool,
+    experiment: str,
+) -> SelectionResult:
+    """Score each candidate by the mean of its finite ``score_column`` values in ``results`` (keyed by a
+    ``candidate`` column) and write the winner with :func:`write_selection` beside the results file."""
+    frame = results.frame()
+    names = frame["candidate"].astype(str)
+    scores = {str(name): mean_std(frame[names == str(name)][score_column])[0] for name in candidates}
+    return write_selection(results.path.parent, scores, lowest=lowest, experiment=experiment)
+
+
+def write_summary_files(
+    table: pd.DataFrame,
+    markdown: str,
+    summary: Mapping[str, Any],
+    *,
+    csv_path: Path,
+    md_path: Path,
+    json_path: Path,
+) -> tuple[Path, Path, Path]:
+    """An experiment's summary: ``table`` as CSV, its Markdown and ``summary`` as JSON (atomic, rank 0)."""
+    if is_main_process():
+        atomic_write_csv(table, csv_path)
+        atomic_write_text(markdown, md_path)
+        atomic_write_text(json.dumps(summary, indent=2) + "\n", json_path)
+    return csv_path, md_path, json_path
+
+
 def is_main_process() -> bool:
     """Rank 0 of a ``torchrun`` job, or a plain process."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -608,6 +706,7 @@ __all__ = [
     "constant_items",
     "claim_run_dir",
     "drop_checkpoint",
+    "finish_run",
     "is_main_process",
     "sync_processes",
     "load_trained_classifier",
@@ -616,9 +715,13 @@ __all__ = [
     "open_source",
     "predict_probabilities",
     "prepare_input",
+    "recipe_hash",
     "run_settings",
+    "select_candidate",
     "settings_hash",
     "store_fingerprint",
     "train_classifier",
+    "train_with_recipe",
+    "write_summary_files",
     "write_selection",
 ]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,20 +46,19 @@ from magphase.evaluation.classifier_train import (
     ItemSet,
     ResultsFile,
     SelectionResult,
-    claim_run_dir,
-    drop_checkpoint,
+    finish_run,
     is_main_process,
     mean_std,
     open_source,
     predict_probabilities,
-    run_settings,
-    settings_hash,
+    recipe_hash,
+    select_candidate,
     store_fingerprint,
-    train_classifier,
-    write_selection,
+    train_with_recipe,
+    write_summary_files,
 )
 from magphase.training.checkpoint import derive_seed
-from magphase.utils.atomic import atomic_write_csv, atomic_write_text
+from magphase.utils.atomic import atomic_write_csv
 
 log = logging.getLogger(__name__)
 
@@ -291,19 +289,9 @@ def _train_and_evaluate(
         parts.append(
             data.items("synthetic", data.pool[composition.synthetic], data.synthetic.manifest, "synthetic")
         )
-    t0 = time.perf_counter()
-    result = train_classifier(
-        parts,
-        run_dir,
-        network=cfg.network(),
-        settings=run_settings(dcfg.train, run_seed, device),
-        mixup_alpha=cfg.mixup_alpha,
-        augment=cfg.augment if dcfg.augment else None,
-        input_mode=input_mode,
-        balance_classes=cfg.balance_classes,
-        resume=claim_run_dir(run_dir, row_hash),
+    result, train_s = train_with_recipe(
+        parts, run_dir, cfg, dcfg, run_seed=run_seed, device=device, row_hash=row_hash, input_mode=input_mode
     )
-    train_s = time.perf_counter() - t0
     model = result.ema_model
     kw = {"input_mode": input_mode, "batch_size": cfg.eval_batch_size}
 
@@ -331,8 +319,7 @@ def _train_and_evaluate(
             )
             if is_main_process():
                 atomic_write_csv(volumes, run_dir / "external_volumes.csv")
-    if not cfg.keep_checkpoints and is_main_process():
-        drop_checkpoint(run_dir)
+    finish_run(run_dir, cfg)
     return row
 
 
@@ -353,12 +340,9 @@ class DownstreamResult:
 def _downstream_hash(cfg: EvaluationConfig, seed: int, data: DownstreamData) -> str:
     """Settings that determine a downstream result row (recipe, training, seed, store contents)."""
     dcfg = cfg.downstream
-    return settings_hash(
-        cfg.network(),
-        cfg.mixup_alpha,
-        cfg.balance_classes,
-        cfg.augment if dcfg.augment else None,
-        dcfg.train,
+    return recipe_hash(
+        cfg,
+        dcfg,
         dcfg.external_top_fraction,
         seed,
         store_fingerprint(data.real),
@@ -554,19 +538,21 @@ def write_downstream_summary(
     summary: pd.DataFrame, out_dir: Path, cfg: EvaluationConfig
 ) -> tuple[Path, Path, Path]:
     """``summary.csv``, ``summary.md``, ``summary.json`` (atomic, rank 0)."""
-    csv_path, md_path, json_path = out_dir / "summary.csv", out_dir / "summary.md", out_dir / "summary.json"
-    if is_main_process():
-        atomic_write_csv(summary, csv_path)
-        atomic_write_text(downstream_markdown(summary), md_path)
-        payload = {
-            "experiment": "downstream",
-            "guidance": cfg.downstream.guidance,
-            "runs": cfg.downstream.runs,
-            "external_top_fraction": cfg.downstream.external_top_fraction,
-            "configurations": json.loads(summary.to_json(orient="records")),
-        }
-        atomic_write_text(json.dumps(payload, indent=2) + "\n", json_path)
-    return csv_path, md_path, json_path
+    payload = {
+        "experiment": "downstream",
+        "guidance": cfg.downstream.guidance,
+        "runs": cfg.downstream.runs,
+        "external_top_fraction": cfg.downstream.external_top_fraction,
+        "configurations": json.loads(summary.to_json(orient="records")),
+    }
+    return write_summary_files(
+        summary,
+        downstream_markdown(summary),
+        payload,
+        csv_path=out_dir / "summary.csv",
+        md_path=out_dir / "summary.md",
+        json_path=out_dir / "summary.json",
+    )
 
 
 # ------------------------------------------------------------------------------------------ selection
@@ -593,12 +579,9 @@ def select_stage2_checkpoint(
     dcfg = cfg.downstream
     out_dir = Path(out_dir)
     plan = [TrainingConfiguration("subst000", "substitution", "real_synthetic", 0.0, 1.0)]
-    row_hash = settings_hash(
-        cfg.network(),
-        cfg.mixup_alpha,
-        cfg.balance_classes,
-        cfg.augment if dcfg.augment else None,
-        dcfg.train,
+    row_hash = recipe_hash(
+        cfg,
+        dcfg,
         seed,
         store_fingerprint(real_store),
         {str(n): store_fingerprint(p) for n, p in candidates.items()},
@@ -624,12 +607,7 @@ def select_stage2_checkpoint(
                 row_hash=row_hash,
             )
             results.append([{"candidate": name, "run": r, "store": str(path), **row}])
-    frame = results.frame()
-    scores = {
-        str(name): mean_std(frame[frame["candidate"].astype(str) == str(name)]["auroc_val"])[0]
-        for name in candidates
-    }
-    return write_selection(out_dir, scores, lowest=False, experiment="downstream")
+    return select_candidate(results, candidates, "auroc_val", lowest=False, experiment="downstream")
 
 
 __all__ = [

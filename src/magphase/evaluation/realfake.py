@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,21 +49,18 @@ from magphase.evaluation.classifier_train import (
     ItemSet,
     ResultsFile,
     SelectionResult,
-    claim_run_dir,
     constant_items,
-    drop_checkpoint,
-    is_main_process,
+    finish_run,
     mean_std,
     open_source,
     predict_probabilities,
-    run_settings,
-    settings_hash,
+    recipe_hash,
+    select_candidate,
     store_fingerprint,
-    train_classifier,
-    write_selection,
+    train_with_recipe,
+    write_summary_files,
 )
 from magphase.training.checkpoint import derive_seed
-from magphase.utils.atomic import atomic_write_csv, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -333,25 +329,14 @@ def _train_sequence_run(
     row_hash: str | None = None,
 ) -> dict[str, Any]:
     """Train one real-vs-synthetic classifier and score validation (and test sets)."""
-    rf = cfg.realfake
     sp = data.split
-    settings = run_settings(rf.train, run_seed, device)
     train_items = [
         constant_items(data.real_x, sp.real["train"], 0.0, data.real_logvar, "real/train"),
         constant_items(data.syn_x, sp.synthetic["train"], 1.0, None, "synthetic/train"),
     ]
-    t0 = time.perf_counter()
-    result = train_classifier(
-        train_items,
-        run_dir,
-        network=cfg.network(),
-        settings=settings,
-        mixup_alpha=cfg.mixup_alpha,
-        augment=cfg.augment if rf.augment else None,
-        balance_classes=cfg.balance_classes,
-        resume=claim_run_dir(run_dir, row_hash),
+    result, train_s = train_with_recipe(
+        train_items, run_dir, cfg, cfg.realfake, run_seed=run_seed, device=device, row_hash=row_hash
     )
-    train_s = time.perf_counter() - t0
     model = result.ema_model
 
     def score(items: list[ItemSet]) -> float:
@@ -382,9 +367,14 @@ def _train_sequence_run(
             out["test_aurocs"].append(
                 (k, safe_auroc(t, np.concatenate([p_real, p_syn])), p_real.size, p_syn.size)
             )
-    if not cfg.keep_checkpoints and is_main_process():
-        drop_checkpoint(run_dir)
+    finish_run(run_dir, cfg)
     return out
+
+
+def _run_seeds(seed: int, sequence: str, run: int) -> tuple[int, int]:
+    """(training seed of classifier ``run`` of ``sequence``, posterior-draw seed of its evaluation)."""
+    tag = (seed, _SEED_TAG, SEQUENCE_INDEX.get(sequence, 99))
+    return derive_seed(*tag, run), derive_seed(*tag, 0xE7A1)
 
 
 def _sequences(real: Store, cfg: EvaluationConfig) -> list[str]:
@@ -435,12 +425,9 @@ def run_realfake(
     synthetic = Store(synthetic_store)
     tests = [Store(p) for p in synthetic_test_stores]
     sequences = _sequences(real, cfg)
-    row_hash = settings_hash(
-        cfg.network(),
-        cfg.mixup_alpha,
-        cfg.balance_classes,
-        cfg.augment if rf.augment else None,
-        rf.train,
+    row_hash = recipe_hash(
+        cfg,
+        rf,
         rf.n_test_sets,
         mode,
         seed,
@@ -465,8 +452,7 @@ def run_realfake(
             data = _open_sequence(real, synthetic, split, tests, mode, cfg.preload_max_bytes)
         for r in range(rf.runs):
             if r in jobs and data is not None:
-                run_seed = derive_seed(seed, _SEED_TAG, SEQUENCE_INDEX.get(seq, 99), r)
-                eval_seed = derive_seed(seed, _SEED_TAG, SEQUENCE_INDEX.get(seq, 99), 0xE7A1)
+                run_seed, eval_seed = _run_seeds(seed, seq, r)
                 res = _train_sequence_run(
                     data,
                     out_dir / "runs" / seq / f"run{r}",
@@ -517,20 +503,22 @@ def run_realfake(
 def _write_table4(
     out_dir: Path, table: pd.DataFrame, cfg: EvaluationConfig, mode: str
 ) -> tuple[Path, Path, Path]:
-    csv_path, md_path, json_path = out_dir / "table4.csv", out_dir / "table4.md", out_dir / "summary.json"
-    if is_main_process():
-        atomic_write_csv(table, csv_path)
-        atomic_write_text(table4_markdown(table), md_path)
-        summary = {
-            "experiment": "realfake",
-            "guidance": cfg.realfake.guidance,
-            "runs": cfg.realfake.runs,
-            "n_test_sets": cfg.realfake.n_test_sets,
-            "real_latents": mode,
-            "table4": json.loads(table.to_json(orient="records")),
-        }
-        atomic_write_text(json.dumps(summary, indent=2) + "\n", json_path)
-    return csv_path, md_path, json_path
+    summary = {
+        "experiment": "realfake",
+        "guidance": cfg.realfake.guidance,
+        "runs": cfg.realfake.runs,
+        "n_test_sets": cfg.realfake.n_test_sets,
+        "real_latents": mode,
+        "table4": json.loads(table.to_json(orient="records")),
+    }
+    return write_summary_files(
+        table,
+        table4_markdown(table),
+        summary,
+        csv_path=out_dir / "table4.csv",
+        md_path=out_dir / "table4.md",
+        json_path=out_dir / "summary.json",
+    )
 
 
 # ------------------------------------------------------------------------------------------ selection
@@ -562,12 +550,9 @@ def select_stage1_checkpoint(
     out_dir = Path(out_dir)
     real = Store(real_store)
     sequences = _sequences(real, cfg)
-    row_hash = settings_hash(
-        cfg.network(),
-        cfg.mixup_alpha,
-        cfg.balance_classes,
-        cfg.augment if rf.augment else None,
-        rf.train,
+    row_hash = recipe_hash(
+        cfg,
+        rf,
         mode,
         seed,
         store_fingerprint(real),
@@ -585,8 +570,7 @@ def select_stage1_checkpoint(
             split = matched_synthetic_splits(real, synthetic, seq, seed)
             data = _open_sequence(real, synthetic, split, (), mode, cfg.preload_max_bytes)
             for r in todo:
-                run_seed = derive_seed(seed, _SEED_TAG, SEQUENCE_INDEX.get(seq, 99), r)
-                eval_seed = derive_seed(seed, _SEED_TAG, SEQUENCE_INDEX.get(seq, 99), 0xE7A1)
+                run_seed, eval_seed = _run_seeds(seed, seq, r)
                 res = _train_sequence_run(
                     data,
                     out_dir / "runs" / name / seq / f"run{r}",
@@ -609,13 +593,7 @@ def select_stage1_checkpoint(
                         }
                     ]
                 )
-    frame = results.frame()
-    frame = frame[frame["candidate"].astype(str).isin([str(c) for c in candidates])]
-    scores = {
-        str(name): mean_std(frame[frame["candidate"].astype(str) == str(name)]["val_auroc"])[0]
-        for name in candidates
-    }
-    return write_selection(out_dir, scores, lowest=True, experiment="realfake")
+    return select_candidate(results, candidates, "val_auroc", lowest=True, experiment="realfake")
 
 
 __all__ = [
