@@ -10,7 +10,10 @@ Every command resumes: finished (configuration, run) rows in the output folder a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Literal
 
 import typer
 from tqdm import tqdm
@@ -25,23 +28,33 @@ _DEVICE = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: con
 _DRY = typer.Option(False, "--dry-run", help="print the resolved config and the plan, do nothing")
 
 
-def _device(cfg: MagphaseConfig, device: str | None, train_device: str | None) -> str:
+def _load(
+    config: Path | None,
+    overrides: list[str] | None,
+    device: str | None,
+    experiment: Literal["realfake", "downstream"],
+) -> tuple[MagphaseConfig, str]:
+    """The config and the classifier device: ``--device``, else the experiment's ``train.device``, else
+    the config's ``device``; ``auto`` becomes ``cuda`` when available, else ``cpu``."""
     import torch
 
-    name = device or train_device or cfg.device
+    cfg = load_config(config, overrides)
+    name = device or getattr(cfg.evaluation, experiment).train.device or cfg.device
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+        return cfg, "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg, name
 
 
-def _bar(desc: str):
-    state: dict[str, tqdm | None] = {"bar": None}
+@contextmanager
+def _progress(desc: str) -> Iterator[dict[str, Callable[[Any], None]]]:
+    """A bar over the experiment's runs: yields the ``on_start`` / ``on_result`` keyword callbacks."""
+    bar: tqdm | None = None
 
     def on_start(total: int) -> None:
-        state["bar"] = tqdm(total=total, desc=desc, unit="run", dynamic_ncols=True)
+        nonlocal bar
+        bar = tqdm(total=total, desc=desc, unit="run", dynamic_ncols=True)
 
     def on_result(row: dict) -> None:
-        bar = state["bar"]
         if bar is not None:
             shown = {k: row[k] for k in ("sequence", "config", "run") if k in row}
             for key in ("auroc_mean", "auroc_test", "auroc_external"):
@@ -50,11 +63,11 @@ def _bar(desc: str):
             bar.set_postfix(shown, refresh=False)
             bar.update(1)
 
-    def close() -> None:
-        if state["bar"] is not None:
-            state["bar"].close()
-
-    return on_start, on_result, close
+    try:
+        yield {"on_start": on_start, "on_result": on_result}
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _candidates(items: list[str] | None) -> dict[str, Path]:
@@ -67,6 +80,11 @@ def _candidates(items: list[str] | None) -> dict[str, Path]:
     if not out:
         raise ConfigError("give at least one --candidate NAME=STORE")
     return out
+
+
+def _echo_selection(scores: dict[str, float], best: str) -> None:
+    for name, score in scores.items():
+        typer.echo(f"{name}: validation AUROC {score:.3f}{'  <- selected' if name == best else ''}")
 
 
 @evaluate_app.command("realfake")
@@ -91,10 +109,9 @@ def realfake_cmd(
     from magphase.data.store import Store
     from magphase.evaluation.realfake import real_split_counts, resolve_real_latents, run_realfake
 
-    cfg = load_config(config, overrides)
+    cfg, dev = _load(config, overrides, device, "realfake")
     ev = cfg.evaluation
     mode = real_latents or resolve_real_latents(cfg)
-    dev = _device(cfg, device, ev.realfake.train.device)
     if dry_run:
         typer.echo(dump_config(ev))
         counts = real_split_counts(Store(real), ev.realfake.sequences)
@@ -105,8 +122,7 @@ def realfake_cmd(
             f"classifier; real latents {mode}; device {dev}; out {out}"
         )
         return
-    on_start, on_result, close = _bar("realfake")
-    try:
+    with _progress("realfake") as callbacks:
         res = run_realfake(
             real,
             synthetic,
@@ -116,11 +132,8 @@ def realfake_cmd(
             seed=cfg.seed,
             device=dev,
             real_latents=mode,
-            on_start=on_start,
-            on_result=on_result,
+            **callbacks,
         )
-    finally:
-        close()
     typer.echo(res.table4_md.read_text())
     typer.echo(f"results: {res.results_csv}; table: {res.table4_csv}")
 
@@ -141,9 +154,8 @@ def downstream_cmd(
     """Downstream normal-vs-abnormal classification: substitution, additive, magnitude-only (Figs. 6-8)."""
     from magphase.evaluation.downstream import plan_configurations, run_downstream
 
-    cfg = load_config(config, overrides)
+    cfg, dev = _load(config, overrides, device, "downstream")
     ev = cfg.evaluation
-    dev = _device(cfg, device, ev.downstream.train.device)
     if dry_run:
         typer.echo(dump_config(ev))
         plan = plan_configurations(ev.downstream)
@@ -153,21 +165,10 @@ def downstream_cmd(
             f"steps; external {'yes' if external else 'no'}; device {dev}; out {out}"
         )
         return
-    on_start, on_result, close = _bar("downstream")
-    try:
+    with _progress("downstream") as callbacks:
         res = run_downstream(
-            real,
-            synthetic,
-            out,
-            ev,
-            external_store=external,
-            seed=cfg.seed,
-            device=dev,
-            on_start=on_start,
-            on_result=on_result,
+            real, synthetic, out, ev, external_store=external, seed=cfg.seed, device=dev, **callbacks
         )
-    finally:
-        close()
     typer.echo(res.summary_md.read_text())
     typer.echo(f"results: {res.results_csv}; figures: {', '.join(str(p) for p in res.figures.values())}")
 
@@ -186,8 +187,7 @@ def select_stage1_cmd(
     """Choose the stage-1 checkpoint whose samples are hardest to tell from real (lowest val AUROC)."""
     from magphase.evaluation.realfake import resolve_real_latents, select_stage1_checkpoint
 
-    cfg = load_config(config, overrides)
-    dev = _device(cfg, device, cfg.evaluation.realfake.train.device)
+    cfg, dev = _load(config, overrides, device, "realfake")
     res = select_stage1_checkpoint(
         real,
         _candidates(candidate),
@@ -197,8 +197,7 @@ def select_stage1_cmd(
         device=dev,
         real_latents=resolve_real_latents(cfg),
     )
-    for name, score in res.scores.items():
-        typer.echo(f"{name}: validation AUROC {score:.3f}{'  <- selected' if name == res.best else ''}")
+    _echo_selection(res.scores, res.best)
 
 
 @evaluate_app.command("select-stage2")
@@ -215,10 +214,8 @@ def select_stage2_cmd(
     """Choose the stage-2 checkpoint whose samples train the best classifier (highest val AUROC)."""
     from magphase.evaluation.downstream import select_stage2_checkpoint
 
-    cfg = load_config(config, overrides)
-    dev = _device(cfg, device, cfg.evaluation.downstream.train.device)
+    cfg, dev = _load(config, overrides, device, "downstream")
     res = select_stage2_checkpoint(
         real, _candidates(candidate), out, cfg.evaluation, seed=cfg.seed, device=dev
     )
-    for name, score in res.scores.items():
-        typer.echo(f"{name}: validation AUROC {score:.3f}{'  <- selected' if name == res.best else ''}")
+    _echo_selection(res.scores, res.best)
