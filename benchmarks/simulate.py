@@ -34,14 +34,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from magphase.config.simulate import SimulateConfig  # noqa: E402
-from magphase.simulate.acquisition import (  # noqa: E402
-    AcquisitionSettings,
-    acquire,
-    patient_id_for,
-    truth_path_for,
-    write_acquisition,
-)
-from magphase.simulate.dataset import SimulatedDatasetPlan, raw_path  # noqa: E402
+from magphase.simulate.acquisition import truth_path_for, write_acquisition  # noqa: E402
+from magphase.simulate.dataset import SimulatedDatasetPlan, acquire_planned, raw_path  # noqa: E402
 from magphase.simulate.phantom import VolumeSpec, render_volume  # noqa: E402
 from magphase.utils.atomic import atomic_write_text  # noqa: E402
 
@@ -73,19 +67,7 @@ def bench_config(name: str, n_volumes: int, out: Path) -> dict:
         t0 = time.perf_counter()
         truth_volume = render_volume(volume.volume_spec())
         t1 = time.perf_counter()
-        settings = AcquisitionSettings(
-            n_coils=volume.n_coils,
-            snr=volume.snr,
-            site=plan.sites[volume.site],
-            signal_level=volume.signal_level,
-        )
-        acquisition = acquire(
-            truth_volume,
-            settings,
-            np.random.default_rng(volume.acquire_seed),
-            stem=volume.stem,
-            patient_id=patient_id_for(volume.stem, volume.render_seed),
-        )
+        acquisition = acquire_planned(volume, truth_volume, plan.sites[volume.site])
         t2 = time.perf_counter()
         raw = raw_path(out, volume)
         write_acquisition(raw, acquisition, {"plan_hash": volume.plan_hash()})

@@ -1,8 +1,9 @@
-"""Shared fixtures: paths to the shared real annotations, seeded RNGs, small temp folders."""
+"""Shared fixtures: paths to the shared real annotations, seeded RNGs, one torch thread per test."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,15 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FASTMRI_PLUS = SHARED / "data" / "fastmri_plus"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Every test starts on one intra-op thread, whatever the test before it set."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ import torch
 
 from magphase.config import MagphaseConfig, config_hash, dump_config
 from magphase.errors import ConfigError, DataError
+from magphase.training.distributed import resolve_device_name
 from magphase.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -498,12 +499,6 @@ def plan_run(cfg: MagphaseConfig, run_dir: str | Path, start: str | None = None,
     return plans
 
 
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def run_pipeline(
     cfg: MagphaseConfig,
     run_dir: str | Path,
@@ -521,7 +516,7 @@ def run_pipeline(
     layout = RunLayout(Path(run_dir))
     layout.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dump_config(cfg), layout.root / "config.yaml")
-    ctx = RunContext(cfg=cfg, layout=layout, device=resolve_device(cfg.device), progress=progress)
+    ctx = RunContext(cfg=cfg, layout=layout, device=resolve_device_name(cfg.device), progress=progress)
     hashes = stage_hashes(cfg)
     results: dict[str, Any] = {}
     for plan in plan_run(cfg, run_dir, start, until, force):
@@ -668,15 +663,11 @@ def _select_stage1(ctx: RunContext, snaps: dict[int, Path]) -> dict[str, Any]:
         n = len(real.select(sequence=seq, split=["train", "val"]))
         if n:
             groups.append(SampleGroup(seq, None, n))
-    candidates = {}
-    for step, path in _snapshot_candidates(ctx, snaps).items():
-        out = ctx.layout.selection / "stage1" / f"step{step:07d}"
-        candidates[f"step{step}"] = _sample_store(ctx, path, out, groups, stage=1,
-                                                  guidance=ev.realfake.guidance, decode=False, seed_offset=11)
+    candidates = _sample_candidates(ctx, snaps, groups, stage=1, guidance=ev.realfake.guidance, decode=False,
+                                    seed_offset=11)
     result = select_stage1_checkpoint(ctx.layout.latents, candidates, ctx.layout.selection / "stage1", ev,
                                       seed=ctx.cfg.seed, device=ctx.device)
-    step = int(str(result.best).removeprefix("step"))
-    return {"step": step, "value": result.scores[result.best], "scores": _jsonable(result.scores)}
+    return _selected_snapshot(result)
 
 
 def _select_stage2(ctx: RunContext, snaps: dict[int, Path]) -> dict[str, Any]:
@@ -686,13 +677,26 @@ def _select_stage2(ctx: RunContext, snaps: dict[int, Path]) -> dict[str, Any]:
     ev = ctx.cfg.evaluation
     counts = downstream_required_counts(ctx.layout.patches, ev.downstream)
     groups = [SampleGroup(seq, label, n) for (label, seq), n in counts.items() if n > 0]
-    candidates = {}
-    for step, path in _snapshot_candidates(ctx, snaps).items():
-        out = ctx.layout.selection / "stage2" / f"step{step:07d}"
-        candidates[f"step{step}"] = _sample_store(ctx, path, out, groups, stage=2,
-                                                  guidance=ev.downstream.guidance, decode=True, seed_offset=12)
+    candidates = _sample_candidates(ctx, snaps, groups, stage=2, guidance=ev.downstream.guidance, decode=True,
+                                    seed_offset=12)
     result = select_stage2_checkpoint(ctx.layout.patches, candidates, ctx.layout.selection / "stage2", ev,
                                       seed=ctx.cfg.seed, device=ctx.device)
+    return _selected_snapshot(result)
+
+
+def _sample_candidates(ctx: RunContext, snaps: dict[int, Path], groups: list[Any], *, stage: int,
+                       guidance: float, decode: bool, seed_offset: int) -> dict[str, Path]:
+    """One synthetic store per candidate snapshot, ``SELECTION/stage{stage}/step{step:07d}``: name -> path."""
+    candidates = {}
+    for step, path in _snapshot_candidates(ctx, snaps).items():
+        out = ctx.layout.selection / f"stage{stage}" / f"step{step:07d}"
+        candidates[f"step{step}"] = _sample_store(ctx, path, out, groups, stage=stage, guidance=guidance,
+                                                  decode=decode, seed_offset=seed_offset)
+    return candidates
+
+
+def _selected_snapshot(result: Any) -> dict[str, Any]:
+    """The winning ``step{N}`` candidate of a checkpoint selection as ``{step, value, scores}``."""
     step = int(str(result.best).removeprefix("step"))
     return {"step": step, "value": result.scores[result.best], "scores": _jsonable(result.scores)}
 

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from magphase.data.external import prepare_external, read_facial_slices
 from magphase.data.store import Store
@@ -19,14 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_fixtures import write_phantom_volume  # noqa: E402
 
 CENTRE = {(75, 75), (75, 150), (150, 75), (150, 150)}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import magphase.data.prepare as prep
 from magphase.config import PrepareConfig
@@ -23,16 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_fixtures import make_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Tiny volumes gain nothing from threads, and on a shared, loaded CI machine two spinning
-    # torch threads make ESPIRiT ~10x slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

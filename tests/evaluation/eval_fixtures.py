@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 
 from magphase.config.evaluation import ClassifierConfig, EvaluationConfig
 from magphase.config.training import TrainSettings
@@ -146,12 +144,3 @@ def write_latent_store(
         with StoreWriter(path, {"mu": (2, size, size), "logvar": (2, size, size)}, kind="latents") as w:
             w.append(rows, mu=mu, logvar=np.full_like(mu, 2 * np.log(0.05)))
     return path
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny classifiers train faster on one thread (no intra-op synchronisation); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

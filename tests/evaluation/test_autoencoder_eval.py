@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from magphase.cli import app
@@ -24,15 +23,6 @@ from magphase.evaluation.autoencoder import (
 from magphase.models.autoencoder import AutoencoderSpec, ConditionalVAE
 
 TINY = AutoencoderSpec(latent_res_channels=8, latent_res_blocks=1, groups=4)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from intra-op threads, and on a busy 2-core machine 2 threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def smooth_patches(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -7,7 +7,6 @@ import pytest
 import torch
 from eval_fixtures import (
     TINY_NET,
-    one_torch_thread,  # noqa: F401  (autouse fixture)
     tiny_settings,
     write_latent_store,
 )

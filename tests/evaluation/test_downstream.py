@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from eval_fixtures import (
-    one_torch_thread,  # noqa: F401  (autouse fixture)
     tiny_eval_config,
     write_patch_store,
 )

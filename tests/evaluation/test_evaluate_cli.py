@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from eval_fixtures import (
-    one_torch_thread,  # noqa: F401  (autouse fixture)
     tiny_eval_config,
     write_latent_store,
     write_patch_store,

@@ -33,16 +33,6 @@ from magphase.models.autoencoder import (
 from magphase.models.losses import finite_differences, gradient_l1, kl_standard_normal, vae_loss
 from magphase.training import TrainSettings, fit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from intra-op threads, and on a busy 2-core machine 2 threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = AutoencoderSpec(
     full_res_channels=8, full_res_blocks=0, latent_res_channels=16, latent_res_blocks=1, groups=4
 )

@@ -15,16 +15,6 @@ from magphase.mri.kspace import center_crop_image, remove_readout_oversampling
 from magphase.mri.metrics import phase_coherence
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one thread is fastest, and on a shared, oversubscribed CPU LAPACK's threaded
-    eigh on small matrices can be 30x slower than single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _grid(rows, cols):
     y = (np.arange(rows) - rows // 2) / rows
     x = (np.arange(cols) - cols // 2) / cols

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from magphase.mri.complex import channels_to_complex, complex_to_channels, magnitude_phase
-from magphase.mri.fft import fft2c, ifft2c
+from magphase.mri.fft import fft1c, fft2c, ifft1c, ifft2c
 
 
 def _ref_ifft2c(k):
@@ -24,6 +24,17 @@ def test_torch_numpy_parity_and_round_trip(rng, shape):
     np.testing.assert_allclose(ifft2c(xt).numpy(), ifft2c(x), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ifft2c(fft2c(x)), x, atol=1e-5)
     np.testing.assert_allclose(ifft2c(fft2c(xt)).numpy(), x, atol=1e-5)
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((9,), -1), ((3, 16, 7), -2), ((2, 5, 12), 0)])
+def test_fft1c_matches_numpy_definition_and_2d_is_two_1d(rng, shape, axis):
+    x = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    ref = np.fft.fftshift(np.fft.fft(np.fft.ifftshift(x, axes=axis), axis=axis, norm="ortho"), axes=axis)
+    np.testing.assert_allclose(fft1c(x, axis), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ifft1c(fft1c(x, axis), axis), x, atol=1e-5)
+    np.testing.assert_allclose(fft1c(torch.from_numpy(x), axis).numpy(), ref, rtol=1e-4, atol=1e-4)
+    if len(shape) >= 2:
+        np.testing.assert_allclose(fft1c(fft1c(x, -1), -2), fft2c(x), rtol=1e-4, atol=1e-5)
 
 
 def test_orthonormal_parseval_and_centre(rng):

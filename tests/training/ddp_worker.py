@@ -13,27 +13,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_training_task import TinyRegression, tiny_dataset  # noqa: E402
+from tiny_training_task import TinyRegression, ddp_parity_settings, tiny_dataset  # noqa: E402
 
-from magphase.training import TrainSettings, fit, shutdown_distributed  # noqa: E402
+from magphase.training import fit, shutdown_distributed  # noqa: E402
 
 
 def main() -> None:
     out_dir, steps, batch = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     torch.set_num_threads(1)
     dataset = tiny_dataset()
-    settings = TrainSettings(
-        steps=steps,
-        batch_size=batch,
-        lr=1e-2,
-        warmup_steps=2,
-        ema_decay=0.9,
-        checkpoint_every=3,
-        log_every=2,
-        seed=11,
-        deterministic=True,
-        device="cpu",
-    )
+    settings = ddp_parity_settings(steps, batch)
     rank = int(os.environ["RANK"])
     # Two fits in one process group: the second reuses the group (as `magphase run` does across stages).
     for variant, weights in (("uniform", None), ("weighted", np.linspace(1.0, 3.0, len(dataset)))):

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_training_task import TinyRegression, tiny_dataset
+from tiny_training_task import TinyRegression, ddp_parity_settings, tiny_dataset
 
-from magphase.training import TrainSettings, fit
+from magphase.training import fit
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+STEPS, BATCH = 7, 8
 
 
 def _free_port() -> int:
@@ -26,18 +27,7 @@ def _free_port() -> int:
 
 def _single_process(out: Path, weighted: bool) -> dict[str, torch.Tensor]:
     dataset = tiny_dataset()
-    settings = TrainSettings(
-        steps=7,
-        batch_size=8,
-        lr=1e-2,
-        warmup_steps=2,
-        ema_decay=0.9,
-        checkpoint_every=3,
-        log_every=2,
-        seed=11,
-        deterministic=True,
-        device="cpu",
-    )
+    settings = ddp_parity_settings(STEPS, BATCH)
     weights = np.linspace(1.0, 3.0, len(dataset)) if weighted else None
     result = fit(TinyRegression(), dataset, settings, out, sample_weights=weights)
     state = {f"model.{k}": v for k, v in result.model.state_dict().items()}
@@ -55,8 +45,8 @@ def test_two_gloo_ranks_match_single_process(tmp_path: Path) -> None:
         f"--master_port={_free_port()}",
         str(WORKER),
         str(tmp_path),
-        "7",
-        "8",
+        str(STEPS),
+        str(BATCH),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from magphase.training import TrainTaskBase
+from magphase.training import TrainSettings, TrainTaskBase
 
 
 def tiny_dataset(n: int = 64, seed: int = 7) -> TensorDataset:
@@ -17,6 +17,22 @@ def tiny_dataset(n: int = 64, seed: int = 7) -> TensorDataset:
     x = torch.randn(n, 4, generator=g)
     y = torch.sin(x @ torch.tensor([[0.5], [-1.0], [0.25], [2.0]])) + 0.1 * x[:, :1]
     return TensorDataset(x, y)
+
+
+def ddp_parity_settings(steps: int, batch_size: int) -> TrainSettings:
+    """Settings of the DDP parity test: the torchrun worker and the single-process reference share them."""
+    return TrainSettings(
+        steps=steps,
+        batch_size=batch_size,
+        lr=1e-2,
+        warmup_steps=2,
+        ema_decay=0.9,
+        checkpoint_every=3,
+        log_every=2,
+        seed=11,
+        deterministic=True,
+        device="cpu",
+    )
 
 
 class TinyRegression(TrainTaskBase):

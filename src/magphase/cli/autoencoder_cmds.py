@@ -31,12 +31,9 @@ def _config(config: Path | None, overrides: list[str] | None) -> MagphaseConfig:
 
 
 def _device(cfg: MagphaseConfig, device: str | None) -> str:
-    import torch
+    from magphase.training.distributed import resolve_device_name
 
-    name = device or cfg.autoencoder.train.device or cfg.device
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    return resolve_device_name(device or cfg.autoencoder.train.device or cfg.device)
 
 
 @app.command("train-autoencoder")

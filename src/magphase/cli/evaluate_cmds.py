@@ -10,15 +10,13 @@ Every command resumes: finished (configuration, run) rows in the output folder a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import typer
-from tqdm import tqdm
 
 from magphase.cli._app import app, evaluate_app  # noqa: F401
+from magphase.cli._progress import item_bar
 from magphase.config import MagphaseConfig, dump_config, load_config
 from magphase.errors import ConfigError
 
@@ -36,38 +34,18 @@ def _load(
 ) -> tuple[MagphaseConfig, str]:
     """The config and the classifier device: ``--device``, else the experiment's ``train.device``, else
     the config's ``device``; ``auto`` becomes ``cuda`` when available, else ``cpu``."""
-    import torch
+    from magphase.training.distributed import resolve_device_name
 
     cfg = load_config(config, overrides)
-    name = device or getattr(cfg.evaluation, experiment).train.device or cfg.device
-    if name == "auto":
-        return cfg, "cuda" if torch.cuda.is_available() else "cpu"
-    return cfg, name
+    return cfg, resolve_device_name(device or getattr(cfg.evaluation, experiment).train.device or cfg.device)
 
 
-@contextmanager
-def _progress(desc: str) -> Iterator[dict[str, Callable[[Any], None]]]:
-    """A bar over the experiment's runs: yields the ``on_start`` / ``on_result`` keyword callbacks."""
-    bar: tqdm | None = None
-
-    def on_start(total: int) -> None:
-        nonlocal bar
-        bar = tqdm(total=total, desc=desc, unit="run", dynamic_ncols=True)
-
-    def on_result(row: dict) -> None:
-        if bar is not None:
-            shown = {k: row[k] for k in ("sequence", "config", "run") if k in row}
-            for key in ("auroc_mean", "auroc_test", "auroc_external"):
-                if key in row:
-                    shown[key] = f"{float(row[key]):.3f}"
-            bar.set_postfix(shown, refresh=False)
-            bar.update(1)
-
-    try:
-        yield {"on_start": on_start, "on_result": on_result}
-    finally:
-        if bar is not None:
-            bar.close()
+def _auroc_postfix(row: dict) -> dict[str, str]:
+    shown = {k: row[k] for k in ("sequence", "config", "run") if k in row}
+    for key in ("auroc_mean", "auroc_test", "auroc_external"):
+        if key in row:
+            shown[key] = f"{float(row[key]):.3f}"
+    return shown
 
 
 def _candidates(items: list[str] | None) -> dict[str, Path]:
@@ -122,7 +100,7 @@ def realfake_cmd(
             f"classifier; real latents {mode}; device {dev}; out {out}"
         )
         return
-    with _progress("realfake") as callbacks:
+    with item_bar("realfake", "run", _auroc_postfix) as (on_start, on_result):
         res = run_realfake(
             real,
             synthetic,
@@ -132,7 +110,8 @@ def realfake_cmd(
             seed=cfg.seed,
             device=dev,
             real_latents=mode,
-            **callbacks,
+            on_start=on_start,
+            on_result=on_result,
         )
     typer.echo(res.table4_md.read_text())
     typer.echo(f"results: {res.results_csv}; table: {res.table4_csv}")
@@ -165,9 +144,17 @@ def downstream_cmd(
             f"steps; external {'yes' if external else 'no'}; device {dev}; out {out}"
         )
         return
-    with _progress("downstream") as callbacks:
+    with item_bar("downstream", "run", _auroc_postfix) as (on_start, on_result):
         res = run_downstream(
-            real, synthetic, out, ev, external_store=external, seed=cfg.seed, device=dev, **callbacks
+            real,
+            synthetic,
+            out,
+            ev,
+            external_store=external,
+            seed=cfg.seed,
+            device=dev,
+            on_start=on_start,
+            on_result=on_result,
         )
     typer.echo(res.summary_md.read_text())
     typer.echo(f"results: {res.results_csv}; figures: {', '.join(str(p) for p in res.figures.values())}")

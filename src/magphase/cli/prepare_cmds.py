@@ -6,41 +6,11 @@ from collections import Counter
 from pathlib import Path
 
 import typer
-from tqdm import tqdm
 
 from magphase.cli._app import app
+from magphase.cli._progress import item_bar
 from magphase.config import dump_config, load_config
 from magphase.errors import ConfigError
-
-
-def resolve_device(name: str | None) -> str | None:
-    """``auto`` -> ``cuda`` when available else ``cpu``; other names pass through."""
-    if name is None or name == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-def _progress_bar(desc: str):
-    state: dict[str, object] = {"bar": None, "counts": Counter()}
-
-    def on_start(total: int) -> None:
-        state["bar"] = tqdm(total=total, desc=desc, unit="vol", dynamic_ncols=True)
-
-    def progress(outcome) -> None:
-        counts: Counter = state["counts"]  # type: ignore[assignment]
-        counts[outcome.status] += 1
-        bar = state["bar"]
-        if bar is not None:
-            bar.set_postfix(counts, refresh=False)
-            bar.update(1)
-
-    def close() -> None:
-        if state["bar"] is not None:
-            state["bar"].close()  # type: ignore[union-attr]
-
-    return on_start, progress, close
 
 
 @app.command("prepare")
@@ -79,6 +49,7 @@ def prepare_cmd(
     """
     from magphase.data.prepare import discover_volumes, parse_shard, prepare
     from magphase.data.splits import table1_markdown
+    from magphase.training.distributed import resolve_device_name
 
     cfg = load_config(config, overrides)
     raw = raw or (Path(cfg.data.raw) if cfg.data.raw else None)
@@ -89,7 +60,7 @@ def prepare_cmd(
     if merge and shard is not None:
         raise ConfigError("--merge runs alone, after every --shard job has finished")
     shard_tuple = parse_shard(shard)
-    dev = resolve_device(device or cfg.device)
+    dev = resolve_device_name(device or cfg.device)
     if dry_run:
         typer.echo(dump_config(cfg.prepare))
         tasks = discover_volumes(raw, annotations, file_list, cfg.prepare)
@@ -100,8 +71,13 @@ def prepare_cmd(
             f"workers {workers}; out {out}" + ("; merge only" if merge else "")
         )
         return
-    on_start, progress, close = _progress_bar("prepare")
-    try:
+    status_counts: Counter[str] = Counter()
+
+    def count_status(outcome) -> Counter[str]:
+        status_counts[outcome.status] += 1
+        return status_counts
+
+    with item_bar("prepare", "vol", count_status) as (on_start, progress):
         summary = prepare(
             raw,
             out,
@@ -118,8 +94,6 @@ def prepare_cmd(
             progress=progress,
             on_start=on_start,
         )
-    finally:
-        close()
     if summary is None:
         typer.echo(f"shard {shard} done; run `magphase prepare --merge --out {out}` after every shard")
         return
@@ -147,6 +121,7 @@ def prepare_external_cmd(
 ) -> None:
     """External test set (paper 2.1.4): k-space to 320x320, combine, 4 centre patches of a 4x4 grid."""
     from magphase.data.external import prepare_external
+    from magphase.training.distributed import resolve_device_name
 
     cfg = load_config(config, overrides)
     raw = raw or (Path(cfg.data.external_raw) if cfg.data.external_raw else None)
@@ -158,15 +133,7 @@ def prepare_external_cmd(
     if facial is None and (labels.parent / "facial_slices.csv").exists():
         facial = labels.parent / "facial_slices.csv"
         typer.echo(f"facial slices: {facial}")
-    bar: dict[str, tqdm] = {}
-
-    def on_start(total: int) -> None:
-        bar["bar"] = tqdm(total=total, desc="prepare-external", unit="vol", dynamic_ncols=True)
-
-    def progress(volume: str, status: str, n: int) -> None:
-        bar["bar"].update(1)
-
-    try:
+    with item_bar("prepare-external", "vol") as (on_start, progress):
         summary = prepare_external(
             raw,
             labels,
@@ -174,13 +141,10 @@ def prepare_external_cmd(
             facial_csv=facial,
             cfg=cfg.prepare,
             seed=cfg.seed,
-            device=resolve_device(device or cfg.device),
+            device=resolve_device_name(device or cfg.device),
             progress=progress,
             on_start=on_start,
         )
-    finally:
-        if "bar" in bar:
-            bar["bar"].close()
     typer.echo(summary.table.to_string(index=False))
     typer.echo(f"store: {summary.store} ({summary.n_patches} patches from {summary.n_volumes} volumes)")
     typer.echo(f"rejected volumes: {summary.n_rejected} (see {out / 'rejects.csv'})")

@@ -13,21 +13,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from magphase.conventions import SEQUENCES
+from magphase.io.annotations import PAPER_ABNORMAL_LABELS, VOLUME_CLASSES
+
 #: Sequences of the training-like set (fastMRI brain) and of the external "other institution" set.
-SIMULATED_SEQUENCES: tuple[str, ...] = ("AXFLAIR", "AXT1", "AXT1POST", "AXT1PRE", "AXT2")
+SIMULATED_SEQUENCES: tuple[str, ...] = SEQUENCES
 EXTERNAL_SEQUENCES: tuple[str, ...] = ("T1TSE", "T2TIRM")
 #: fastMRI+ labels of the paper's abnormal class (2.1.1) and out-of-rule labels (excluded volumes).
-ABNORMAL_LESIONS: tuple[str, ...] = (
-    "Mass",
-    "Extra-axial mass",
-    "Nonspecific lesion",
-    "Nonspecific white matter lesion",
-    "Encephalomalacia",
-    "Lacunar infarct",
-    "Likely cysts",
-)
+ABNORMAL_LESIONS: tuple[str, ...] = PAPER_ABNORMAL_LABELS
 EXCLUDED_LESIONS: tuple[str, ...] = ("Posttreatment change", "Possible artifact")
-VOLUME_CLASSES: tuple[str, ...] = ("normal", "abnormal", "excluded", "unlabeled")
 
 
 def _positive_weights(weights: dict[Any, float], what: str) -> dict[Any, float]:

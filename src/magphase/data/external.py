@@ -49,6 +49,23 @@ _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f", ""}
 
 
+def _read_text_csv(path: Path, what: str, required: tuple[str, ...]) -> pd.DataFrame:
+    """A CSV as strings (empty cells stay ``""``), column names stripped and lower-cased.
+
+    Raises:
+        DataError: unreadable file (names ``what``) or a missing required column.
+    """
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(path, None, f"cannot read {what}: {exc}") from exc
+    frame.columns = [c.strip().lower() for c in frame.columns]
+    for col in required:
+        if col not in frame.columns:
+            raise DataError(path, col, f"missing required column {col!r}")
+    return frame
+
+
 def read_external_labels(path: str | Path) -> pd.DataFrame:
     """Labels CSV -> DataFrame ``volume, label, sequence`` (stems; label lower-cased).
 
@@ -56,14 +73,7 @@ def read_external_labels(path: str | Path) -> pd.DataFrame:
         DataError: unreadable file, missing column, duplicate file.
     """
     path = Path(path)
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(path, None, f"cannot read labels CSV: {exc}") from exc
-    frame.columns = [c.strip().lower() for c in frame.columns]
-    for col in ("file", "label"):
-        if col not in frame.columns:
-            raise DataError(path, col, f"missing required column {col!r}")
+    frame = _read_text_csv(path, "labels CSV", ("file", "label"))
     if "sequence" not in frame.columns:
         frame["sequence"] = ""
     frame["volume"] = frame["file"].map(lambda f: volume_key(f.strip()))
@@ -84,14 +94,7 @@ def read_facial_slices(path: str | Path | None) -> dict[str, set[int]]:
     if path is None:
         return {}
     path = Path(path)
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(path, None, f"cannot read facial-slices CSV: {exc}") from exc
-    frame.columns = [c.strip().lower() for c in frame.columns]
-    for col in ("file", "slice"):
-        if col not in frame.columns:
-            raise DataError(path, col, f"missing required column {col!r}")
+    frame = _read_text_csv(path, "facial-slices CSV", ("file", "slice"))
     out: dict[str, set[int]] = {}
     for line, rec in enumerate(frame.to_dict("records"), start=2):
         flag = str(rec.get("facial", "1")).strip().lower()

@@ -75,6 +75,19 @@ def volume_key(name: str | os.PathLike[str]) -> str:
     return base
 
 
+#: fastMRI+ box labels of the paper's abnormal class (2.1.1); the simulator draws its abnormal lesions
+#: from the same list, so simulated and real volumes are labelled by one rule.
+PAPER_ABNORMAL_LABELS: tuple[str, ...] = (
+    "Mass",
+    "Extra-axial mass",
+    "Nonspecific lesion",
+    "Nonspecific white matter lesion",
+    "Encephalomalacia",
+    "Lacunar infarct",
+    "Likely cysts",
+)
+
+
 class LabelRules(BaseModel):
     """Which fastMRI+ labels make a volume normal or abnormal (paper 2.1.1). Matching is
     case-insensitive and whitespace-trimmed (:func:`normalize_label`).
@@ -96,15 +109,7 @@ class LabelRules(BaseModel):
 
     normal_study_labels: list[str] = ["Normal for age"]
     normal_image_labels: list[str] = ["Normal variant"]
-    abnormal_labels: list[str] = [
-        "Mass",
-        "Extra-axial mass",
-        "Nonspecific lesion",
-        "Nonspecific white matter lesion",
-        "Encephalomalacia",
-        "Lacunar infarct",
-        "Likely cysts",
-    ]
+    abnormal_labels: list[str] = list(PAPER_ABNORMAL_LABELS)
     normal_tolerated_labels: list[str] = []
     listed_without_rows: Literal["unlabeled", "normal", "excluded"] = "unlabeled"
 
@@ -703,6 +708,7 @@ def write_volume_labels(path: str | os.PathLike[str], annotations: AnnotationSet
 
 __all__ = [
     "HEADER",
+    "PAPER_ABNORMAL_LABELS",
     "VOLUME_CLASSES",
     "AnnotationSet",
     "Box",

@@ -19,29 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-ArrayLike = np.ndarray | torch.Tensor
-
-
-def _ifft1c(x: ArrayLike, axis: int) -> ArrayLike:
-    """Centred orthonormal inverse FFT along one axis."""
-    if isinstance(x, torch.Tensor):
-        x = torch.fft.ifftshift(x, dim=axis)
-        x = torch.fft.ifft(x, dim=axis, norm="ortho")
-        return torch.fft.fftshift(x, dim=axis)
-    x = np.fft.ifftshift(x, axes=axis)
-    x = np.fft.ifft(x, axis=axis, norm="ortho")
-    return np.fft.fftshift(x, axes=axis)
-
-
-def _fft1c(x: ArrayLike, axis: int) -> ArrayLike:
-    """Centred orthonormal forward FFT along one axis."""
-    if isinstance(x, torch.Tensor):
-        x = torch.fft.ifftshift(x, dim=axis)
-        x = torch.fft.fft(x, dim=axis, norm="ortho")
-        return torch.fft.fftshift(x, dim=axis)
-    x = np.fft.ifftshift(x, axes=axis)
-    x = np.fft.fft(x, axis=axis, norm="ortho")
-    return np.fft.fftshift(x, axes=axis)
+from magphase.mri.fft import ArrayLike, fft1c, ifft1c
 
 
 def _as_complex64(x: ArrayLike) -> ArrayLike:
@@ -95,10 +73,10 @@ def remove_readout_oversampling(kspace: ArrayLike, factor: int = 2) -> ArrayLike
         return kspace
     rows = kspace.shape[-2]
     keep = rows // factor
-    image = _ifft1c(kspace, axis=-2)
+    image = ifft1c(kspace, axis=-2)
     start = rows // 2 - keep // 2
     image = image[..., start : start + keep, :]
-    return _as_complex64(_fft1c(image, axis=-2))
+    return _as_complex64(fft1c(image, axis=-2))
 
 
 def resize_kspace(kspace: ArrayLike, shape: tuple[int, int]) -> ArrayLike:

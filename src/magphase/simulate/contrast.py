@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from magphase.config.simulate import EXTERNAL_SEQUENCES, SIMULATED_SEQUENCES
 from magphase.simulate.tissue import ALL_TISSUES, check_field_strength, relaxation
 
-INTERNAL_SEQUENCES = ("AXFLAIR", "AXT1", "AXT1POST", "AXT1PRE", "AXT2")
-EXTERNAL_SEQUENCES = ("T1TSE", "T2TIRM")
+INTERNAL_SEQUENCES = SIMULATED_SEQUENCES
 ALL_SIMULATED_SEQUENCES = INTERNAL_SEQUENCES + EXTERNAL_SEQUENCES
 
 POST_CONTRAST_SEQUENCES = frozenset({"AXT1POST"})

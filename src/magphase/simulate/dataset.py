@@ -43,6 +43,7 @@ import numpy as np
 from magphase.config.simulate import (
     EXCLUDED_LESIONS,
     EXTERNAL_SEQUENCES,
+    SIMULATED_SEQUENCES,
     SimulateConfig,
 )
 from magphase.errors import ConfigError, DataError
@@ -50,6 +51,7 @@ from magphase.io.annotations import Box, StudyLabel, array_to_box, write_annotat
 from magphase.io.fastmri import open_volume
 from magphase.simulate.acquisition import (
     AcquisitionSettings,
+    SimulatedAcquisition,
     SiteProfile,
     acquire,
     patient_id_for,
@@ -57,7 +59,7 @@ from magphase.simulate.acquisition import (
     truth_path_for,
     write_acquisition,
 )
-from magphase.simulate.phantom import VolumeSpec, render_volume
+from magphase.simulate.phantom import GroundTruthVolume, VolumeSpec, render_volume
 from magphase.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -552,6 +554,22 @@ def volume_is_complete(out_dir: Path, volume: PlannedVolume) -> bool:
         return False
 
 
+def acquire_planned(
+    volume: PlannedVolume, truth_volume: GroundTruthVolume, site: SiteProfile
+) -> SimulatedAcquisition:
+    """The planned acquisition of a rendered volume: its coils, SNR, signal level, ``site`` and seed."""
+    settings = AcquisitionSettings(
+        n_coils=volume.n_coils, snr=volume.snr, site=site, signal_level=volume.signal_level
+    )
+    return acquire(
+        truth_volume,
+        settings,
+        np.random.default_rng(volume.acquire_seed),
+        stem=volume.stem,
+        patient_id=patient_id_for(volume.stem, volume.render_seed),
+    )
+
+
 def simulate_volume(task: VolumeTask) -> VolumeOutcome:
     """Render, acquire and write one volume (top-level, so spawn-started workers can run it).
 
@@ -567,16 +585,7 @@ def simulate_volume(task: VolumeTask) -> VolumeOutcome:
     t0 = time.perf_counter()
     truth_volume = render_volume(volume.volume_spec())
     t1 = time.perf_counter()
-    settings = AcquisitionSettings(
-        n_coils=volume.n_coils, snr=volume.snr, site=task.site, signal_level=volume.signal_level
-    )
-    acquisition = acquire(
-        truth_volume,
-        settings,
-        np.random.default_rng(volume.acquire_seed),
-        stem=volume.stem,
-        patient_id=patient_id_for(volume.stem, volume.render_seed),
-    )
+    acquisition = acquire_planned(volume, truth_volume, task.site)
     t2 = time.perf_counter()
     write_acquisition(
         raw,
@@ -834,9 +843,7 @@ def plan_table(plan: SimulatedDatasetPlan) -> str:
     classes = ["normal", "abnormal", "excluded", "unlabeled", "healthy", "metastasis"]
     counts = plan.class_counts()
     used = [c for c in classes if any(c in row for row in counts.values())]
-    order = [
-        s for s in ("AXFLAIR", "AXT1", "AXT1POST", "AXT1PRE", "AXT2", *EXTERNAL_SEQUENCES) if s in counts
-    ]
+    order = [s for s in (*SIMULATED_SEQUENCES, *EXTERNAL_SEQUENCES) if s in counts]
     lines = [f"{'sequence':<10}" + "".join(f"{c:>11}" for c in used) + f"{'total':>8}"]
     for seq in order:
         row = counts[seq]
@@ -856,6 +863,7 @@ __all__ = [
     "SimulationSummary",
     "VolumeOutcome",
     "VolumeTask",
+    "acquire_planned",
     "allocate_counts",
     "estimated_bytes",
     "fragment_path",

@@ -25,11 +25,11 @@ from magphase.mri.fft import ifft2c
 from magphase.mri.rss import center_crop
 from magphase.report.plotting import MAGNITUDE_CMAP, PHASE_CMAP, PHASE_RANGE, pyplot, save_figure
 from magphase.simulate.acquisition import read_truth, truth_path_for
+from magphase.simulate.contrast import ALL_SIMULATED_SEQUENCES
 from magphase.simulate.dataset import PlannedVolume, raw_path, read_plan
 
 logger = logging.getLogger(__name__)
 
-_SEQUENCE_ORDER = ("AXFLAIR", "AXT1", "AXT1POST", "AXT1PRE", "AXT2", "T1TSE", "T2TIRM")
 #: Preferred class per column: a lesion shows the boxes; unlabeled sequences have none.
 _CLASS_PREFERENCE = ("abnormal", "metastasis", "excluded", "normal", "healthy", "unlabeled")
 
@@ -59,7 +59,7 @@ def _choose_volumes(out_dir: Path) -> list[tuple[PlannedVolume, list[Box]]]:
         annotations = read_annotations(csv_path)
         boxes_by_file = {stem: list(v.boxes) for stem, v in annotations.volumes.items()}
     chosen = []
-    for sequence in _SEQUENCE_ORDER:
+    for sequence in ALL_SIMULATED_SEQUENCES:
         candidates = [
             v for v in plan.all_volumes if v.sequence == sequence and raw_path(out_dir, v).is_file()
         ]

@@ -50,6 +50,17 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def resolve_device_name(requested: str | None) -> str:
+    """``auto`` (or None) -> ``cuda`` when CUDA is available, else ``cpu``; any other name unchanged.
+
+    A name for configs and settings, not a device: a bare ``cuda`` stays ``cuda`` so that
+    :func:`resolve_device` later gives each ``torchrun`` rank its own GPU.
+    """
+    if requested is None or requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
 def resolve_device(requested: str | None, local_rank: int = 0) -> torch.device:
     """Turn ``auto | cpu | cuda | cuda:N | mps`` into a device.
 
@@ -144,5 +155,6 @@ __all__ = [
     "gather_objects",
     "init_distributed",
     "resolve_device",
+    "resolve_device_name",
     "shutdown_distributed",
 ]

@@ -536,6 +536,10 @@ def _fit(
     last_metrics: dict[str, float] = {}
     last_plot_time = -math.inf
 
+    def export_ema_weights(step: int) -> None:
+        extra = {"ema_decay": ema.decay, "ema_start_step": ema.start_step}
+        export_ema(ema.module.state_dict(), out_dir, step=step, model_config=model_config, extra=extra)
+
     def save_checkpoint(done: int, elapsed: float, final: bool) -> None:
         rng_states = gather_objects(capture_rng_state(), info)  # collective: every rank calls it
         if not info.is_main:
@@ -561,13 +565,7 @@ def _fit(
             "torch_version": str(torch.__version__),
         }
         atomic_torch_save(payload, ckpt_path)
-        export_ema(
-            ema.module.state_dict(),
-            out_dir,
-            step=done,
-            model_config=model_config,
-            extra={"ema_decay": ema.decay, "ema_start_step": ema.start_step},
-        )
+        export_ema_weights(done)
         nonlocal last_plot_time
         if final or time.perf_counter() - last_plot_time >= PLOT_INTERVAL_S:
             plot_loss_curves(metrics_path, plot_path, title=f"{out_dir.name}: step {done}")
@@ -669,13 +667,7 @@ def _fit(
 
     final_step = max(start_step, settings.steps)
     if info.is_main and not ema_path.is_file():
-        export_ema(
-            ema.module.state_dict(),
-            out_dir,
-            step=final_step,
-            model_config=model_config,
-            extra={"ema_decay": ema.decay, "ema_start_step": ema.start_step},
-        )
+        export_ema_weights(final_step)
     barrier(info)
     return TrainResult(
         model=model,
