@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
@@ -20,6 +19,7 @@ from magphase.generative.autoencoder import (
     stage_dir,
     train_autoencoder,
 )
+from magphase.training.distributed import is_main_process, resolve_device_name
 
 _CONFIG = typer.Option(None, "--config", "-c", help="magphase config YAML (its autoencoder section)")
 _SET = typer.Option(None, "--set", help="override a config value, e.g. --set autoencoder.train.steps=200")
@@ -31,8 +31,6 @@ def _config(config: Path | None, overrides: list[str] | None) -> MagphaseConfig:
 
 
 def _device(cfg: MagphaseConfig, device: str | None) -> str:
-    from magphase.training.distributed import resolve_device_name
-
     return resolve_device_name(device or cfg.autoencoder.train.device or cfg.device)
 
 
@@ -61,7 +59,7 @@ def train_autoencoder_cmd(
         return
     with TqdmProgress("autoencoder") as bar:
         result = train_autoencoder(cfg, out, store=store, resume=resume, progress=bar)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: one report, from rank 0
+    if not is_main_process():  # under torchrun: one report, from rank 0
         return
     m = result.last_metrics
     typer.echo(

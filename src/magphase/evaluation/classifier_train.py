@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from magphase.models.classifier import ResNetSEClassifier, build_classifier, def
 from magphase.mri.complex import magnitude_phase
 from magphase.training import ProgressEvent, TrainResult, TrainTaskBase, fit, load_ema_into
 from magphase.training.checkpoint import CHECKPOINT_NAME, read_weights_metadata
+from magphase.training.distributed import is_main_process
 from magphase.utils.atomic import atomic_write_csv, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -676,11 +676,6 @@ def write_summary_files(
     return csv_path, md_path, json_path
 
 
-def is_main_process() -> bool:
-    """Rank 0 of a ``torchrun`` job, or a plain process."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def sync_processes() -> None:
     """Barrier over a ``torchrun`` job's ranks (after rank 0 wrote a file others read); no-op alone."""
     import torch.distributed as dist
@@ -707,7 +702,6 @@ __all__ = [
     "claim_run_dir",
     "drop_checkpoint",
     "finish_run",
-    "is_main_process",
     "sync_processes",
     "load_trained_classifier",
     "mean_std",

@@ -47,7 +47,6 @@ from magphase.evaluation.classifier_train import (
     ResultsFile,
     SelectionResult,
     finish_run,
-    is_main_process,
     mean_std,
     open_source,
     predict_probabilities,
@@ -58,6 +57,7 @@ from magphase.evaluation.classifier_train import (
     write_summary_files,
 )
 from magphase.training.checkpoint import derive_seed
+from magphase.training.distributed import is_main_process
 from magphase.utils.atomic import atomic_write_csv
 
 log = logging.getLogger(__name__)

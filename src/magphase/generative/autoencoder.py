@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from magphase.errors import ConfigError, DataError
 from magphase.models.autoencoder import AutoencoderSpec, ConditionalVAE, autoencoder_model_config
 from magphase.models.losses import vae_loss
 from magphase.training import CheckpointEvent, TrainResult, TrainTaskBase, fit
+from magphase.training.distributed import is_main_process
 from magphase.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def train_autoencoder(
     settings = ae.train.resolved(cfg.seed, cfg.device)
     out = stage_dir(run_dir)
     # Under torchrun every rank runs this function; only rank 0 writes the stage's own files.
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    is_main = is_main_process()
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(dump_config(cfg), out / "config.yaml")

@@ -50,6 +50,11 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` job (from ``RANK``), or a plain process; usable before any process group."""
+    return _env_int("RANK", 0) == 0
+
+
 def resolve_device_name(requested: str | None) -> str:
     """``auto`` (or None) -> ``cuda`` when CUDA is available, else ``cpu``; any other name unchanged.
 
@@ -154,6 +159,7 @@ __all__ = [
     "broadcast_object",
     "gather_objects",
     "init_distributed",
+    "is_main_process",
     "resolve_device",
     "resolve_device_name",
     "shutdown_distributed",
