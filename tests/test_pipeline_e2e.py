@@ -69,5 +69,7 @@ def test_plan_range_and_dry_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", str(MICRO), "--out", str(tmp_path / "r"), "--dry-run"])
     assert result.exit_code == 0 and "simulate" in result.output and "run" in result.output
     assert not (tmp_path / "r").exists()
-    bad = CliRunner().invoke(app, ["run", str(MICRO), "--out", str(tmp_path / "r"), "--from", "nope", "--dry-run"])
+    bad = CliRunner().invoke(
+        app, ["run", str(MICRO), "--out", str(tmp_path / "r"), "--from", "nope", "--dry-run"]
+    )
     assert bad.exit_code != 0

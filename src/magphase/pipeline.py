@@ -194,7 +194,9 @@ def _stage_simulate(ctx: RunContext) -> dict[str, Any]:
     seed = sim.seed if sim.seed is not None else ctx.cfg.seed
     plan = SimulatedDatasetPlan.build(sim, seed)
     bar = ctx.bar("simulate", len(plan.all_volumes))
-    summary = run_simulation(ctx.layout.data, plan, workers=sim.workers, progress=(lambda _o: bar(1)) if bar else None)
+    summary = run_simulation(
+        ctx.layout.data, plan, workers=sim.workers, progress=(lambda _o: bar(1)) if bar else None
+    )
     return {"volumes": len(plan.all_volumes), "summary": _jsonable(summary)}
 
 
@@ -261,7 +263,9 @@ def _stage_autoencoder(ctx: RunContext) -> dict[str, Any]:
 
     settings = ctx.cfg.autoencoder.train
     bar = ctx.bar("autoencoder", settings.steps)
-    result = train_autoencoder(ctx.cfg, ctx.layout.root, store=ctx.layout.patches, resume=True, progress=_engine_progress(bar))
+    result = train_autoencoder(
+        ctx.cfg, ctx.layout.root, store=ctx.layout.patches, resume=True, progress=_engine_progress(bar)
+    )
     model = load_autoencoder(result.ema_path, device=ctx.device)
     evaluation = evaluate_autoencoder(
         model,
@@ -309,8 +313,13 @@ def _stage_flow1(ctx: RunContext) -> dict[str, Any]:
     snaps = list_flow_snapshots(ctx.layout.root, 1)
     if ctx.cfg.pipeline.select_stage1 and len(snaps) > 1:
         best = _select_stage1(ctx, snaps)
-        select_flow_snapshot(ctx.layout.root, 1, best["step"], criterion="lowest val real-vs-synthetic AUROC",
-                             value=best["value"])
+        select_flow_snapshot(
+            ctx.layout.root,
+            1,
+            best["step"],
+            criterion="lowest val real-vs-synthetic AUROC",
+            value=best["value"],
+        )
         info["selected"] = best
     return info
 
@@ -327,8 +336,9 @@ def _stage_flow2(ctx: RunContext) -> dict[str, Any]:
     snaps = list_flow_snapshots(ctx.layout.root, 2)
     if ctx.cfg.pipeline.select_stage2 and len(snaps) > 1:
         best = _select_stage2(ctx, snaps)
-        select_flow_snapshot(ctx.layout.root, 2, best["step"], criterion="highest val downstream AUROC",
-                             value=best["value"])
+        select_flow_snapshot(
+            ctx.layout.root, 2, best["step"], criterion="highest val downstream AUROC", value=best["value"]
+        )
         info["selected"] = best
     return info
 
@@ -342,12 +352,28 @@ def _stage_sample(ctx: RunContext) -> dict[str, Any]:
     ev = ctx.cfg.evaluation
     counts1 = realfake_required_counts(ctx.layout.latents, ev.realfake.n_test_sets, ev.realfake.sequences)
     groups1 = [SampleGroup(seq, None, n) for seq, n in counts1.items() if n > 0]
-    _sample_store(ctx, flow_weights(ctx.layout.root, 1), ctx.layout.realfake_samples, groups1,
-                  stage=1, guidance=ev.realfake.guidance, decode=False, seed_offset=1)
+    _sample_store(
+        ctx,
+        flow_weights(ctx.layout.root, 1),
+        ctx.layout.realfake_samples,
+        groups1,
+        stage=1,
+        guidance=ev.realfake.guidance,
+        decode=False,
+        seed_offset=1,
+    )
     counts2 = downstream_required_counts(ctx.layout.patches, ev.downstream)
     groups2 = [SampleGroup(seq, label, n) for (label, seq), n in counts2.items() if n > 0]
-    _sample_store(ctx, flow_weights(ctx.layout.root, 2), ctx.layout.downstream_samples, groups2,
-                  stage=2, guidance=ev.downstream.guidance, decode=True, seed_offset=2)
+    _sample_store(
+        ctx,
+        flow_weights(ctx.layout.root, 2),
+        ctx.layout.downstream_samples,
+        groups2,
+        stage=2,
+        guidance=ev.downstream.guidance,
+        decode=True,
+        seed_offset=2,
+    )
     return {
         "realfake": {k: int(v) for k, v in counts1.items()},
         "downstream": {f"{lab}/{seq}": int(n) for (lab, seq), n in counts2.items()},
@@ -409,19 +435,22 @@ STAGE_FUNCTIONS: dict[str, Callable[[RunContext], dict[str, Any]]] = {
 def stage_sections(cfg: MagphaseConfig, stage: str) -> list[Any]:
     """The config pieces a stage's own output depends on (upstream stages chain in separately)."""
     common: list[Any] = [cfg.seed]
-    return common + {
-        "simulate": [cfg.data, cfg.simulate],
-        "prepare": [cfg.data, cfg.prepare],
-        "prepare-external": [cfg.data, cfg.prepare],
-        "autoencoder": [cfg.autoencoder],
-        "encode": [cfg.autoencoder.sequence_aliases],
-        "flow1": [cfg.flow, cfg.pipeline.select_stage1, cfg.evaluation.realfake],
-        "flow2": [cfg.flow, cfg.pipeline.select_stage2, cfg.evaluation.downstream],
-        "sample": [cfg.flow.sampling, cfg.evaluation],
-        "realfake": [cfg.evaluation],
-        "downstream": [cfg.evaluation],
-        "report": [],
-    }[stage]
+    return (
+        common
+        + {
+            "simulate": [cfg.data, cfg.simulate],
+            "prepare": [cfg.data, cfg.prepare],
+            "prepare-external": [cfg.data, cfg.prepare],
+            "autoencoder": [cfg.autoencoder],
+            "encode": [cfg.autoencoder.sequence_aliases],
+            "flow1": [cfg.flow, cfg.pipeline.select_stage1, cfg.evaluation.realfake],
+            "flow2": [cfg.flow, cfg.pipeline.select_stage2, cfg.evaluation.downstream],
+            "sample": [cfg.flow.sampling, cfg.evaluation],
+            "realfake": [cfg.evaluation],
+            "downstream": [cfg.evaluation],
+            "report": [],
+        }[stage]
+    )
 
 
 def stage_hashes(cfg: MagphaseConfig) -> dict[str, str]:
@@ -473,8 +502,13 @@ class StagePlan:
     reason: str
 
 
-def plan_run(cfg: MagphaseConfig, run_dir: str | Path, start: str | None = None, until: str | None = None,
-             force: bool = False) -> list[StagePlan]:
+def plan_run(
+    cfg: MagphaseConfig,
+    run_dir: str | Path,
+    start: str | None = None,
+    until: str | None = None,
+    force: bool = False,
+) -> list[StagePlan]:
     """What ``run_pipeline`` would do: stages in range run unless finished with this config."""
     layout = RunLayout(Path(run_dir))
     status = stage_status(layout, cfg)
@@ -602,8 +636,18 @@ def _ema_path(stage_dir: Path) -> Path:
     return path
 
 
-def _sample_store(ctx: RunContext, weights: Path, out: Path, groups: list[Any], *, stage: int,
-                  guidance: float, decode: bool, seed_offset: int, split: str = "train") -> Path:
+def _sample_store(
+    ctx: RunContext,
+    weights: Path,
+    out: Path,
+    groups: list[Any],
+    *,
+    stage: int,
+    guidance: float,
+    decode: bool,
+    seed_offset: int,
+    split: str = "train",
+) -> Path:
     from magphase.data.store import Store
     from magphase.generative.flow import load_flow_model
     from magphase.generative.sampling import generate_synthetic_store
@@ -663,10 +707,17 @@ def _select_stage1(ctx: RunContext, snaps: dict[int, Path]) -> dict[str, Any]:
         n = len(real.select(sequence=seq, split=["train", "val"]))
         if n:
             groups.append(SampleGroup(seq, None, n))
-    candidates = _sample_candidates(ctx, snaps, groups, stage=1, guidance=ev.realfake.guidance, decode=False,
-                                    seed_offset=11)
-    result = select_stage1_checkpoint(ctx.layout.latents, candidates, ctx.layout.selection / "stage1", ev,
-                                      seed=ctx.cfg.seed, device=ctx.device)
+    candidates = _sample_candidates(
+        ctx, snaps, groups, stage=1, guidance=ev.realfake.guidance, decode=False, seed_offset=11
+    )
+    result = select_stage1_checkpoint(
+        ctx.layout.latents,
+        candidates,
+        ctx.layout.selection / "stage1",
+        ev,
+        seed=ctx.cfg.seed,
+        device=ctx.device,
+    )
     return _selected_snapshot(result)
 
 
@@ -677,21 +728,37 @@ def _select_stage2(ctx: RunContext, snaps: dict[int, Path]) -> dict[str, Any]:
     ev = ctx.cfg.evaluation
     counts = downstream_required_counts(ctx.layout.patches, ev.downstream)
     groups = [SampleGroup(seq, label, n) for (label, seq), n in counts.items() if n > 0]
-    candidates = _sample_candidates(ctx, snaps, groups, stage=2, guidance=ev.downstream.guidance, decode=True,
-                                    seed_offset=12)
-    result = select_stage2_checkpoint(ctx.layout.patches, candidates, ctx.layout.selection / "stage2", ev,
-                                      seed=ctx.cfg.seed, device=ctx.device)
+    candidates = _sample_candidates(
+        ctx, snaps, groups, stage=2, guidance=ev.downstream.guidance, decode=True, seed_offset=12
+    )
+    result = select_stage2_checkpoint(
+        ctx.layout.patches,
+        candidates,
+        ctx.layout.selection / "stage2",
+        ev,
+        seed=ctx.cfg.seed,
+        device=ctx.device,
+    )
     return _selected_snapshot(result)
 
 
-def _sample_candidates(ctx: RunContext, snaps: dict[int, Path], groups: list[Any], *, stage: int,
-                       guidance: float, decode: bool, seed_offset: int) -> dict[str, Path]:
+def _sample_candidates(
+    ctx: RunContext,
+    snaps: dict[int, Path],
+    groups: list[Any],
+    *,
+    stage: int,
+    guidance: float,
+    decode: bool,
+    seed_offset: int,
+) -> dict[str, Path]:
     """One synthetic store per candidate snapshot, ``SELECTION/stage{stage}/step{step:07d}``: name -> path."""
     candidates = {}
     for step, path in _snapshot_candidates(ctx, snaps).items():
         out = ctx.layout.selection / f"stage{stage}" / f"step{step:07d}"
-        candidates[f"step{step}"] = _sample_store(ctx, path, out, groups, stage=stage, guidance=guidance,
-                                                  decode=decode, seed_offset=seed_offset)
+        candidates[f"step{step}"] = _sample_store(
+            ctx, path, out, groups, stage=stage, guidance=guidance, decode=decode, seed_offset=seed_offset
+        )
     return candidates
 
 
@@ -716,8 +783,11 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "to_json") and callable(obj.to_json):
         return _jsonable(obj.to_json())
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not f.name.startswith("_") and not _is_bulky(getattr(obj, f.name))}
+        return {
+            f.name: _jsonable(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not f.name.startswith("_") and not _is_bulky(getattr(obj, f.name))
+        }
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set)):

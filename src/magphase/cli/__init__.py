@@ -34,7 +34,8 @@ def _root(
     )
 
 
-# Subcommand modules register themselves on import (order = order in --help).
+# Subcommand modules register themselves on import (order = order in --help, so not sorted).
+# isort: off
 from magphase.cli import (  # noqa: E402,F401
     io_cmds,
     labels_cmds,
@@ -45,6 +46,7 @@ from magphase.cli import (  # noqa: E402,F401
     evaluate_cmds,
     run_cmds,
 )
+# isort: on
 
 
 def main() -> None:

@@ -11,5 +11,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-evaluate_app = typer.Typer(help="Evaluate a trained stage (autoencoder, realfake, downstream).", no_args_is_help=True)
+evaluate_app = typer.Typer(
+    help="Evaluate a trained stage (autoencoder, realfake, downstream).", no_args_is_help=True
+)
 app.add_typer(evaluate_app, name="evaluate")

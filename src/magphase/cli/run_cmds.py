@@ -37,7 +37,9 @@ def run_cmd(
     start: str = typer.Option(None, "--from", help="First stage to (re)run."),
     until: str = typer.Option(None, "--until", help="Last stage to run."),
     force: bool = typer.Option(False, "--force", help="Rerun every selected stage even if finished."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the plan; run nothing."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the resolved config and the plan; run nothing."
+    ),
     overrides: list[str] = typer.Option(None, "--set", help="Override a config value: key.sub=value."),
 ) -> None:
     """Run the whole protocol (simulate, prepare, autoencoder, encode, flow 1/2, sample, evaluations,

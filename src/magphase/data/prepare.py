@@ -435,9 +435,7 @@ def write_result(path: Path, result: VolumeResult, key: str, keep_mask: bool = T
         f.attrs["rows"] = json.dumps(result.rows)
         f.create_dataset("patches", data=result.patches.astype(np.float32))
         if keep_mask and result.mask is not None:
-            f.create_dataset(
-                "brain_mask", data=result.mask.astype(np.uint8), compression="gzip", chunks=True
-            )
+            f.create_dataset("brain_mask", data=result.mask.astype(np.uint8), compression="gzip", chunks=True)
 
 
 def read_result_header(path: Path) -> dict[str, Any] | None:

@@ -234,7 +234,9 @@ class Store:
             self._h5 = None
 
 
-def merge_stores(parts: Iterable[str | Path], out: str | Path, kind: str | None = None, chunk: int = 256) -> Path:
+def merge_stores(
+    parts: Iterable[str | Path], out: str | Path, kind: str | None = None, chunk: int = 256
+) -> Path:
     """Concatenate stores with identical array layouts into ``out`` (atomic), renumbering nothing.
 
     Used to merge ``--shard I/N`` outputs. Reads and writes ``chunk`` rows at a time.

@@ -488,9 +488,7 @@ def write_volume(
 
     xml = header_to_xml(header).encode("utf-8")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset(
-            KSPACE, data=kspace_np, chunks=(1, n_coils, height, width), compression=compression
-        )
+        f.create_dataset(KSPACE, data=kspace_np, chunks=(1, n_coils, height, width), compression=compression)
         if recon_np is not None:
             f.create_dataset(
                 RECONSTRUCTION_RSS,

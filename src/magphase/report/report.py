@@ -45,8 +45,18 @@ PAPER_DOWNSTREAM = [
     ("100 % real + 90 % synthetic added, external test", "0.840 ± 0.004"),
 ]
 
-REQUIRED_SECTIONS = ("Table 1", "Table 3", "Table 4", "Substitution", "Additive", "Fig. 2", "Fig. 3",
-                     "Fig. 4", "Fig. 5", "Run time")
+REQUIRED_SECTIONS = (
+    "Table 1",
+    "Table 3",
+    "Table 4",
+    "Substitution",
+    "Additive",
+    "Fig. 2",
+    "Fig. 3",
+    "Fig. 4",
+    "Fig. 5",
+    "Run time",
+)
 
 
 def _read(path: Path) -> str | None:
@@ -85,16 +95,25 @@ def _draw_flow_figures(run_dir: Path, cfg: MagphaseConfig, report_dir: Path) -> 
     try:
         flow1 = load_flow_model(flow_weights(run_dir, 1))
         out["fig4"] = figure4_from_models(
-            flow1, autoencoder, patches, report_dir / "fig4_stage1_samples.png",
-            guidance=cfg.evaluation.realfake.guidance, steps=steps, seed=cfg.seed,
+            flow1,
+            autoencoder,
+            patches,
+            report_dir / "fig4_stage1_samples.png",
+            guidance=cfg.evaluation.realfake.guidance,
+            steps=steps,
+            seed=cfg.seed,
         ).name
     except DataError as exc:
         log.info("no Fig. 4: %s", exc)
     try:
         flow2 = load_flow_model(flow_weights(run_dir, 2))
         out["fig5"] = figure5_from_models(
-            flow2, autoencoder, report_dir / "fig5_stage2_samples.png",
-            guidance=cfg.evaluation.downstream.guidance, steps=steps, seed=cfg.seed,
+            flow2,
+            autoencoder,
+            report_dir / "fig5_stage2_samples.png",
+            guidance=cfg.evaluation.downstream.guidance,
+            steps=steps,
+            seed=cfg.seed,
         ).name
     except DataError as exc:
         log.info("no Fig. 5: %s", exc)
@@ -157,12 +176,16 @@ def _runtime_table(run_dir: Path) -> tuple[str, float]:
     total = 0.0
     for stage, rec in records.items():
         total += float(rec.get("seconds", 0.0))
-        rows.append(f"| {stage} | {rec.get('seconds', '')} | {rec.get('finished', '')} | {rec.get('device', '')} |")
+        rows.append(
+            f"| {stage} | {rec.get('seconds', '')} | {rec.get('finished', '')} | {rec.get('device', '')} |"
+        )
     rows.append(f"| **total** | {total:.1f} | | |")
     return "\n".join(rows) + "\n", total
 
 
-def write_report(run_dir: str | Path, cfg: MagphaseConfig | None = None, draw_flow_figures: bool = True) -> Path:
+def write_report(
+    run_dir: str | Path, cfg: MagphaseConfig | None = None, draw_flow_figures: bool = True
+) -> Path:
     """Write ``RUN/report/report.md`` (+ figures beside it). Returns its path."""
     from magphase.pipeline import hardware_summary
 
@@ -176,7 +199,11 @@ def write_report(run_dir: str | Path, cfg: MagphaseConfig | None = None, draw_fl
     lines: list[str] = [f"# magphase report: {cfg.name}\n"]
     lines.append(
         "Reproduction of *Generative Modeling of Complex-Valued Brain MRI Data* on "
-        + ("real data from `" + str(cfg.data.raw) + "`" if cfg.data.raw else "magphase's simulated fastMRI-format data")
+        + (
+            "real data from `" + str(cfg.data.raw) + "`"
+            if cfg.data.raw
+            else "magphase's simulated fastMRI-format data"
+        )
         + f". Seed {cfg.seed}. The paper's published numbers stand beside this run's; on simulated data and "
         "reduced CPU budgets they are a reference, not a target every preset can reach.\n"
     )
@@ -191,14 +218,20 @@ def write_report(run_dir: str | Path, cfg: MagphaseConfig | None = None, draw_fl
         if note:
             lines.append(note + "\n")
 
-    section("Table 1: patches by class, sequence and split", _read(run_dir / "prepare" / "table1.md"),
-            "Paper (fastMRI): 70,794 patches; train 58,956 / val 5,584 / test 6,254.")
+    section(
+        "Table 1: patches by class, sequence and split",
+        _read(run_dir / "prepare" / "table1.md"),
+        "Paper (fastMRI): 70,794 patches; train 58,956 / val 5,584 / test 6,254.",
+    )
     ext = _read(run_dir / "prepare-external" / "table_external.md")
     if ext:
         lines.append("### External test set (paper Table 2 analogue)\n")
         lines.append(ext.strip() + "\n")
-    section("Table 3: autoencoder reconstruction quality (test split)", _table3_with_paper(run_dir),
-            "Paper Table 3:\n\n" + _paper_table3())
+    section(
+        "Table 3: autoencoder reconstruction quality (test split)",
+        _table3_with_paper(run_dir),
+        "Paper Table 3:\n\n" + _paper_table3(),
+    )
     realfake = _read(run_dir / "evaluation" / "realfake" / "table4.md")
     section("Table 4: real-vs-synthetic latent classifier AUROC", realfake)
     downstream = _read(run_dir / "evaluation" / "downstream" / "summary.md")
@@ -209,20 +242,46 @@ def write_report(run_dir: str | Path, cfg: MagphaseConfig | None = None, draw_fl
         lines.append(key)
     lines.append("## Figures\n")
     fig_dir = run_dir / "evaluation" / "downstream"
-    _figure(lines, "Fig. 2: example training patches (magnitude, phase)",
-            _copy_figure(run_dir / "prepare" / "fig2_patches.png", report_dir), "prepare has not run")
-    _figure(lines, "Fig. 3: autoencoder reconstructions",
-            _copy_figure(run_dir / "autoencoder" / "evaluation" / "fig3_reconstructions.png", report_dir),
-            "autoencoder evaluation has not run")
+    _figure(
+        lines,
+        "Fig. 2: example training patches (magnitude, phase)",
+        _copy_figure(run_dir / "prepare" / "fig2_patches.png", report_dir),
+        "prepare has not run",
+    )
+    _figure(
+        lines,
+        "Fig. 3: autoencoder reconstructions",
+        _copy_figure(run_dir / "autoencoder" / "evaluation" / "fig3_reconstructions.png", report_dir),
+        "autoencoder evaluation has not run",
+    )
     flow_figs = _draw_flow_figures(run_dir, cfg, report_dir) if draw_flow_figures else {}
-    _figure(lines, "Fig. 4: stage-1 samples beside real patches", flow_figs.get("fig4"), "flow stage 1 has not run")
-    _figure(lines, "Fig. 5: stage-2 normal vs abnormal samples", flow_figs.get("fig5"), "flow stage 2 has not run")
-    _figure(lines, "Fig. 6: Substitution experiment, fastMRI-style test split",
-            _copy_figure(fig_dir / "fig6_substitution_test.png", report_dir), "downstream has not run")
-    _figure(lines, "Fig. 7: Substitution experiment, external test set",
-            _copy_figure(fig_dir / "fig7_substitution_external.png", report_dir), "no external test result")
-    _figure(lines, "Fig. 8: Additive experiment",
-            _copy_figure(fig_dir / "fig8_additive.png", report_dir), "downstream has not run")
+    _figure(
+        lines,
+        "Fig. 4: stage-1 samples beside real patches",
+        flow_figs.get("fig4"),
+        "flow stage 1 has not run",
+    )
+    _figure(
+        lines, "Fig. 5: stage-2 normal vs abnormal samples", flow_figs.get("fig5"), "flow stage 2 has not run"
+    )
+    _figure(
+        lines,
+        "Fig. 6: Substitution experiment, fastMRI-style test split",
+        _copy_figure(fig_dir / "fig6_substitution_test.png", report_dir),
+        "downstream has not run",
+    )
+    _figure(
+        lines,
+        "Fig. 7: Substitution experiment, external test set",
+        _copy_figure(fig_dir / "fig7_substitution_external.png", report_dir),
+        "no external test result",
+    )
+    _figure(
+        lines,
+        "Fig. 8: Additive experiment",
+        _copy_figure(fig_dir / "fig8_additive.png", report_dir),
+        "downstream has not run",
+    )
     for title, key_ in (("Fig. 2", None), ("Fig. 3", None), ("Fig. 4", "fig4"), ("Fig. 5", "fig5")):
         if key_ and not flow_figs.get(key_):
             missing.append(title)

@@ -412,9 +412,7 @@ def write_truth(
     path = Path(path)
     gz = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset(
-            "image", data=truth.image.astype(np.complex64), chunks=(1, *truth.image.shape[1:])
-        )
+        f.create_dataset("image", data=truth.image.astype(np.complex64), chunks=(1, *truth.image.shape[1:]))
         f.create_dataset("brain_mask", data=truth.brain_mask, **gz)
         f.create_dataset("head_mask", data=truth.head_mask, **gz)
         les = f.create_group("lesions")
