@@ -32,6 +32,15 @@ def _positive_weights(weights: dict[Any, float], what: str) -> dict[Any, float]:
     return weights
 
 
+def _known_positive_weights(
+    weights: dict[str, float], allowed: tuple[str, ...], what: str, kind: str
+) -> dict[str, float]:
+    unknown = sorted(set(weights) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown {kind} {unknown}; expected {allowed}")
+    return _positive_weights(weights, what)
+
+
 def _check_range(v: tuple[float, float], what: str) -> tuple[float, float]:
     if v[1] < v[0]:
         raise ValueError(f"{what} must be [low, high] with low <= high, got {list(v)}")
@@ -181,26 +190,17 @@ class SimulateConfig(BaseModel):
     @field_validator("sequence_mix")
     @classmethod
     def _sequences(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - set(SIMULATED_SEQUENCES))
-        if unknown:
-            raise ValueError(f"unknown sequences {unknown}; expected {SIMULATED_SEQUENCES}")
-        return _positive_weights(v, "sequence_mix")
+        return _known_positive_weights(v, SIMULATED_SEQUENCES, "sequence_mix", "sequences")
 
     @field_validator("class_fractions")
     @classmethod
     def _classes(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - set(VOLUME_CLASSES))
-        if unknown:
-            raise ValueError(f"unknown classes {unknown}; expected {VOLUME_CLASSES}")
-        return _positive_weights(v, "class_fractions")
+        return _known_positive_weights(v, VOLUME_CLASSES, "class_fractions", "classes")
 
     @field_validator("lesion_weights")
     @classmethod
     def _lesions(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - set(ABNORMAL_LESIONS))
-        if unknown:
-            raise ValueError(f"unknown lesion labels {unknown}; expected {ABNORMAL_LESIONS}")
-        return _positive_weights(v, "lesion_weights")
+        return _known_positive_weights(v, ABNORMAL_LESIONS, "lesion_weights", "lesion labels")
 
     @field_validator("matrix")
     @classmethod
