@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +16,6 @@ from magphase.training import fit
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 STEPS, BATCH = 7, 8
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _single_process(out: Path, weighted: bool) -> dict[str, torch.Tensor]:
@@ -42,7 +35,8 @@ def test_two_gloo_ranks_match_single_process(tmp_path: Path) -> None:
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
+        # --standalone: torchrun picks a free rendezvous port itself (no probe-then-bind race).
+        "--standalone",
         str(WORKER),
         str(tmp_path),
         str(STEPS),
