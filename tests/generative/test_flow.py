@@ -28,6 +28,7 @@ from magphase.generative.flow import (
     train_stage2,
 )
 from magphase.generative.path import TimeSampler
+from magphase.generative.sampling import SampleGroup, sample_latents
 from magphase.training import fit, load_ema_weights
 
 TINY = UNetConfig(
@@ -204,7 +205,7 @@ def _tiny_config(tmp_path, store, steps=40):
             time_sampling=cfg.flow.time_sampling.model_copy(update=dict(distribution="uniform")),
             stage1=cfg.flow.stage1.model_copy(update=dict(train=_settings(steps, keep_every=steps // 2))),
             stage2=cfg.flow.stage2.model_copy(
-                update=dict(phase1=_settings(5), phase2=_settings(steps // 3, keep_every=steps // 6))
+                update=dict(phase1=_settings(40, lr=1e-2), phase2=_settings(80, keep_every=40))
             ),
         )
     )
@@ -229,14 +230,23 @@ def test_two_stages_train_reduce_loss_and_export(tmp_path, latent_store):
         select_flow_snapshot(run, 1, 7)
 
     r2 = train_stage2(cfg, run)
-    assert r2.step == 20 and sorted(list_flow_snapshots(run, 2)) == [10, 20]
+    assert r2.step == 80 and sorted(list_flow_snapshots(run, 2)) == [40, 80]
     model2 = load_flow_model(flow_weights(run, 2))
     assert model2.class_conditioned and model2.latent_scale == model1.latent_scale != 1.0
     # Phase 1 started from the selected stage-1 snapshot and kept those weights.
     start = load_ema_weights(list_flow_snapshots(run, 1)[30])
     phase1 = load_ema_weights(run / "flow" / "stage2" / "phase1" / "ema.safetensors")
     assert all(torch.equal(phase1[k], v) for k, v in start.items())
-    assert json.loads((run / "flow" / "stage2" / "done.json").read_text())["step"] == 20
+    assert json.loads((run / "flow" / "stage2" / "done.json").read_text())["step"] == 80
+    # The fixture's abnormal latents sit at +1.5, normal ones at -1.5: the class condition separates them.
+    means = {
+        label: sample_latents(model2, stage=2, group=SampleGroup("AXT1", label, 32), guidance=2.0, steps=10)
+        .mean(dim=(1, 2, 3))
+        .mean()
+        .item()
+        for label in ("normal", "abnormal")
+    }
+    assert means["abnormal"] - means["normal"] > 0.8, means
 
 
 def test_loading_weights_that_are_not_a_flow_model_raises(tmp_path):
