@@ -54,6 +54,32 @@ class SolverResult:
     trajectory: list[Tensor] = field(default_factory=list)
 
 
+def _integrate(
+    step: Callable[[VelocityFn, Tensor, Tensor, Tensor, bool], tuple[Tensor, int]],
+    steps: int,
+    state_dtype: torch.dtype,
+    velocity: VelocityFn,
+    x0: Tensor,
+    t_start: float,
+    t_end: float,
+    keep_trajectory: bool,
+    callback: StepCallback | None,
+) -> SolverResult:
+    """The fixed-grid loop shared by every solver; ``step(v, x, t, t_next, last) -> (x_next, nfe)``."""
+    x = x0.to(state_dtype)
+    ts = time_grid(steps, t_start=t_start, t_end=t_end, dtype=state_dtype, device=x.device)
+    traj = [x] if keep_trajectory else []
+    nfe = 0
+    for i in range(steps):
+        x, n = step(velocity, x, ts[i], ts[i + 1], i == steps - 1)
+        nfe += n
+        if keep_trajectory:
+            traj.append(x)
+        if callback is not None:
+            callback(i, ts[i + 1], x)
+    return SolverResult(x=x, evaluations=nfe, trajectory=traj)
+
+
 @dataclass(frozen=True)
 class EulerSolver:
     """Explicit Euler, first order: ``K`` evaluations for ``K`` steps."""
@@ -64,6 +90,11 @@ class EulerSolver:
     @property
     def evaluations(self) -> int:
         return self.steps
+
+    def _step(
+        self, velocity: VelocityFn, x: Tensor, t: Tensor, t_next: Tensor, last: bool
+    ) -> tuple[Tensor, int]:
+        return x + (t_next - t) * _call(velocity, x, t), 1
 
     def solve(
         self,
@@ -76,20 +107,9 @@ class EulerSolver:
         callback: StepCallback | None = None,
     ) -> SolverResult:
         """Integrate ``dx/dt = velocity(x, t)`` from ``x0`` at ``t_start`` to ``t_end``."""
-        x = x0.to(self.state_dtype)
-        ts = time_grid(self.steps, t_start=t_start, t_end=t_end, dtype=self.state_dtype, device=x.device)
-        traj = [x] if keep_trajectory else []
-        nfe = 0
-        for i in range(self.steps):
-            t_cur, t_next = ts[i], ts[i + 1]
-            d = _call(velocity, x, t_cur)
-            nfe += 1
-            x = x + (t_next - t_cur) * d
-            if keep_trajectory:
-                traj.append(x)
-            if callback is not None:
-                callback(i, t_next, x)
-        return SolverResult(x=x, evaluations=nfe, trajectory=traj)
+        return _integrate(
+            self._step, self.steps, self.state_dtype, velocity, x0, t_start, t_end, keep_trajectory, callback
+        )
 
 
 @dataclass(frozen=True)
@@ -104,6 +124,17 @@ class HeunSolver:
     def evaluations(self) -> int:
         return 2 * self.steps - 1 if self.final_euler else 2 * self.steps
 
+    def _step(
+        self, velocity: VelocityFn, x: Tensor, t: Tensor, t_next: Tensor, last: bool
+    ) -> tuple[Tensor, int]:
+        h = t_next - t
+        d_cur = _call(velocity, x, t)
+        x_next = x + h * d_cur
+        if self.final_euler and last:
+            return x_next, 1
+        d_next = _call(velocity, x_next, t_next)
+        return x + h * (0.5 * d_cur + 0.5 * d_next), 2
+
     def solve(
         self,
         velocity: VelocityFn,
@@ -115,26 +146,9 @@ class HeunSolver:
         callback: StepCallback | None = None,
     ) -> SolverResult:
         """Integrate ``dx/dt = velocity(x, t)`` from ``x0`` at ``t_start`` to ``t_end``."""
-        x = x0.to(self.state_dtype)
-        ts = time_grid(self.steps, t_start=t_start, t_end=t_end, dtype=self.state_dtype, device=x.device)
-        traj = [x] if keep_trajectory else []
-        nfe = 0
-        for i in range(self.steps):
-            t_cur, t_next = ts[i], ts[i + 1]
-            h = t_next - t_cur
-            d_cur = _call(velocity, x, t_cur)
-            nfe += 1
-            x_next = x + h * d_cur
-            if not (self.final_euler and i == self.steps - 1):
-                d_next = _call(velocity, x_next, t_next)
-                nfe += 1
-                x_next = x + h * (0.5 * d_cur + 0.5 * d_next)
-            x = x_next
-            if keep_trajectory:
-                traj.append(x)
-            if callback is not None:
-                callback(i, t_next, x)
-        return SolverResult(x=x, evaluations=nfe, trajectory=traj)
+        return _integrate(
+            self._step, self.steps, self.state_dtype, velocity, x0, t_start, t_end, keep_trajectory, callback
+        )
 
 
 def _call(velocity: VelocityFn, x: Tensor, t: Tensor) -> Tensor:
