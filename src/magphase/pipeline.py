@@ -653,18 +653,33 @@ def _sample_store(
     from magphase.generative.sampling import generate_synthetic_store
     from magphase.models.autoencoder import load_autoencoder
 
-    model = load_flow_model(weights, device=ctx.device)
-    autoencoder = load_autoencoder(_ema_path(ctx.layout.autoencoder), device=ctx.device) if decode else None
+    sampling = ctx.cfg.flow.sampling
+    seed = ctx.cfg.seed * 1000 + seed_offset
+    stat = weights.stat()
+    # Everything the samples depend on: a store made from another recipe is resampled, not reused.
+    recipe = {
+        "weights": str(weights),
+        "weights_size": stat.st_size,
+        "weights_mtime_ns": stat.st_mtime_ns,
+        "stage": stage,
+        "guidance": guidance,
+        "steps": sampling.steps,
+        "solver": sampling.solver,
+        "seed": seed,
+        "decode": decode,
+        "split": split,
+        "groups": [[g.sequence, g.label, g.n] for g in groups],
+    }
     total = sum(g.n for g in groups)
     if out.is_dir():
         try:
-            meta = Store(out).meta
-            if meta.get("weights") == str(weights) and len(Store(out)) == total:
+            if Store(out).meta.get("recipe") == recipe:
                 log.info("%s is up to date", out)
                 return out
         except DataError:
             pass
-    sampling = ctx.cfg.flow.sampling
+    model = load_flow_model(weights, device=ctx.device)
+    autoencoder = load_autoencoder(_ema_path(ctx.layout.autoencoder), device=ctx.device) if decode else None
     return generate_synthetic_store(
         model,
         out,
@@ -673,11 +688,11 @@ def _sample_store(
         guidance=guidance,
         steps=sampling.steps,
         solver=sampling.solver,
-        seed=ctx.cfg.seed * 1000 + seed_offset,
+        seed=seed,
         split=split,
         batch_size=sampling.batch_size,
         autoencoder=autoencoder,
-        provenance={"weights": str(weights)},
+        provenance={"weights": str(weights), "recipe": recipe},
         overwrite=True,
         progress=ctx.bar(f"sample stage {stage}", total),
     )
