@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from magphase.data.splits import assign_splits, split_counts, table1, table1_markdown
+from magphase.data.splits import (
+    assign_splits,
+    proportional_sequence,
+    split_counts,
+    table1,
+    table1_markdown,
+)
 
 
 def test_split_counts():
@@ -44,6 +50,45 @@ def test_assign_splits_is_stratified_and_deterministic():
     shuffled = vols.sample(frac=1.0, random_state=1)[["volume", "sequence", "label"]]
     assert assign_splits(shuffled, seed=3) == splits
     assert assign_splits(vols, seed=4) != splits
+
+
+@pytest.mark.parametrize("counts", [(14, 3, 3), (7, 2, 1), (1, 1, 1), (5, 0, 2), (0, 0, 0)])
+def test_proportional_sequence_is_exact_and_spread(counts):
+    seq = proportional_sequence(counts)
+    assert [seq.count(i) for i in range(3)] == list(counts)
+    n = sum(counts)
+    for r in range(1, n + 1):  # every prefix within one item of its share
+        for i in range(3):
+            assert abs(seq[:r].count(i) - counts[i] * r / n) < 1.0 + 1e-9
+
+
+def test_findings_are_spread_over_the_splits():
+    # 20 abnormal volumes: 10 extra-axial masses, 10 lacunar infarcts (plus normal ones without a finding).
+    rows = [
+        {
+            "volume": f"v{i:02d}",
+            "sequence": "AXT1",
+            "label": "abnormal",
+            "finding": "mass" if i < 10 else "lacune",
+        }
+        for i in range(20)
+    ] + [{"volume": f"n{i:02d}", "sequence": "AXT1", "label": "normal", "finding": ""} for i in range(20)]
+    vols = pd.DataFrame(rows)
+    for seed in range(20):
+        splits = assign_splits(vols, seed=seed)
+        vols["split"] = vols["volume"].map(splits)
+        counts = vols.groupby(["label", "split"]).size()
+        assert (counts["abnormal"].to_dict(), counts["normal"].to_dict()) == (
+            {"train": 14, "val": 3, "test": 3},
+            {"train": 14, "val": 3, "test": 3},
+        )
+        by_finding = vols[vols.label == "abnormal"].groupby(["split", "finding"]).size()
+        for split, lo in (("train", 6), ("val", 1), ("test", 1)):
+            assert by_finding[split].min() >= lo and len(by_finding[split]) == 2, (seed, split, by_finding)
+    # Without the column (or with a single finding) the assignment is the plain shuffled one.
+    plain = assign_splits(vols.drop(columns=["finding", "split"]), seed=5)
+    one = assign_splits(vols.assign(finding="mass").drop(columns=["split"]), seed=5)
+    assert plain == one
 
 
 def test_assign_splits_rejects_duplicates():

@@ -45,6 +45,11 @@ class SplitConfig(BaseModel):
     min_volumes_per_split: int = Field(
         1, ge=0, description="every split of a stratum with >= 3x this many volumes gets at least this many"
     )
+    stratify_findings: bool = Field(
+        True,
+        description="spread each abnormal finding type (a volume's most frequent abnormal box label) over "
+        "the splits in proportion, so that no split holds only one kind of lesion",
+    )
 
     @field_validator("labelled", "unlabeled")
     @classmethod

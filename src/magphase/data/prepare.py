@@ -124,6 +124,16 @@ class VolumeTask:
         return volume_key(self.path)
 
 
+def dominant_finding(task: VolumeTask) -> str:
+    """The most frequent abnormal box label of a volume (normalised; ties alphabetical); '' if none."""
+    found = [normalize_label(b.label) for b in task.boxes]
+    found = [x for x in found if x in task.abnormal_labels]
+    if not found:
+        return ""
+    labels, counts = np.unique(found, return_counts=True)
+    return str(labels[int(np.argmax(counts))])
+
+
 def site_from_filename(name: str) -> str:
     """fastMRI site/scanner code in ``file_brain_AXT1POST_201_6002780`` (``"201"``); '' if none."""
     parts = volume_key(name).split("_")
@@ -683,9 +693,18 @@ def merge_prepared(
         )
     rejects += [{"file": v, "field": "", "reason": "not processed"} for v in missing]
 
+    finding_of = {t.volume: dominant_finding(t) for t in tasks} if cfg.splits.stratify_findings else {}
     volumes = pd.DataFrame(
-        [{"volume": h["volume"], "sequence": h["sequence"], "label": h["label"]} for h in headers],
-        columns=["volume", "sequence", "label"],
+        [
+            {
+                "volume": h["volume"],
+                "sequence": h["sequence"],
+                "label": h["label"],
+                "finding": finding_of.get(h["volume"], ""),
+            }
+            for h in headers
+        ],
+        columns=["volume", "sequence", "label", "finding"],
     )
     split_of = assign_splits(
         volumes, seed, cfg.splits.labelled, cfg.splits.unlabeled, cfg.splits.min_volumes_per_split

@@ -6,6 +6,12 @@ each (class, sequence) stratum; unlabeled volumes 95/2.5/2.5 (they only serve th
 stage-1 monitoring). Within a stratum the volumes are sorted by name and shuffled by a generator
 seeded from ``(seed, class, sequence)``, so the assignment depends only on the seed and the set
 of volumes, never on processing order.
+
+Optionally (``finding`` column) a stratum's volumes are also spread by finding type: the volumes are
+grouped by finding (groups and members in seeded random order) and dealt out in proportion to the
+split sizes, so every finding type lands in the splits roughly 70/15/15. Without it a small dataset
+can put, say, every extra-axial mass in the training set and only lacunar infarcts in the test set,
+and a downstream classifier then scores below chance on the test split.
 """
 
 from __future__ import annotations
@@ -50,6 +56,25 @@ def split_counts(n: int, fractions: Sequence[float], min_per_split: int = 1) -> 
     return int(counts[0]), int(counts[1]), int(counts[2])
 
 
+def proportional_sequence(counts: Sequence[int]) -> list[int]:
+    """Split indices ``0..len(counts)-1`` in an order that keeps every prefix proportional to ``counts``.
+
+    Position ``r`` goes to the split furthest below its share ``counts[i] * (r + 1) / n`` (ties to
+    the lower index); split ``i`` appears exactly ``counts[i]`` times.
+    """
+    c = np.asarray(counts, dtype=np.int64)
+    n = int(c.sum())
+    taken = np.zeros_like(c)
+    out: list[int] = []
+    for r in range(n):
+        deficit = c * (r + 1) / max(n, 1) - taken
+        deficit[taken >= c] = -np.inf
+        i = int(np.argmax(deficit))
+        taken[i] += 1
+        out.append(i)
+    return out
+
+
 def assign_splits(
     volumes: pd.DataFrame,
     seed: int,
@@ -61,7 +86,9 @@ def assign_splits(
 
     Args:
         volumes: one row per volume with columns ``volume`` (unique name), ``sequence`` and
-            ``label`` (the volume's class: normal, abnormal or unlabeled).
+            ``label`` (the volume's class: normal, abnormal or unlabeled); optional ``finding``
+            (e.g. the dominant abnormal box label; '' for none): strata with two or more findings
+            are dealt out by finding (module docstring).
         seed: the run seed.
     Returns:
         volume name -> split name.
@@ -73,10 +100,22 @@ def assign_splits(
     for (label, sequence), group in volumes.groupby(["label", "sequence"], sort=True):
         names = sorted(group["volume"])
         fractions = unlabeled_fractions if label == "unlabeled" else labelled_fractions
-        n_train, n_val, _ = split_counts(len(names), fractions, min_per_split)
-        order = np.random.default_rng([seed, _stable_int(label, sequence)]).permutation(len(names))
-        for rank, i in enumerate(order):
-            out[names[i]] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+        counts = split_counts(len(names), fractions, min_per_split)
+        rng = np.random.default_rng([seed, _stable_int(label, sequence)])
+        order = rng.permutation(len(names))
+        finding_of = (
+            dict(zip(group["volume"], group["finding"].fillna(""), strict=True)) if "finding" in group else {}
+        )
+        findings = sorted({finding_of[v] for v in names}) if finding_of else []
+        if len(findings) > 1:
+            # Finding groups in random order, members in the random order above; dealt proportionally.
+            group_rank = {f: k for k, f in enumerate(rng.permutation(findings))}
+            order = np.array(sorted(order, key=lambda i: group_rank[finding_of[names[i]]]), dtype=np.int64)
+            pattern = proportional_sequence(counts)
+        else:
+            pattern = [0] * counts[0] + [1] * counts[1] + [2] * counts[2]
+        for i, k in zip(order, pattern, strict=True):
+            out[names[i]] = SPLITS[k]
     return out
 
 
