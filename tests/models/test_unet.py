@@ -103,3 +103,24 @@ def test_wrong_inputs_raise():
         )
     with pytest.raises(ValueError, match="not divisible"):
         VelocityUNet(channel_mults=(1, 2, 2, 2, 2, 2), input_size=48)
+
+
+def test_patch_size_folds_space_into_channels():
+    torch.manual_seed(0)
+    model = VelocityUNet(**{**TINY_UNET, "input_size": 16, "patch_size": 2})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    assert model.in_conv.in_channels == 8 and model.out_conv.out_channels == 8  # 2 x 2 x 2
+    x, t = _inputs(b=3, size=16)
+    seq = torch.tensor([0, 2, NULL_SEQUENCE])
+    v = model(x, t, seq)
+    assert v.shape == x.shape
+    # Pixels of one 2 x 2 patch get their own outputs (the unfold order matches the fold order).
+    blocks = v.reshape(3, 2, 8, 2, 8, 2)
+    assert (blocks - blocks.mean(dim=(3, 5), keepdim=True)).abs().amax() > 1e-3
+    torch.testing.assert_close(v[:1], model(x[:1], t[:1], seq[:1]), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="patch size"):
+        VelocityUNet(**{**TINY_UNET, "input_size": 15, "patch_size": 2})
+    with pytest.raises(ValueError, match="not divisible"):
+        VelocityUNet(**{**TINY_UNET, "input_size": 6, "patch_size": 2})  # 3 x 3 inner, two levels

@@ -164,6 +164,10 @@ class VelocityUNet(nn.Module):
         dropout: dropout inside residual blocks.
         class_conditioning: build with the stage-2 class embedding.
         input_size: expected spatial size (checked in ``forward``; 48 for the paper's latents).
+        patch_size: side of the non-overlapping patches the input is folded into before the first
+            convolution (space-to-depth, as in DiT/U-ViT patch embedding) and unfolded from after the
+            last; 1 keeps full resolution. 2 runs every level at half the resolution (48 -> 24), about
+            4x fewer operations per channel, so a CPU budget buys a much wider network.
     """
 
     def __init__(
@@ -180,13 +184,21 @@ class VelocityUNet(nn.Module):
         dropout: float = 0.0,
         class_conditioning: bool = False,
         input_size: int = 48,
+        patch_size: int = 1,
     ):
         super().__init__()
         levels = len(channel_mults)
-        if input_size % (2 ** (levels - 1)):
-            raise ValueError(f"input size {input_size} is not divisible by 2^{levels - 1} ({levels} levels)")
+        if patch_size < 1 or input_size % patch_size:
+            raise ValueError(f"input size {input_size} is not divisible by the patch size {patch_size}")
+        inner = input_size // patch_size
+        if inner % (2 ** (levels - 1)):
+            raise ValueError(
+                f"input size {input_size} / patch size {patch_size} = {inner} is not divisible by "
+                f"2^{levels - 1} ({levels} levels)"
+            )
         self.in_channels = in_channels
         self.input_size = input_size
+        self.patch_size = patch_size
         #: Factor the latents were multiplied by for training (unit variance); samplers divide by it.
         #: Metadata only: ``forward`` never uses it. Set from the weights' model config on loading.
         self.latent_scale = 1.0
@@ -201,8 +213,9 @@ class VelocityUNet(nn.Module):
         def attn(ch: int, size: int) -> nn.Module:
             return SelfAttention(ch, num_heads, groups) if size in attn_at else nn.Identity()
 
-        self.in_conv = nn.Conv2d(in_channels, base_channels, 3, padding=1)
-        ch, size = base_channels, input_size
+        folded = in_channels * patch_size**2
+        self.in_conv = nn.Conv2d(folded, base_channels, 3, padding=1)
+        ch, size = base_channels, inner
         skips = [ch]
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -236,7 +249,7 @@ class VelocityUNet(nn.Module):
                 self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))
                 size *= 2
         self.out_norm = _group_norm(ch, groups)
-        self.out_conv = _zero(nn.Conv2d(ch, in_channels, 3, padding=1))
+        self.out_conv = _zero(nn.Conv2d(ch, folded, 3, padding=1))
 
     @property
     def class_conditioned(self) -> bool:
@@ -270,7 +283,8 @@ class VelocityUNet(nn.Module):
         if t.ndim == 0:
             t = t.expand(b)
         emb = self.condition(t, sequence, label)
-        h = self.in_conv(x)
+        p = self.patch_size
+        h = self.in_conv(F.pixel_unshuffle(x, p) if p > 1 else x)
         hs = [h]
         for lvl, level in enumerate(self.down):
             for block, att in zip(level.blocks, level.attns, strict=True):
@@ -285,7 +299,8 @@ class VelocityUNet(nn.Module):
                 h = att(block(torch.cat([h, hs.pop()], dim=1), emb))
             if lvl < len(self.upsample):
                 h = self.upsample[lvl](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return self.out_conv(F.silu(self.out_norm(h)))
+        out = self.out_conv(F.silu(self.out_norm(h)))
+        return F.pixel_shuffle(out, p) if p > 1 else out
 
 
 def count_parameters(model: nn.Module) -> int:
