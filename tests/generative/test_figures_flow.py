@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from magphase.data.store import StoreWriter
-from magphase.report.figures_flow import figure4_from_models, figure5_from_models, real_examples
+from magphase.report.figures_flow import class_effect, figure4_from_models, figure5_from_models, real_examples
 
 
 class SmoothDecoder(nn.Module):
@@ -48,3 +48,12 @@ def test_figures_4_and_5(tmp_path, make_unet, rng):
     for f in (f4, f5):
         assert f.is_file() and f.stat().st_size > 10_000
     assert not list(tmp_path.glob(".*.png"))
+
+
+def test_class_effect_measures_paired_difference(rng):
+    x = rng.standard_normal((3, 2, 8, 8)).astype(np.float32)
+    assert class_effect(x, x) == 0.0
+    y = x.copy()
+    y[:, :, :4] = 0.0  # half the pixels changed to zero: difference = half the magnitude mass
+    expected = np.hypot(x[:, 0, :4], x[:, 1, :4]).sum() / np.hypot(x[:, 0], x[:, 1]).sum()
+    assert np.isclose(class_effect(x, y), expected, rtol=1e-5)

@@ -631,7 +631,9 @@ def write_selection(
     """Write ``selection.json`` with the winner (lowest or highest finite score) and return it."""
     finite = {k: v for k, v in scores.items() if np.isfinite(v)}
     if not finite:
-        raise DataError(out_dir / "selection.csv", "val_auroc", "no candidate has a finite validation AUROC")
+        raise DataError(
+            out_dir / "selection.json", "scores", f"no candidate has a finite validation AUROC ({experiment})"
+        )
     best = (min if lowest else max)(finite, key=finite.__getitem__)
     criterion = f"{'lowest' if lowest else 'highest'} mean validation AUROC ({experiment})"
     path = out_dir / "selection.json"
@@ -681,7 +683,10 @@ def sync_processes() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if dist.get_backend() == "nccl":  # NCCL needs the rank's GPU, else it guesses (and may hang)
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
 
 
 def finite_or_nan(x: float) -> float:

@@ -249,11 +249,25 @@ def figure5_from_models(
                 seed=seed,
                 noise=noise,
             )
-    return figure5(normal, abnormal, out_png, note=f"w = {guidance:g}, Heun K = {steps}, paired noise")
+    effect = ", ".join(f"{s} {class_effect(normal[s], abnormal[s]):.2f}" for s in sequences)
+    note = f"w = {guidance:g}, Heun K = {steps}, paired noise; class effect {effect}"
+    return figure5(normal, abnormal, out_png, note=note)
+
+
+def class_effect(normal: np.ndarray, abnormal: np.ndarray) -> float:
+    """How much the class changes paired samples: mean |x_abnormal - x_normal| / mean |x_normal|.
+
+    Both ``N x 2 x H x W`` (real, imaginary) decoded from the same noise; 0 means the class token
+    has no effect, ~1 means the samples differ as much as unrelated patches of the same scale.
+    """
+    diff = np.hypot(abnormal[:, 0] - normal[:, 0], abnormal[:, 1] - normal[:, 1]).mean()
+    scale = np.hypot(normal[:, 0], normal[:, 1]).mean()
+    return float(diff / scale) if scale > 0 else float("nan")
 
 
 __all__ = [
     "LABELLED_SEQUENCES",
+    "class_effect",
     "figure4",
     "figure4_from_models",
     "figure5",
