@@ -29,6 +29,7 @@ def _params(b: int, **kw) -> AugmentParams:
         rot90=torch.zeros(b, dtype=torch.int64),
         zoom=torch.ones(b),
         intensity=torch.ones(b),
+        phase=torch.zeros(b),
     )
     base.update(kw)
     return AugmentParams(**base)
@@ -121,3 +122,27 @@ def test_config_rejects_shrinking_zoom_and_non_positive_intensity():
         AugmentConfig(zoom=(0.9, 1.2))
     with pytest.raises(ValueError):
         AugmentConfig(intensity=(0.0, 1.0))
+
+
+def test_global_phase_offset_rotates_complex_values():
+    x = _batch(b=4)
+    theta = torch.tensor([0.0, 0.5, -2.0, 3.0])
+    y = apply_augment(x, _params(4, phase=theta))
+    zx, zy = torch.complex(x[:, 0], x[:, 1]), torch.complex(y[:, 0], y[:, 1])
+    torch.testing.assert_close(
+        zy, zx * torch.exp(1j * theta).view(-1, 1, 1).to(zx.dtype), atol=1e-5, rtol=1e-5
+    )
+    # Off by default: the drawn offset is 0; on: offsets cover [-pi, pi).
+    off = augment_batch(x, AugmentConfig(), torch.Generator().manual_seed(1))
+    on = augment_batch(x, AugmentConfig(global_phase=True), torch.Generator().manual_seed(1))
+    # Same stream: identical up to the per-item phase offset (magnitudes agree exactly).
+    torch.testing.assert_close(
+        torch.hypot(on[:, 0], on[:, 1]), torch.hypot(off[:, 0], off[:, 1]), atol=1e-5, rtol=1e-5
+    )
+    assert not torch.allclose(on, off)
+    phases = draw_augment_params(
+        4000, AugmentConfig(global_phase=True), torch.Generator().manual_seed(0)
+    ).phase
+    assert phases.min() >= -torch.pi and phases.max() < torch.pi and abs(float(phases.mean())) < 0.1
+    with pytest.raises(ValueError, match="real, imag"):
+        apply_augment(torch.randn(2, 3, 8, 8), _params(2, phase=torch.ones(2)))

@@ -61,7 +61,7 @@ class AugmentConfig(BaseModel):
     Per item: horizontal / vertical flip (each with p = 0.5), a rotation by k * 90 degrees with k uniform
     in {0, 1, 2, 3}, a zoom by a factor uniform in ``zoom`` with a centre crop back to the input size, and
     an intensity scaling by a factor uniform in ``intensity`` that multiplies real and imaginary channels
-    alike (so the phase is unchanged).
+    alike (so the phase is unchanged), and optionally (``global_phase``) a random constant phase offset.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -69,6 +69,11 @@ class AugmentConfig(BaseModel):
     rot90: bool = True
     zoom: tuple[float, float] = Field((1.0, 1.2), description="zoom factor range (>= 1: centre crop)")
     intensity: tuple[float, float] = Field((0.8, 1.2), description="intensity factor range (> 0)")
+    global_phase: bool = Field(
+        False,
+        description="beyond the paper: multiply each complex patch by exp(i theta), theta uniform in "
+        "[-pi, pi) (needs [real, imag] items; the absolute phase of an MRI image carries no diagnosis)",
+    )
 
     @field_validator("zoom")
     @classmethod

@@ -17,6 +17,7 @@ on the seed, not on the device the batch lives on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,7 @@ class AugmentParams:
         rot90: int64 in {0, 1, 2, 3}, counter-clockwise quarter turns (``torch.rot90`` on the last two axes).
         zoom: float32 >= 1, zoom factor (the central ``H / zoom`` region is enlarged to ``H``).
         intensity: float32 > 0, factor multiplying both channels.
+        phase: float32 radians, a constant phase offset of the complex item (0 when ``global_phase`` is off).
     """
 
     hflip: Tensor
@@ -43,6 +45,7 @@ class AugmentParams:
     rot90: Tensor
     zoom: Tensor
     intensity: Tensor
+    phase: Tensor
 
 
 def draw_augment_params(
@@ -57,6 +60,7 @@ def draw_augment_params(
     rot90 = torch.randint(0, 4, (n,), generator=g)
     u_zoom = torch.rand(n, generator=g)
     u_int = torch.rand(n, generator=g)
+    u_phase = torch.rand(n, generator=g)
     lo_z, hi_z = cfg.zoom
     lo_i, hi_i = cfg.intensity
     return AugmentParams(
@@ -65,6 +69,7 @@ def draw_augment_params(
         rot90=rot90 * int(cfg.rot90),
         zoom=(lo_z + (hi_z - lo_z) * u_zoom).float(),
         intensity=(lo_i + (hi_i - lo_i) * u_int).float(),
+        phase=((2.0 * u_phase - 1.0) * math.pi * float(cfg.global_phase)).float(),
     )
 
 
@@ -97,7 +102,7 @@ def zoom_center_crop(x: Tensor, zoom: Tensor) -> Tensor:
 
 
 def apply_augment(x: Tensor, params: AugmentParams) -> Tensor:
-    """Apply drawn choices to ``x`` (``B x C x H x W``): flips, rotation, zoom, then intensity.
+    """Apply drawn choices to ``x`` (``B x C x H x W``): flips, rotation, zoom, intensity, then phase.
 
     Rotations other than k = 0 and 2 need square items (``H == W``).
     """
@@ -117,7 +122,15 @@ def apply_augment(x: Tensor, params: AugmentParams) -> Tensor:
         if torch.any(sel):
             out = torch.where(sel.view(-1, 1, 1, 1), torch.rot90(x, quarter, dims=(-2, -1)), out)
     out = zoom_center_crop(out, params.zoom)
-    return out * params.intensity.to(device=dev, dtype=out.dtype).view(-1, 1, 1, 1)
+    out = out * params.intensity.to(device=dev, dtype=out.dtype).view(-1, 1, 1, 1)
+    theta = params.phase.to(device=dev, dtype=torch.float32)
+    if torch.any(theta != 0):
+        if out.shape[1] != 2:
+            raise ValueError(f"a global phase offset needs [real, imag] items, got {out.shape[1]} channels")
+        c, s = torch.cos(theta).view(-1, 1, 1), torch.sin(theta).view(-1, 1, 1)
+        re, im = out[:, 0], out[:, 1]
+        out = torch.stack([re * c - im * s, re * s + im * c], dim=1).to(out.dtype)
+    return out
 
 
 def augment_batch(x: Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> Tensor:
