@@ -122,3 +122,22 @@ def test_table1_layout_and_totals():
     md = table1_markdown(t)
     assert md.startswith("| Class | Sequence | Train | Validation | Test | Total |")
     assert f"**{n:,}**" in md and md.count("*subtotal*") == 3
+
+
+def test_dominant_finding_of_a_volume():
+    from pathlib import Path
+
+    from magphase.data.prepare import VolumeTask, dominant_finding
+    from magphase.io.annotations import Box, normalize_label
+
+    abnormal = tuple(sorted(normalize_label(x) for x in ("Mass", "Lacunar infarct", "Extra-axial mass")))
+
+    def box(label: str, s: int = 0) -> Box:
+        return Box("file_brain_AXT1_201_1", s, 10, 10, 5, 5, label)
+
+    boxes = (box("Lacunar infarct"), box("Mass", 1), box("lacunar infarct", 2), box("Normal variant", 3))
+    task = VolumeTask(Path("file_brain_AXT1_201_1.h5"), "abnormal", boxes, abnormal)
+    assert dominant_finding(task) == normalize_label("Lacunar infarct")  # 2 boxes beat 1; case-insensitive
+    tie = VolumeTask(Path("x.h5"), "abnormal", (box("Mass"), box("Extra-axial mass")), abnormal)
+    assert dominant_finding(tie) == normalize_label("Extra-axial mass")  # ties: alphabetical
+    assert dominant_finding(VolumeTask(Path("y.h5"), "normal", (box("Normal variant"),), abnormal)) == ""
