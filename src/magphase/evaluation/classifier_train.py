@@ -50,7 +50,7 @@ from magphase.models.classifier import ResNetSEClassifier, build_classifier, def
 from magphase.mri.complex import magnitude_phase
 from magphase.training import ProgressEvent, TrainResult, TrainTaskBase, fit, load_ema_into
 from magphase.training.checkpoint import CHECKPOINT_NAME, read_weights_metadata
-from magphase.training.distributed import is_main_process
+from magphase.training.distributed import barrier, is_main_process
 from magphase.utils.atomic import atomic_write_csv, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -413,7 +413,7 @@ def claim_run_dir(run_dir: str | Path, row_hash: str | None) -> bool:
     same = row_hash is None or (marker.is_file() and marker.read_text().strip() == row_hash)
     if not same and is_main_process():
         atomic_write_text(f"{row_hash}\n", marker)
-    sync_processes()
+    barrier()
     return same
 
 
@@ -607,7 +607,7 @@ class ResultsFile:
         if is_main_process():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_csv(frame, self.path)
-        sync_processes()
+        barrier()
 
     def frame(self) -> pd.DataFrame:
         """All rows recorded so far."""
@@ -678,17 +678,6 @@ def write_summary_files(
     return csv_path, md_path, json_path
 
 
-def sync_processes() -> None:
-    """Barrier over a ``torchrun`` job's ranks (after rank 0 wrote a file others read); no-op alone."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        if dist.get_backend() == "nccl":  # NCCL needs the rank's GPU, else it guesses (and may hang)
-            dist.barrier(device_ids=[torch.cuda.current_device()])
-        else:
-            dist.barrier()
-
-
 def finite_or_nan(x: float) -> float:
     """``x`` when finite, else NaN (keeps CSVs free of inf)."""
     return float(x) if math.isfinite(x) else float("nan")
@@ -707,7 +696,6 @@ __all__ = [
     "claim_run_dir",
     "drop_checkpoint",
     "finish_run",
-    "sync_processes",
     "load_trained_classifier",
     "mean_std",
     "mixup",

@@ -327,7 +327,7 @@ def generate_synthetic_store(
                 if progress is not None:
                     progress(b - a)
     if world > 1:
-        barrier(dist)  # type: ignore[arg-type]
+        barrier(dist)
         if rank == 0:
             parts = [out.with_name(f"{out.name}.rank{r}-of-{world}") for r in range(world)]
             merged = out.with_name(f"{out.name}.merged")
@@ -339,7 +339,7 @@ def generate_synthetic_store(
             os.replace(merged, out)
             for p in parts:
                 shutil.rmtree(p)
-        barrier(dist)  # type: ignore[arg-type]
+        barrier(dist)
     log.info(
         "synthetic store %s: %d samples (stage %d, w=%g, K=%d)",
         out,

@@ -118,13 +118,21 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def barrier(info: DistInfo) -> None:
-    """Wait for every rank (no-op in a single process)."""
-    if info.is_distributed:
-        if info.device.type == "cuda":
-            dist.barrier(device_ids=[info.device.index])
-        else:
-            dist.barrier()
+def barrier(info: DistInfo | None = None) -> None:
+    """Wait for every rank (no-op in a single process or before a process group exists).
+
+    NCCL is given this rank's GPU explicitly (``info.device``, else the current CUDA device, which
+    :func:`init_distributed` set); without it NCCL guesses a device and can hang.
+    """
+    if info is not None and not info.is_distributed:
+        return
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_backend() == "nccl":
+        index = info.device.index if info is not None and info.device.type == "cuda" else None
+        dist.barrier(device_ids=[torch.cuda.current_device() if index is None else index])
+    else:
+        dist.barrier()
 
 
 def broadcast_object(obj: Any, info: DistInfo) -> Any:
