@@ -61,6 +61,16 @@ def test_store_layout_and_counts(prepared):
             nrm = g[g["label"] == "normal"]
             assert cfg.abnormal_volume_normal_patches[0] <= len(nrm) <= cfg.abnormal_volume_normal_patches[1]
     assert (m["brain_fraction"] >= 0.8).all()
+    # Every patch carries its volume's dominant finding: the most frequent box label of abnormal volumes.
+    findings = m.groupby("volume")["finding"].agg(lambda f: set(f.fillna("")))
+    assert all(len(f) == 1 for f in findings)
+    for vol, g in m.groupby("volume"):
+        f = g["finding"].fillna("").iloc[0]
+        if g["source_label"].iloc[0] == "abnormal":
+            top = g.loc[g["label"] == "abnormal", "box_label"].str.lower().value_counts()
+            assert f != "" and f.lower() in set(top.index), (vol, f, top)
+        else:
+            assert f == "", vol
     patches = store.read("patches", slice(None))
     mag, _ = magnitude_phase(patches)
     assert mag.max() <= 1.0 + 1e-5 and np.isfinite(patches).all()

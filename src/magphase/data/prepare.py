@@ -97,6 +97,7 @@ EXTRA_COLUMNS = (
     "box_col0",
     "box_col1",
     "brain_fraction",
+    "finding",
 )
 
 
@@ -693,14 +694,16 @@ def merge_prepared(
         )
     rejects += [{"file": v, "field": "", "reason": "not processed"} for v in missing]
 
-    finding_of = {t.volume: dominant_finding(t) for t in tasks} if cfg.splits.stratify_findings else {}
+    # The volume's dominant abnormal finding: a manifest column always, a split stratum when asked.
+    finding_of = {t.volume: dominant_finding(t) for t in tasks}
+    stratify = cfg.splits.stratify_findings
     volumes = pd.DataFrame(
         [
             {
                 "volume": h["volume"],
                 "sequence": h["sequence"],
                 "label": h["label"],
-                "finding": finding_of.get(h["volume"], ""),
+                "finding": finding_of.get(h["volume"], "") if stratify else "",
             }
             for h in headers
         ],
@@ -721,7 +724,11 @@ def merge_prepared(
     with StoreWriter(store_path, {"patches": (2, PATCH_SIZE, PATCH_SIZE)}, meta=meta, overwrite=True) as w:
         for h in sorted(headers, key=lambda h: h["volume"]):
             split = split_of[h["volume"]]
-            rows = [{"patch_id": len(counted) + k, **r, "split": split} for k, r in enumerate(h["rows"])]
+            finding = finding_of.get(h["volume"], "")
+            rows = [
+                {"patch_id": len(counted) + k, **r, "split": split, "finding": finding}
+                for k, r in enumerate(h["rows"])
+            ]
             w.append(rows, patches=read_result_patches(result_path(out_dir, h["volume"])))
             counted += [(r["label"], r["sequence"], split) for r in rows]
     manifest = pd.DataFrame(counted, columns=["label", "sequence", "split"])

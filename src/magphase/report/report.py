@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from magphase.config import MagphaseConfig, load_config
+from magphase.conventions import SPLITS
 from magphase.utils.atomic import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -172,53 +173,49 @@ def _evaluation_sets(run_dir: Path) -> str | None:
     """Volumes and patches the downstream AUROCs rest on, and the abnormal findings in each split.
 
     Volumes, not patches, are the independent units of the test AUROCs; a reader needs their number
-    (and which lesion kinds they hold) to judge a small run's numbers.
+    (and which lesion kinds they hold) to judge a small run's numbers. Findings are the manifest's
+    ``finding`` column, the key the splits were stratified by.
     """
+    from magphase.data.store import Store
+    from magphase.evaluation.downstream import LABELLED
     from magphase.pipeline import RunLayout
 
     layout = RunLayout(run_dir)
     lines: list[str] = []
-    manifest = layout.patches / "manifest.csv"
-    if manifest.is_file():
-        m = pd.read_csv(manifest, usecols=lambda c: c in {"volume", "label", "split", "box_label"})
-        lab = m[m["label"].isin(["normal", "abnormal"])]
+    if (layout.patches / "manifest.csv").is_file():
+        m = Store(layout.patches).manifest
+        lab = m[m["label"].isin(LABELLED)]
         lines += [
             "| split | abnormal volumes | abnormal patches | normal volumes | normal patches |",
             "|---|---:|---:|---:|---:|",
         ]
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             sub = lab[lab["split"] == split]
             ab, no = sub[sub["label"] == "abnormal"], sub[sub["label"] == "normal"]
             lines.append(
                 f"| {split} | {ab['volume'].nunique()} | {len(ab)} | {no['volume'].nunique()} | {len(no)} |"
             )
-        if "box_label" in lab.columns:
-            ab = lab[(lab["label"] == "abnormal") & lab["box_label"].notna() & (lab["box_label"] != "")]
-            if len(ab):
-                top = ab.groupby(["split", "volume"])["box_label"].agg(lambda x: x.value_counts().index[0])
-                mix = top.groupby(level="split").value_counts()
-                lines.append("")
-                lines.append("Abnormal volumes by their most frequent finding:")
-                lines.append("")
-                for split in ("train", "val", "test"):
-                    if split in mix.index.get_level_values(0):
-                        parts = ", ".join(f"{k} {int(v)}" for k, v in mix[split].items())
-                        lines.append(f"- {split}: {parts}")
-    ext = layout.external_patches / "manifest.csv"
-    if ext.is_file():
-        e = pd.read_csv(ext, usecols=lambda c: c in {"volume", "label"})
-        e = e[e["label"].isin(["normal", "abnormal"])]
-        counts = e.groupby("label")["volume"].nunique()
+        if "finding" in lab.columns:
+            vols = lab[lab["label"] == "abnormal"].drop_duplicates("volume")
+            vols = vols[vols["finding"].fillna("") != ""]
+            if len(vols):
+                lines += ["", "Abnormal volumes by their most frequent finding:", ""]
+                for split in SPLITS:
+                    mix = vols.loc[vols["split"] == split, "finding"].value_counts()
+                    if len(mix):
+                        lines.append(f"- {split}: " + ", ".join(f"{k} {int(v)}" for k, v in mix.items()))
+    if (layout.external_patches / "manifest.csv").is_file():
+        e = Store(layout.external_patches).manifest
+        counts = e[e["label"].isin(LABELLED)].groupby("label")["volume"].nunique()
         n_ab, n_no = int(counts.get("abnormal", 0)), int(counts.get("normal", 0))
-        lines.append("")
-        lines.append(f"External test set: {n_ab} abnormal and {n_no} normal volumes.")
+        lines += ["", f"External test set: {n_ab} abnormal and {n_no} normal volumes."]
     if not lines:
         return None
-    lines.append("")
-    lines.append(
+    lines += [
+        "",
         "Volumes are the independent units: with a handful of abnormal test volumes the test AUROC "
-        "mostly measures whether their lesions resemble those of the training volumes."
-    )
+        "mostly measures whether their lesions resemble those of the training volumes.",
+    ]
     return "\n".join(lines) + "\n"
 
 
