@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from magphase.config.evaluation import AugmentConfig
+from magphase.mri.complex import channels_to_complex, complex_to_channels
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,8 @@ def apply_augment(x: Tensor, params: AugmentParams) -> Tensor:
     if torch.any(theta != 0):
         if out.shape[1] != 2:
             raise ValueError(f"a global phase offset needs [real, imag] items, got {out.shape[1]} channels")
-        c, s = torch.cos(theta).view(-1, 1, 1), torch.sin(theta).view(-1, 1, 1)
-        re, im = out[:, 0], out[:, 1]
-        out = torch.stack([re * c - im * s, re * s + im * c], dim=1).to(out.dtype)
+        rotation = torch.polar(torch.ones_like(theta), theta).view(-1, 1, 1)
+        out = complex_to_channels(channels_to_complex(out) * rotation).to(out.dtype)
     return out
 
 

@@ -260,8 +260,8 @@ def class_effect(normal: np.ndarray, abnormal: np.ndarray) -> float:
     Both ``N x 2 x H x W`` (real, imaginary) decoded from the same noise; 0 means the class token
     has no effect, ~1 means the samples differ as much as unrelated patches of the same scale.
     """
-    diff = np.hypot(abnormal[:, 0] - normal[:, 0], abnormal[:, 1] - normal[:, 1]).mean()
-    scale = np.hypot(normal[:, 0], normal[:, 1]).mean()
+    diff = magnitude_phase(abnormal - normal)[0].mean()
+    scale = magnitude_phase(normal)[0].mean()
     return float(diff / scale) if scale > 0 else float("nan")
 
 
