@@ -13,8 +13,6 @@ pair, so the two differ only by the class condition.
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,29 +23,12 @@ from torch import nn
 from magphase.data.store import Store
 from magphase.generative.sampling import SampleGroup, decode_latents, initial_noise, sample_latents
 from magphase.mri.complex import magnitude_phase
+from magphase.report.plotting import phase_colorbar, pyplot, save_figure, show_magnitude, show_phase
 
 log = logging.getLogger(__name__)
 
 #: The sequences with class labels (paper Fig. 5).
 LABELLED_SEQUENCES: tuple[str, ...] = ("AXFLAIR", "AXT1", "AXT1POST")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, out_png: Path) -> Path:
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.{uuid.uuid4().hex}.png")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
-    os.replace(tmp, out_png)
-    return out_png
 
 
 def _magnitude_limit(*arrays: np.ndarray) -> float:
@@ -75,7 +56,7 @@ def plot_patch_comparison(
     Returns:
         The PNG path. Each row label spans two image rows: magnitude (grey) and phase ('twilight').
     """
-    plt = _pyplot()
+    plt = pyplot()
     keys = list(rows)
     k = max(max(len(a), len(b)) for a, b in rows.values()) if keys else 0
     if k == 0:
@@ -116,16 +97,15 @@ def plot_patch_comparison(
                 ax_p.axis("off")
                 continue
             mag, phase = magnitude_phase(group[j])
-            mag_im = ax_m.imshow(mag, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
-            phase_im = ax_p.imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi, interpolation="nearest")
+            mag_im = show_magnitude(ax_m, mag, vmax=vmax, interpolation="nearest")
+            phase_im = show_phase(ax_p, phase, interpolation="nearest")
             if r == 0 and j == 0:
                 ax_m.set_title(column_titles[0 if c < k else 1], fontsize=10, loc="left")
         axes[2 * r, 0].set_ylabel(f"{key}\nmagnitude", fontsize=9)
         axes[2 * r + 1, 0].set_ylabel("phase", fontsize=9)
     if phase_im is not None:
         cax = fig.add_axes((0.915, 0.12, 0.012, 0.3))
-        cb = fig.colorbar(phase_im, cax=cax, ticks=[-np.pi, 0, np.pi])
-        cb.ax.set_yticklabels(["-\u03c0", "0", "\u03c0"])
+        cb = phase_colorbar(fig, phase_im, cax=cax)
         cb.set_label("phase (rad)", fontsize=8)
     if mag_im is not None:
         cax = fig.add_axes((0.915, 0.55, 0.012, 0.3))
@@ -134,9 +114,7 @@ def plot_patch_comparison(
         cb.set_label("magnitude (0 .. row's 99.5th pct.)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11, y=1 - 0.12 / height, va="top")
-    path = _save(fig, Path(out_png))
-    plt.close(fig)
-    return path
+    return save_figure(fig, out_png, dpi=130, bbox_inches="tight")
 
 
 def figure4(
