@@ -47,6 +47,10 @@ def test_micro_run_produces_every_table_and_figure(micro_run: Path) -> None:
         assert f"]({fig})" in report
     meta = json.loads((micro_run / "report" / "report.json").read_text())
     assert meta["missing"] == []
+    # The stage-2 class probe ran on val and on as many train latents.
+    assert "### Stage-2 class probe" in report
+    probe = meta["class_probe"]
+    assert probe["val"]["n"] > 0 and probe["train"]["n"] <= probe["val"]["n"]
     # Every stage left a marker matching the config; a second run skips everything.
     cfg = load_config(MICRO)
     status = stage_status(RunLayout(micro_run), cfg)

@@ -1,5 +1,7 @@
 """`magphase train-flow` and `magphase sample` end to end on a tiny latent store."""
 
+import json
+
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -82,6 +84,20 @@ def test_train_both_stages_and_sample(tmp_path, latent_store):
         ("AXT1", "abnormal"),
         ("AXT1", "normal"),
     ]
+    # The class probe reads the stage-2 model and the latents; a stage-1 model is refused.
+    probe_json = tmp_path / "probe.json"
+    res = runner.invoke(
+        app,
+        ["flow-probe", "-w", str(run / "flow/stage2/phase2/ema.safetensors"), "-l", str(latent_store)]
+        + ["--split", "train", "--repeats", "1", "--json", str(probe_json)],
+    )
+    assert res.exit_code == 0, res.output
+    assert "train:" in res.output and "AUROC" in res.output
+    assert json.loads(probe_json.read_text())["n"] > 0
+    res = runner.invoke(
+        app, ["flow-probe", "-w", str(run / "flow/stage1/ema.safetensors"), "-l", str(latent_store)]
+    )
+    assert isinstance(res.exception, ConfigError)
     # Snapshots: list, select, and sample from one by step.
     res = runner.invoke(app, ["flow-snapshots", "--stage", "1", "--out", str(run), "--select", "3"])
     assert res.exit_code == 0, res.output

@@ -248,3 +248,39 @@ def flow_snapshots_cmd(
     for step, path in list_flow_snapshots(out, stage).items():
         typer.echo(f"{step}\t{path}")
     typer.echo(f"inference weights: {flow_weights(out, stage)}")
+
+
+@app.command("flow-probe")
+def flow_probe_cmd(
+    weights: Path = typer.Option(..., "--weights", "-w", help="stage-2 flow weights (.safetensors)"),
+    latents: Path = typer.Option(..., "--latents", "-l", help="latent store (the encode stage's output)"),
+    split: str = typer.Option("val", "--split", help="split of the latent store to probe"),
+    repeats: int = typer.Option(4, "--repeats", help="(noise, t) draws per latent"),
+    max_items: int | None = typer.Option(None, "--max-items", help="probe at most this many latents"),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: Path | None = typer.Option(None, "--json", help="also write the result as JSON here"),
+) -> None:
+    """How much normal/abnormal information a stage-2 model carries: AUROC of its class likelihood."""
+    import json
+
+    from magphase.generative.flow import LatentFlowDataset, load_flow_model
+    from magphase.generative.probe import class_probe
+    from magphase.utils.atomic import atomic_write_text
+
+    model = load_flow_model(weights)
+    if not model.class_conditioned:
+        raise ConfigError(f"{weights}: a stage-1 model has no class condition to probe")
+    result = class_probe(
+        model, LatentFlowDataset(latents, split=split), repeats=repeats, max_items=max_items, seed=seed
+    )
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    typer.echo(f"{result.split}: {result.n} labelled latents ({result.n_abnormal} abnormal), {repeats} draws")
+    typer.echo(
+        f"AUROC {fmt(result.auroc)}  " + "  ".join(f"{s} {fmt(a)}" for s, a in result.per_sequence.items())
+    )
+    if json_out is not None:
+        atomic_write_text(json.dumps(result.to_dict(), indent=2) + "\n", json_out)
+        typer.echo(f"wrote {json_out}")

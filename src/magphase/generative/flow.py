@@ -108,6 +108,7 @@ class LatentFlowDataset(Dataset):
         for col in ("sequence", "label", "split"):
             if col not in manifest.columns:
                 raise DataError(self.store.path / MANIFEST_FILE, col, "manifest lacks this column")
+        self.split = split
         self.indices = self.store.select(split=split) if split is not None else np.arange(len(self.store))
         if self.indices.size == 0:
             raise DataError(self.store.path / MANIFEST_FILE, "split", f"no items in split {split!r}")
