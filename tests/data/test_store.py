@@ -47,6 +47,25 @@ def test_failed_writer_leaves_nothing(tmp_path, rng):
     assert not (tmp_path / "s").exists() and not list(tmp_path.iterdir())
 
 
+def test_partials_of_killed_writers_are_removed(tmp_path, rng):
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    host = socket.gethostname()
+    stale = [tmp_path / f"s.tmp-{host}-{dead.pid}", tmp_path / f"s.tmp-{dead.pid}"]  # + earlier naming
+    alive = tmp_path / f"s.tmp-{host}-1"  # pid 1 always runs
+    other_host = tmp_path / f"s.tmp-{host}x-{dead.pid}"
+    for d in (*stale, alive, other_host):
+        d.mkdir()
+    with StoreWriter(tmp_path / "s", {"patches": (2, 4, 4)}) as w:
+        w.append(_rows(1), patches=rng.standard_normal((1, 2, 4, 4)))
+    assert len(Store(tmp_path / "s")) == 1
+    assert not any(d.exists() for d in stale)
+    assert alive.is_dir() and other_host.is_dir()
+
+
 def test_rejects_bad_arrays(tmp_path):
     w = StoreWriter(tmp_path / "s", {"patches": (2, 4, 4)})
     with pytest.raises(ValueError, match="shape"):

@@ -8,8 +8,9 @@ A store is a folder::
                          col, box_overlap (+ optional extra columns, e.g. ``synthetic``)
     STORE/meta.json      kind, array names and shapes, count, free-form provenance
 
-Writes are atomic: a writer fills ``STORE.tmp-<pid>/`` and renames it to ``STORE`` on
-:meth:`StoreWriter.close`; a crashed writer leaves only the temporary folder, never a half store.
+Writes are atomic: a writer fills ``STORE.tmp-<host>-<pid>/`` and renames it to ``STORE`` on
+:meth:`StoreWriter.close`; a crashed writer leaves only the temporary folder, never a half store, and
+the next writer of that store on the same host removes it.
 Readers open the HDF5 file lazily and once per process, so many DataLoader workers can share a
 store; memory does not grow with the store size.
 """
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,32 @@ MANIFEST_FILE = "manifest.csv"
 META_FILE = "meta.json"
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_partials(path: Path) -> None:
+    """Delete ``STORE.tmp-<host>-<pid>`` folders that writers on this host left when they were killed.
+
+    Only this host's folders are judged (a pid means nothing on another node of a shared file
+    system); a folder whose writer is still alive is left alone. Earlier versions' ``STORE.tmp-<pid>``
+    folders are taken to be this host's.
+    """
+    prefix = f"{path.name}.tmp-{socket.gethostname()}-"
+    legacy = f"{path.name}.tmp-"  # ``STORE.tmp-<pid>`` of earlier versions: this host's
+    for tmp in path.parent.glob(f"{path.name}.tmp-*"):
+        pid = tmp.name[len(prefix) :] if tmp.name.startswith(prefix) else tmp.name[len(legacy) :]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            log.info("removing %s (partial store of a writer that no longer runs)", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @dataclass
 class StoreWriter:
     """Append-only writer of a store; call :meth:`close` to publish it atomically.
@@ -71,7 +99,8 @@ class StoreWriter:
         if self.path.exists() and not self.overwrite:
             raise FileExistsError(f"{self.path}: store already exists")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        _remove_stale_partials(self.path)
+        self._tmp = self.path.with_name(f"{self.path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
         if self._tmp.exists():
             shutil.rmtree(self._tmp)
         self._tmp.mkdir()
