@@ -51,6 +51,13 @@ def test_micro_run_produces_every_table_and_figure(micro_run: Path) -> None:
     assert "### Stage-2 class probe" in report
     probe = meta["class_probe"]
     assert probe["val"]["n"] > 0 and probe["train"]["n"] <= probe["val"]["n"]
+    # The downstream store is the selected stage-2 candidate's, copied rather than sampled again.
+    layout = RunLayout(micro_run)
+    step = json.loads((micro_run / "flow" / "stage2" / "selected.json").read_text())["step"]
+    chosen = layout.selection / "stage2" / f"step{step:07d}"
+    copied = json.loads((layout.downstream_samples / "meta.json").read_text())
+    assert copied["copied_from"] == str(chosen)
+    assert copied["recipe"] == json.loads((chosen / "meta.json").read_text())["recipe"]
     # Every stage left a marker matching the config; a second run skips everything.
     cfg = load_config(MICRO)
     status = stage_status(RunLayout(micro_run), cfg)

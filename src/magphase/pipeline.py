@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -39,6 +40,9 @@ from magphase.training.distributed import resolve_device_name
 from magphase.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
+
+# Seed offsets (added to seed * 1000) of the snapshot-selection samples, per flow stage.
+SELECTION_SEED_OFFSET = {1: 11, 2: 12}
 
 STAGES: tuple[str, ...] = (
     "simulate",
@@ -364,6 +368,9 @@ def _stage_sample(ctx: RunContext) -> dict[str, Any]:
     )
     counts2 = downstream_required_counts(ctx.layout.patches, ev.downstream)
     groups2 = [SampleGroup(seq, label, n) for (label, seq), n in counts2.items() if n > 0]
+    # After a stage-2 selection the chosen candidate's store was drawn with this very recipe (same
+    # weights, groups, guidance and steps) under the selection's seed: it is copied, not drawn again.
+    selected = _selected_candidate_store(ctx, 2)
     _sample_store(
         ctx,
         flow_weights(ctx.layout.root, 2),
@@ -372,7 +379,8 @@ def _stage_sample(ctx: RunContext) -> dict[str, Any]:
         stage=2,
         guidance=ev.downstream.guidance,
         decode=True,
-        seed_offset=2,
+        seed_offset=SELECTION_SEED_OFFSET[2] if selected is not None else 2,
+        reuse=selected,
     )
     return {
         "realfake": {k: int(v) for k, v in counts1.items()},
@@ -647,7 +655,10 @@ def _sample_store(
     decode: bool,
     seed_offset: int,
     split: str = "train",
+    reuse: Path | None = None,
 ) -> Path:
+    """Sample ``groups`` into ``out`` unless it already holds this exact recipe; or copy ``reuse``
+    (another store) when that one holds it."""
     from magphase.data.store import Store
     from magphase.generative.flow import load_flow_model
     from magphase.generative.sampling import generate_synthetic_store
@@ -678,6 +689,13 @@ def _sample_store(
                 return out
         except DataError:
             pass
+    if reuse is not None and reuse.is_dir():
+        try:
+            same = Store(reuse).meta.get("recipe") == recipe
+        except DataError:
+            same = False
+        if same:
+            return _copy_store(reuse, out)
     model = load_flow_model(weights, device=ctx.device)
     autoencoder = load_autoencoder(_ema_path(ctx.layout.autoencoder), device=ctx.device) if decode else None
     return generate_synthetic_store(
@@ -723,7 +741,13 @@ def _select_stage1(ctx: RunContext, snaps: dict[int, Path]) -> dict[str, Any]:
         if n:
             groups.append(SampleGroup(seq, None, n))
     candidates = _sample_candidates(
-        ctx, snaps, groups, stage=1, guidance=ev.realfake.guidance, decode=False, seed_offset=11
+        ctx,
+        snaps,
+        groups,
+        stage=1,
+        guidance=ev.realfake.guidance,
+        decode=False,
+        seed_offset=SELECTION_SEED_OFFSET[1],
     )
     result = select_stage1_checkpoint(
         ctx.layout.latents,
@@ -744,7 +768,13 @@ def _select_stage2(ctx: RunContext, snaps: dict[int, Path]) -> dict[str, Any]:
     counts = downstream_required_counts(ctx.layout.patches, ev.downstream)
     groups = [SampleGroup(seq, label, n) for (label, seq), n in counts.items() if n > 0]
     candidates = _sample_candidates(
-        ctx, snaps, groups, stage=2, guidance=ev.downstream.guidance, decode=True, seed_offset=12
+        ctx,
+        snaps,
+        groups,
+        stage=2,
+        guidance=ev.downstream.guidance,
+        decode=True,
+        seed_offset=SELECTION_SEED_OFFSET[2],
     )
     result = select_stage2_checkpoint(
         ctx.layout.patches,
@@ -775,6 +805,35 @@ def _sample_candidates(
             ctx, path, out, groups, stage=stage, guidance=guidance, decode=decode, seed_offset=seed_offset
         )
     return candidates
+
+
+def _selected_candidate_store(ctx: RunContext, stage: int) -> Path | None:
+    """The selection store of the snapshot a stage's selection chose, if there is one."""
+    from magphase.generative.flow import SELECTED_NAME, stage_dir
+
+    record = stage_dir(ctx.layout.root, stage) / SELECTED_NAME
+    if not record.is_file():
+        return None
+    store = ctx.layout.selection / f"stage{stage}" / f"step{int(json.loads(record.read_text())['step']):07d}"
+    return store if store.is_dir() else None
+
+
+def _copy_store(src: Path, out: Path) -> Path:
+    """Copy the store ``src`` to ``out`` atomically (a temporary sibling renamed into place)."""
+    import shutil
+
+    tmp = out.with_name(f"{out.name}.copy-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    meta_path = tmp / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["copied_from"] = str(src)
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log.info("%s: copied from %s (same sampling recipe)", out, src)
+    return out
 
 
 def _selected_snapshot(result: Any) -> dict[str, Any]:
