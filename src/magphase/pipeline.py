@@ -740,15 +740,7 @@ def _select_stage1(ctx: RunContext, snaps: dict[int, Path]) -> dict[str, Any]:
         n = len(real.select(sequence=seq, split=["train", "val"]))
         if n:
             groups.append(SampleGroup(seq, None, n))
-    candidates = _sample_candidates(
-        ctx,
-        snaps,
-        groups,
-        stage=1,
-        guidance=ev.realfake.guidance,
-        decode=False,
-        seed_offset=SELECTION_SEED_OFFSET[1],
-    )
+    candidates = _sample_candidates(ctx, snaps, groups, stage=1, guidance=ev.realfake.guidance, decode=False)
     result = select_stage1_checkpoint(
         ctx.layout.latents,
         candidates,
@@ -767,15 +759,7 @@ def _select_stage2(ctx: RunContext, snaps: dict[int, Path]) -> dict[str, Any]:
     ev = ctx.cfg.evaluation
     counts = downstream_required_counts(ctx.layout.patches, ev.downstream)
     groups = [SampleGroup(seq, label, n) for (label, seq), n in counts.items() if n > 0]
-    candidates = _sample_candidates(
-        ctx,
-        snaps,
-        groups,
-        stage=2,
-        guidance=ev.downstream.guidance,
-        decode=True,
-        seed_offset=SELECTION_SEED_OFFSET[2],
-    )
+    candidates = _sample_candidates(ctx, snaps, groups, stage=2, guidance=ev.downstream.guidance, decode=True)
     result = select_stage2_checkpoint(
         ctx.layout.patches,
         candidates,
@@ -795,14 +779,20 @@ def _sample_candidates(
     stage: int,
     guidance: float,
     decode: bool,
-    seed_offset: int,
 ) -> dict[str, Path]:
     """One synthetic store per candidate snapshot, ``SELECTION/stage{stage}/step{step:07d}``: name -> path."""
     candidates = {}
     for step, path in _snapshot_candidates(ctx, snaps).items():
         out = ctx.layout.selection / f"stage{stage}" / f"step{step:07d}"
         candidates[f"step{step}"] = _sample_store(
-            ctx, path, out, groups, stage=stage, guidance=guidance, decode=decode, seed_offset=seed_offset
+            ctx,
+            path,
+            out,
+            groups,
+            stage=stage,
+            guidance=guidance,
+            decode=decode,
+            seed_offset=SELECTION_SEED_OFFSET[stage],
         )
     return candidates
 
