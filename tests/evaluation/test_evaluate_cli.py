@@ -62,7 +62,7 @@ def test_realfake_run_prints_table4(setup, tmp_path):
         "--config", setup["config"], "--device", "cpu", "--real-latents", "mean",
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "| AXT1 |" in res.output and "1 runs x 1 test sets" in res.output
+    assert "| AXT1 |" in res.output and "1 run x 1 test set" in res.output
     assert f"table: {tmp_path / 'o' / 'table4.csv'}" in res.output
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["real_latents"] == "mean"
 

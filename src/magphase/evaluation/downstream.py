@@ -505,7 +505,14 @@ def downstream_markdown(summary: pd.DataFrame) -> str:
     add = complex_rows[
         complex_rows["config"].eq("real100") | complex_rows["condition"].eq("real_plus_synthetic")
     ]
-    out = ["### Substitution (real fraction of training volumes; removed patches replaced by synthetic)", ""]
+    runs = int(summary["n_runs"].max()) if len(summary) else 0
+    out = [
+        f"AUROC mean ± sample std over {runs} classifier run{'' if runs == 1 else 's'} per configuration"
+        + ("; a single run has no spread (± 0.000)." if runs == 1 else "."),
+        "",
+        "### Substitution (real fraction of training volumes; removed patches replaced by synthetic)",
+        "",
+    ]
     out += table(
         subst, "real %", lambda r: f"{100 * r['real_fraction']:.0f} ({r['condition'].replace('_', ' ')})"
     )

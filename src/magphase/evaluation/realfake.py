@@ -260,6 +260,10 @@ def _fmt(mean: float, std: float) -> str:
     return "n/a" if not np.isfinite(mean) else f"{mean:.3f} ± {std:.3f}"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def table4_markdown(table: pd.DataFrame) -> str:
     """Table 4 as Markdown: this run's AUROC beside the paper's."""
     lines = [
@@ -269,7 +273,7 @@ def table4_markdown(table: pd.DataFrame) -> str:
     for r in table.itertuples(index=False):
         lines.append(
             f"| {r.sequence} | {_fmt(r.auroc_mean, r.auroc_std)} "
-            f"| {r.n_runs} runs x {r.n_test_sets} test sets "
+            f"| {_count(r.n_runs, 'run')} x {_count(r.n_test_sets, 'test set')} "
             f"| {_fmt(r.paper_auroc_mean, r.paper_auroc_std)} |"
         )
     return "\n".join(lines) + "\n"
