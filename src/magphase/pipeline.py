@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import time
 from collections.abc import Callable
@@ -659,7 +658,7 @@ def _sample_store(
 ) -> Path:
     """Sample ``groups`` into ``out`` unless it already holds this exact recipe; or copy ``reuse``
     (another store) when that one holds it."""
-    from magphase.data.store import Store
+    from magphase.data.store import Store, copy_store
     from magphase.generative.flow import load_flow_model
     from magphase.generative.sampling import generate_synthetic_store
     from magphase.models.autoencoder import load_autoencoder
@@ -695,7 +694,7 @@ def _sample_store(
         except DataError:
             same = False
         if same:
-            return _copy_store(reuse, out)
+            return copy_store(reuse, out, copied_from=str(reuse))
     model = load_flow_model(weights, device=ctx.device)
     autoencoder = load_autoencoder(_ema_path(ctx.layout.autoencoder), device=ctx.device) if decode else None
     return generate_synthetic_store(
@@ -806,24 +805,6 @@ def _selected_candidate_store(ctx: RunContext, stage: int) -> Path | None:
         return None
     store = ctx.layout.selection / f"stage{stage}" / f"step{int(json.loads(record.read_text())['step']):07d}"
     return store if store.is_dir() else None
-
-
-def _copy_store(src: Path, out: Path) -> Path:
-    """Copy the store ``src`` to ``out`` atomically (a temporary sibling renamed into place)."""
-    import shutil
-
-    tmp = out.with_name(f"{out.name}.copy-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    meta_path = tmp / "meta.json"
-    meta = json.loads(meta_path.read_text())
-    meta["copied_from"] = str(src)
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    log.info("%s: copied from %s (same sampling recipe)", out, src)
-    return out
 
 
 def _selected_snapshot(result: Any) -> dict[str, Any]:

@@ -108,3 +108,21 @@ def test_read_runs_repeats_and_bounds(tmp_path, rng):
     np.testing.assert_array_equal(s.read("patches", idx), data[idx])
     with pytest.raises(IndexError):
         s.read("patches", [10])
+
+
+def test_copy_store_is_whole_and_adds_meta(tmp_path, rng):
+    from magphase.data.store import copy_store
+
+    data = rng.standard_normal((3, 2, 4, 4)).astype(np.float32)
+    with StoreWriter(tmp_path / "a", {"patches": (2, 4, 4)}, meta={"recipe": {"seed": 1}}) as w:
+        w.append(_rows(3), patches=data)
+    with StoreWriter(tmp_path / "b", {"patches": (2, 4, 4)}) as w:  # an older store at the target
+        w.append(_rows(1), patches=data[:1])
+    copy_store(tmp_path / "a", tmp_path / "b", copied_from="a")
+    b = Store(tmp_path / "b")
+    np.testing.assert_array_equal(b.read("patches", slice(None)), data)
+    assert b.meta["recipe"] == {"seed": 1} and b.meta["copied_from"] == "a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    with pytest.raises(DataError):
+        copy_store(tmp_path / "missing", tmp_path / "c")
+    assert not (tmp_path / "c").exists()

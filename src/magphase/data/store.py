@@ -61,6 +61,42 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _partial_path(path: Path) -> Path:
+    """The temporary sibling a writer of ``path`` fills before publishing it."""
+    return path.with_name(f"{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Move the finished folder ``tmp`` to ``path``, replacing a previous store there."""
+    if path.exists():
+        old = path.with_name(f"{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+
+
+def copy_store(src: str | Path, out: str | Path, **meta: Any) -> Path:
+    """Copy the store ``src`` to ``out`` atomically, adding ``meta`` to its ``meta.json``.
+
+    Like a :class:`StoreWriter`, it fills a temporary sibling (clearing those killed writers left)
+    and renames it into place, so ``out`` is either the previous store or the whole copy.
+    """
+    src, out = Path(src), Path(out)
+    Store(src)  # a readable store, or DataError naming it
+    _remove_stale_partials(out)
+    tmp = _partial_path(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    info = json.loads((tmp / META_FILE).read_text())
+    info.update(meta)
+    (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str))
+    _publish(tmp, out)
+    log.info("copied store %s -> %s", src, out)
+    return out
+
+
 def _remove_stale_partials(path: Path) -> None:
     """Delete ``STORE.tmp-<host>-<pid>`` folders that writers on this host left when they were killed.
 
@@ -100,7 +136,7 @@ class StoreWriter:
             raise FileExistsError(f"{self.path}: store already exists")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_partials(self.path)
-        self._tmp = self.path.with_name(f"{self.path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+        self._tmp = _partial_path(self.path)
         if self._tmp.exists():
             shutil.rmtree(self._tmp)
         self._tmp.mkdir()
@@ -149,13 +185,7 @@ class StoreWriter:
             **self.meta,
         }
         (self._tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-        if self.path.exists():
-            old = self.path.with_name(f"{self.path.name}.old-{os.getpid()}")
-            os.replace(self.path, old)
-            os.replace(self._tmp, self.path)
-            shutil.rmtree(old)
-        else:
-            os.replace(self._tmp, self.path)
+        _publish(self._tmp, self.path)
         log.info("wrote store %s (%d items)", self.path, self._n)
         return self.path
 
