@@ -680,6 +680,12 @@ def _sample_store(
         "split": split,
         "groups": [[g.sequence, g.label, g.n] for g in groups],
     }
+    if decode:  # decoded patches also depend on the autoencoder weights
+        ae = _ema_path(ctx.layout.autoencoder)
+        ae_stat = ae.stat()
+        recipe.update(
+            autoencoder=str(ae), autoencoder_size=ae_stat.st_size, autoencoder_mtime_ns=ae_stat.st_mtime_ns
+        )
     total = sum(g.n for g in groups)
     if out.is_dir():
         try:

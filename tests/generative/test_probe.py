@@ -64,9 +64,17 @@ def test_scores_are_seeded_and_the_item_cap_holds(tmp_path):
     a = class_probe_scores(model, mu, lv, seq, repeats=2, seed=3, batch_size=3)
     np.testing.assert_array_equal(a, class_probe_scores(model, mu, lv, seq, repeats=2, seed=3, batch_size=3))
     assert not np.allclose(a, class_probe_scores(model, mu, lv, seq, repeats=2, seed=4, batch_size=3))
+    model.train()
     capped = class_probe(model, ds, repeats=1, max_items=12)
     assert capped.n == 12 and 0 < capped.n_abnormal < 12
-    assert model.training is False  # the probe restores the mode it found
+    assert model.training is True  # the probe evaluates in eval mode and restores the mode it found
+    with pytest.raises(ConfigError, match="max_items"):
+        class_probe(model, ds, max_items=0)
+    # Posterior means (a model trained on flow.latents=mean): no draw, the scores still seeded.
+    m1 = class_probe_scores(model, mu, lv, seq, repeats=1, seed=3, posterior=False)
+    np.testing.assert_array_equal(
+        m1, class_probe_scores(model, mu, lv, seq, repeats=1, seed=3, posterior=False)
+    )
 
 
 @pytest.mark.parametrize("kwargs", [dict(repeats=0), dict(t_range=(0.5, 0.2)), dict(t_range=(-0.1, 0.5))])

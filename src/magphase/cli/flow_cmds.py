@@ -258,6 +258,9 @@ def flow_probe_cmd(
     repeats: int = typer.Option(4, "--repeats", help="(noise, t) draws per latent"),
     max_items: int | None = typer.Option(None, "--max-items", help="probe at most this many latents"),
     seed: int = typer.Option(0, "--seed"),
+    mean: bool = typer.Option(
+        False, "--mean", help="probe on the posterior means (for a model trained with flow.latents=mean)"
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="also write the result as JSON here"),
 ) -> None:
     """How much normal/abnormal information a stage-2 model carries: AUROC of its class likelihood."""
@@ -271,7 +274,12 @@ def flow_probe_cmd(
     if not model.class_conditioned:
         raise ConfigError(f"{weights}: a stage-1 model has no class condition to probe")
     result = class_probe(
-        model, LatentFlowDataset(latents, split=split), repeats=repeats, max_items=max_items, seed=seed
+        model,
+        LatentFlowDataset(latents, split=split),
+        repeats=repeats,
+        max_items=max_items,
+        seed=seed,
+        posterior=not mean,
     )
 
     def fmt(x: float | None) -> str:

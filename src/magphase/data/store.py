@@ -17,6 +17,7 @@ store; memory does not grow with the store size.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -54,7 +55,7 @@ META_FILE = "meta.json"
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process / not a pid at all
         return False
     except PermissionError:  # exists, owned by someone else
         return True
@@ -88,11 +89,15 @@ def copy_store(src: str | Path, out: str | Path, **meta: Any) -> Path:
     _remove_stale_partials(out)
     tmp = _partial_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    info = json.loads((tmp / META_FILE).read_text())
-    info.update(meta)
-    (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str))
-    _publish(tmp, out)
+    try:
+        shutil.copytree(src, tmp)
+        info = json.loads((tmp / META_FILE).read_text())
+        info.update(meta)
+        (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str))
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     log.info("copied store %s -> %s", src, out)
     return out
 
@@ -106,7 +111,7 @@ def _remove_stale_partials(path: Path) -> None:
     """
     prefix = f"{path.name}.tmp-{socket.gethostname()}-"
     legacy = f"{path.name}.tmp-"  # ``STORE.tmp-<pid>`` of earlier versions: this host's
-    for tmp in path.parent.glob(f"{path.name}.tmp-*"):
+    for tmp in path.parent.glob(f"{glob.escape(path.name)}.tmp-*"):
         pid = tmp.name[len(prefix) :] if tmp.name.startswith(prefix) else tmp.name[len(legacy) :]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             log.info("removing %s (partial store of a writer that no longer runs)", tmp)

@@ -77,9 +77,11 @@ def class_probe_scores(
     """``(N,)`` scores ``sum_r [loss(normal) - loss(abnormal)]`` (positive = looks abnormal).
 
     ``model(x_t, t, sequence, label)`` is a stage-2 velocity network; ``mu``/``logvar`` the
-    autoencoder posterior of each latent (a fresh draw per repeat when ``posterior``, else ``mu``),
-    scaled by the model's ``latent_scale`` as in training. ``t`` is uniform in ``t_range``: the
-    ends carry little class information (pure noise, or an almost clean latent).
+    autoencoder posterior of each latent (a fresh draw per repeat when ``posterior``, else ``mu``:
+    match the ``flow.latents`` the model was trained with), scaled by the model's ``latent_scale``
+    as in training. ``t`` is uniform in ``t_range``: the ends carry little class information (pure
+    noise, or an almost clean latent). The draws come batch by batch from one seeded generator, so
+    scores repeat exactly for the same items and ``batch_size``.
     """
     if repeats < 1:
         raise ConfigError(f"class probe: repeats must be >= 1, got {repeats}")
@@ -126,6 +128,8 @@ def class_probe(
     ``max_items`` caps the items (a seeded random subset) to bound
     the cost on large training splits. Remaining keyword arguments go to :func:`class_probe_scores`.
     """
+    if max_items is not None and max_items < 1:
+        raise ConfigError(f"class probe: max_items must be >= 1, got {max_items}")
     keep = np.flatnonzero(
         np.isin(latents.labels, ["normal", "abnormal"]) & np.isin(latents.sequence_names, LABELLED_SEQUENCES)
     )

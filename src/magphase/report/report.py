@@ -132,11 +132,16 @@ def _stage2_class_probe(run_dir: Path, cfg: MagphaseConfig) -> tuple[str | None,
     try:
         model = load_flow_model(flow_weights(run_dir, 2))
         store = latent_store_path(cfg, run_dir)
-        val = class_probe(model, LatentFlowDataset(store, split="val"), seed=cfg.seed)
+        posterior = cfg.flow.latents == "posterior"  # probe on the latents the model trained on
+        val = class_probe(model, LatentFlowDataset(store, split="val"), seed=cfg.seed, posterior=posterior)
         train = class_probe(
-            model, LatentFlowDataset(store, split="train"), max_items=max(val.n, 1), seed=cfg.seed
+            model,
+            LatentFlowDataset(store, split="train"),
+            max_items=max(val.n, 1),
+            seed=cfg.seed,
+            posterior=posterior,
         )
-    except DataError as exc:
+    except (DataError, ValueError) as exc:
         log.info("no stage-2 class probe: %s", exc)
         return None, None
 
@@ -248,7 +253,7 @@ def _protocol_table(cfg: MagphaseConfig) -> str:
         "This run follows the paper's protocol in every setting below."
         if not differs
         else f"{differs} setting(s) differ from the paper's protocol (reduced for the compute budget of "
-        "this preset); mean +- std then rest on fewer runs and the curves on coarser fractions."
+        "this preset); mean ± std then rest on fewer runs and the curves on coarser fractions."
     )
     return lead + "\n\n" + "\n".join(out) + "\n"
 
