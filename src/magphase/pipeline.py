@@ -300,7 +300,9 @@ def _stage_encode(ctx: RunContext) -> dict[str, Any]:
             source,
             target,
             autoencoder=weights,
+            batch_size=ctx.cfg.autoencoder.encode_batch_size,
             sequence_aliases=ctx.cfg.autoencoder.sequence_aliases,
+            canonical_phase=ctx.cfg.autoencoder.canonical_phase,
             progress=bar,
         )
         out[str(target)] = len(Store(target))
@@ -448,8 +450,9 @@ def stage_sections(cfg: MagphaseConfig, stage: str) -> list[Any]:
             "simulate": [cfg.data, cfg.simulate],
             "prepare": [cfg.data, cfg.prepare],
             "prepare-external": [cfg.data, cfg.prepare],
-            "autoencoder": [cfg.autoencoder],
-            "encode": [cfg.autoencoder.sequence_aliases],
+            # canonical_phase only changes what the encode stage writes, not the trained autoencoder.
+            "autoencoder": [cfg.autoencoder.model_dump(mode="json", exclude={"canonical_phase"})],
+            "encode": [cfg.autoencoder.sequence_aliases, cfg.autoencoder.canonical_phase],
             "flow1": [cfg.flow, cfg.pipeline.select_stage1, cfg.evaluation.realfake],
             "flow2": [cfg.flow, cfg.pipeline.select_stage2, cfg.evaluation.downstream],
             "sample": [cfg.flow.sampling, cfg.evaluation],

@@ -261,3 +261,20 @@ def test_loading_weights_that_are_not_a_flow_model_raises(tmp_path):
         load_flow_model(tmp_path / "missing.safetensors")
     with pytest.raises(DataError, match="stage 1"):
         flow_weights(tmp_path / "run", 1)
+
+
+def test_canonical_phase_latents_mark_the_model_and_must_match_in_stage2(tmp_path, latent_store):
+    import shutil
+
+    canon = tmp_path / "canon"
+    shutil.copytree(latent_store, canon)
+    meta = json.loads((canon / "meta.json").read_text())
+    (canon / "meta.json").write_text(json.dumps({**meta, "canonical_phase": True}))
+    cfg = _tiny_config(tmp_path, canon, steps=4)
+    run = tmp_path / "run"
+    train_stage1(cfg, run)
+    assert load_flow_model(flow_weights(run, 1)).canonical_phase is True
+    # Stage 2 on latents that are not phase-canonical would learn another distribution: refused.
+    plain = cfg.model_copy(update=dict(flow=cfg.flow.model_copy(update=dict(latent_store=str(latent_store)))))
+    with pytest.raises(ConfigError, match="canonical_phase"):
+        train_stage2(plain, run)

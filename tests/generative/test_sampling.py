@@ -186,3 +186,29 @@ def _sharded_worker(rank, world, port, tmp):
         model.eval(), f"{tmp}/sharded", groups, stage=1, guidance=1.5, steps=2, seed=1, dist=info
     )
     shutdown_distributed()
+
+
+def test_canonical_model_gets_a_seeded_random_global_phase_after_decoding(tmp_path, make_unet):
+    from magphase.generative.sampling import decode_samples, restored_phases
+    from magphase.mri.complex import rotate_phase
+
+    model = make_unet(class_conditioning=True)
+    groups = [SampleGroup("AXT1", "normal", 3), SampleGroup("AXT1", "abnormal", 3)]
+    kw = dict(stage=2, guidance=2.0, steps=2, seed=5, autoencoder=StandInDecoder())
+    plain = Store(generate_synthetic_store(model, tmp_path / "plain", groups, **kw))
+    assert "global_phase" not in plain.manifest.columns and plain.meta["canonical_phase"] is False
+    model.canonical_phase = True
+    canon = Store(generate_synthetic_store(model, tmp_path / "canon", groups, batch_size=2, **kw))
+    phi = canon.manifest["global_phase"].to_numpy()
+    assert canon.meta["canonical_phase"] is True and np.all(np.abs(phi) <= np.pi)
+    # Latents stay canonical; patches are the plain decoded patches rotated by the recorded angle.
+    np.testing.assert_allclose(canon.read("z", slice(None)), plain.read("z", slice(None)), atol=1e-5)
+    want = rotate_phase(plain.read("patches", slice(None)), phi)
+    np.testing.assert_allclose(canon.read("patches", slice(None)), want, atol=1e-5)
+    # A normal/abnormal pair (same index) shares its angle; the angles do not depend on batching.
+    np.testing.assert_array_equal(phi[:3], phi[3:])
+    np.testing.assert_array_equal(restored_phases(groups[0], 2, 5, 1, 3), phi[1:3])
+    assert len(set(np.round(restored_phases(groups[0], 2, 5, 0, 200), 6))) == 200
+    z = torch.from_numpy(canon.read("z", slice(0, 3)))
+    got = decode_samples(model, StandInDecoder(), z, groups[0], stage=2, seed=5)
+    np.testing.assert_allclose(got.numpy(), canon.read("patches", slice(0, 3)), atol=1e-5)

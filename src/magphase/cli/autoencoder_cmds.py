@@ -119,6 +119,7 @@ def encode_cmd(
                 autoencoder=weights,
                 batch_size=cfg.autoencoder.encode_batch_size,
                 sequence_aliases=cfg.autoencoder.sequence_aliases,
+                canonical_phase=cfg.autoencoder.canonical_phase,
                 overwrite=overwrite,
                 progress=bar.update,
             )

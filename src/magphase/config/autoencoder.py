@@ -135,6 +135,11 @@ class AutoencoderConfig(BaseModel):
     train: TrainSettings = Field(default_factory=lambda: TrainSettings(**TRAIN_PRESETS["cpu"]))
     eval: AutoencoderEval = AutoencoderEval()
     encode_batch_size: int = Field(128, ge=1, description="patches encoded per forward pass")
+    canonical_phase: bool = Field(
+        False,
+        description="encode every patch rotated to global phase 0 (angle kept in the manifest); "
+        "the flow then learns phase-canonical latents and sampling restores a uniformly random global phase",
+    )
     sequence_aliases: dict[str, str] = Field(
         default_factory=lambda: {"T1-TSE": "AXT1", "T2-TIRM": "AXFLAIR"},
         description="manifest sequence names outside the five fastMRI ones -> the FiLM token used "

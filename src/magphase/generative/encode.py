@@ -4,6 +4,15 @@ The latent store has the arrays ``mu`` and ``logvar`` (float32 ``N x 2 x 48 x 48
 ``N(mu, exp(logvar))`` of every patch) and the SAME manifest as the patch store, row for row, every
 split included. No noisy draw is stored: the flow stage samples ``z ~ N(mu, sigma^2)`` fresh every time.
 
+With ``canonical_phase`` every patch is first rotated by ``exp(-i phi0)``, ``phi0`` its global phase
+(:func:`magphase.mri.complex.global_phase`), so the latents describe patches whose summed complex value is
+real and positive; ``phi0`` goes into the manifest column ``global_phase`` and ``meta.json`` says
+``canonical_phase: true``. The absolute phase of a coil-combined image is arbitrary (it is set by the
+combination's phase reference), and a flow trained on latents that carry it must decide a random global
+rotation from noise: undertrained, it produces patches split into regions of different phase with dark
+seams where they meet. Sampling restores a uniformly random global phase after decoding
+(:mod:`magphase.generative.sampling`).
+
 ``meta.json`` records the source store, the autoencoder weights (path, training step, SHA-256) and latent
 statistics over all items (per-channel mean and std of ``mu``, mean posterior std), so a flow stage can
 check the scale of its data. A store whose meta matches the same source and weights is up to date and
@@ -26,6 +35,7 @@ from magphase.data.store import META_FILE, Store, StoreWriter
 from magphase.errors import DataError
 from magphase.generative.autoencoder import PatchDataset
 from magphase.models.autoencoder import ConditionalVAE
+from magphase.mri.complex import global_phase, rotate_phase
 from magphase.training.checkpoint import EMA_WEIGHTS_NAME, read_weights_metadata
 
 log = logging.getLogger(__name__)
@@ -48,8 +58,9 @@ def weights_file(autoencoder: str | Path) -> Path:
     return p / EMA_WEIGHTS_NAME if p.is_dir() else p
 
 
-def provenance(source: str | Path, autoencoder: str | Path) -> dict[str, Any]:
-    """What determines a latent store: the source store (path, item count) and the weights (path, sha)."""
+def provenance(source: str | Path, autoencoder: str | Path, canonical_phase: bool = False) -> dict[str, Any]:
+    """What determines a latent store: the source store (path, item count), the weights (path, sha) and
+    whether the patches were phase-canonicalised."""
     src = Store(source)
     weights = weights_file(autoencoder)
     if not weights.is_file():
@@ -61,6 +72,7 @@ def provenance(source: str | Path, autoencoder: str | Path) -> dict[str, Any]:
         "autoencoder": str(weights.resolve()),
         "autoencoder_step": meta.get("step"),
         "autoencoder_sha256": file_sha256(weights),
+        "canonical_phase": bool(canonical_phase),
     }
 
 
@@ -85,6 +97,7 @@ def encode_store(
     autoencoder: str | Path | None = None,
     batch_size: int = 128,
     sequence_aliases: dict[str, str] | None = None,
+    canonical_phase: bool = False,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
@@ -98,6 +111,8 @@ def encode_store(
             used to decide whether an existing ``out`` is up to date. None: always rewrite.
         batch_size: patches per forward pass.
         sequence_aliases: manifest sequence names outside the five fastMRI ones -> FiLM token.
+        canonical_phase: rotate each patch to global phase 0 before encoding; the removed angle goes
+            into the manifest column ``global_phase`` (see the module docstring).
         overwrite: rewrite even an up-to-date store.
         progress: called with the number of patches encoded after each batch.
     Returns:
@@ -106,7 +121,7 @@ def encode_store(
         DataError: a source that is not a patch store, or unknown sequence names.
     """
     out = Path(out)
-    expected = provenance(source, autoencoder) if autoencoder is not None else None
+    expected = provenance(source, autoencoder, canonical_phase) if autoencoder is not None else None
     if expected is not None and not overwrite and is_up_to_date(out, expected):
         log.info("%s is up to date (same patch store and autoencoder weights): skipped", out)
         return out
@@ -122,14 +137,23 @@ def encode_store(
     sum_sigma = 0.0
     meta = {
         "source_kind": store.meta.get("kind"),
-        **(expected or {"source_store": str(Path(source).resolve())}),
+        **(
+            expected
+            or {"source_store": str(Path(source).resolve()), "canonical_phase": bool(canonical_phase)}
+        ),
     }
     with StoreWriter(
         out, {"mu": latent_shape, "logvar": latent_shape}, kind=LATENT_KIND, meta=meta, overwrite=True
     ) as w:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            x = torch.from_numpy(store.read("patches", slice(start, stop))).to(device)
+            patches = store.read("patches", slice(start, stop))
+            batch_rows = rows[start:stop]
+            if canonical_phase:
+                phi0 = global_phase(patches)
+                patches = rotate_phase(patches, -phi0)
+                batch_rows = [{**r, "global_phase": float(a)} for r, a in zip(batch_rows, phi0, strict=True)]
+            x = torch.from_numpy(patches).to(device)
             seq = torch.from_numpy(dataset.sequences[start:stop]).to(device)
             mu, logvar = model.encode(x, seq)
             mu_np = mu.float().cpu().numpy()
@@ -137,7 +161,7 @@ def encode_store(
             sum_mu += mu_np.sum(axis=(0, 2, 3), dtype=np.float64)
             sum_mu2 += np.square(mu_np, dtype=np.float64).sum(axis=(0, 2, 3))
             sum_sigma += float(np.exp(0.5 * logvar_np.astype(np.float64)).sum())
-            w.append(rows[start:stop], mu=mu_np, logvar=logvar_np)
+            w.append(batch_rows, mu=mu_np, logvar=logvar_np)
             if progress is not None:
                 progress(stop - start)
         per_channel = max(n, 1) * latent_shape[1] * latent_shape[2]

@@ -234,6 +234,7 @@ class FlowTask(TrainTaskBase):
         sequence_dropout: float = 0.1,
         class_dropout: float = 0.0,
         latent_scale: float = 1.0,
+        canonical_phase: bool = False,
     ):
         if not (latent_scale > 0 and np.isfinite(latent_scale)):
             raise ConfigError(f"flow.latent_scale must be a positive finite number, got {latent_scale}")
@@ -246,6 +247,7 @@ class FlowTask(TrainTaskBase):
         self.sequence_dropout = sequence_dropout
         self.class_dropout = class_dropout
         self.latent_scale = float(latent_scale)
+        self.canonical_phase = bool(canonical_phase)
 
     def model_config(self) -> dict[str, Any]:
         return {
@@ -255,12 +257,15 @@ class FlowTask(TrainTaskBase):
             "latent_shape": list(self.latent_shape),
             "latent_scale": self.latent_scale,
             "class_conditioning": self.stage == 2,
+            # Trained on latents of phase-canonical patches: sampling restores a random global phase.
+            "canonical_phase": self.canonical_phase,
         }
 
     def _new_model(self) -> VelocityUNet:
         c, _, s = self.latent_shape
         model = VelocityUNet(**self.unet.model_dump(), in_channels=c, input_size=s)
         model.latent_scale = self.latent_scale
+        model.canonical_phase = self.canonical_phase
         return model
 
     def condition(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
@@ -425,6 +430,11 @@ def flow_weights(run_dir: str | Path, stage: int) -> Path:
     return path
 
 
+def canonical_latents(dataset: LatentFlowDataset) -> bool:
+    """Whether the latent store holds phase-canonical patches (``meta.json`` ``canonical_phase``)."""
+    return bool(dataset.store.meta.get("canonical_phase", False))
+
+
 def build_flow_model(model_config: dict[str, Any]) -> VelocityUNet:
     """The U-Net described by a weights file's ``model_config`` (random weights)."""
     if model_config.get("kind") != "flow_unet":
@@ -432,6 +442,7 @@ def build_flow_model(model_config: dict[str, Any]) -> VelocityUNet:
     c, _, s = model_config.get("latent_shape", LATENT_SHAPE)
     model = VelocityUNet(**model_config["unet"], in_channels=c, input_size=s)
     model.latent_scale = float(model_config.get("latent_scale", 1.0))
+    model.canonical_phase = bool(model_config.get("canonical_phase", False))
     if model_config.get("class_conditioning"):
         model.add_class_embedding()
     return model
@@ -502,6 +513,7 @@ def train_stage1(
         latents=flow.latents,
         sequence_dropout=flow.stage1.sequence_dropout,
         latent_scale=scale,
+        canonical_phase=canonical_latents(dataset),
     )
     settings = flow.stage1.train.resolved(cfg.seed, cfg.device)
     out = stage_dir(run_dir, 1)
@@ -551,7 +563,15 @@ def train_stage2(
         latent_store_path(cfg, run_dir, latents), split="train", unknown_sequences=s2.unknown_sequences
     )
     weights = stage2_sample_weights(dataset, s2.balance_sequences, s2.balance_classes)
+    canonical = canonical_latents(dataset)
+    if bool(meta["model_config"].get("canonical_phase", False)) != canonical:
+        raise ConfigError(
+            f"flow: stage-1 weights {init_path} were trained on latents with canonical_phase="
+            f"{not canonical}, but {dataset.store.path} has canonical_phase={canonical} "
+            "(re-encode or retrain)"
+        )
     common = dict(
+        canonical_phase=canonical,
         latent_scale=float(meta["model_config"].get("latent_scale", 1.0)),
         latents=flow.latents,
         sequence_dropout=s2.sequence_dropout,
@@ -595,6 +615,7 @@ __all__ = [
     "balanced_weights",
     "build_flow_model",
     "class_tokens",
+    "canonical_latents",
     "estimate_latent_scale",
     "flow_stage_of",
     "flow_weights",

@@ -15,7 +15,15 @@ Synthetic store layout (same manifest columns as the real stores)::
     manifest   patch_id = volume = "syn<stage>-<SEQ>-<label>-s<seed>-<i>", sequence, label
                (normal / abnormal / unlabeled), split, slice = row = col = -1, box_overlap = -1,
                plus synthetic = 1, stage, class_token, guidance, steps, solver, seed, sample_index
+               (and global_phase, see below)
     meta.json  kind "synthetic" and the provenance (weights, step, autoencoder, settings)
+
+A model trained on phase-canonical latents (``model.canonical_phase``, see
+:mod:`magphase.generative.encode`) samples patches of global phase 0; decoded patches are then rotated by
+a uniformly random angle, seeded per sample by ``(seed, stage, sequence, i)`` (no class: the normal and the
+abnormal sample ``i`` of a stage-2 pair get the same angle). The manifest column ``global_phase`` holds that
+angle (only for such a model: one that generates the global phase itself gets no column); ``z`` stays
+canonical and ``meta.json`` says ``canonical_phase``.
 
 Under ``torchrun`` each rank integrates its contiguous slice of the samples (all groups in order) into
 ``OUT.rank<r>-of-<W>``; rank 0 merges them in rank order (:func:`~magphase.data.store.merge_stores`)
@@ -32,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -40,6 +49,7 @@ from magphase.data.store import StoreWriter, merge_stores
 from magphase.errors import ConfigError
 from magphase.generative.guidance import guidance_conditions, guided_velocity
 from magphase.generative.solver import make_solver
+from magphase.mri.complex import rotate_phase
 from magphase.training.checkpoint import derive_seed, read_weights_metadata
 from magphase.training.distributed import DistInfo, barrier
 
@@ -49,6 +59,7 @@ log = logging.getLogger(__name__)
 LATENT_ARRAY = "z"
 PATCH_ARRAY = "patches"
 _NOISE_TAG = 0x5A3D
+_PHASE_TAG = 0x9E1A
 
 
 @dataclass(frozen=True)
@@ -190,6 +201,51 @@ def decode_latents(autoencoder: nn.Module, z: Tensor, sequence: str, *, batch_si
     return torch.cat(parts)
 
 
+def restored_phases(group: SampleGroup, stage: int, seed: int, start: int, stop: int) -> np.ndarray:
+    """Global phases (radians, uniform in [-pi, pi)) of samples ``start .. stop-1`` of ``group``.
+
+    Each angle comes from its own generator seeded by ``(seed, stage, sequence, i)``: independent of the
+    batching and the ranks, and shared by the classes of a stage-2 pair.
+    """
+    out = np.empty(stop - start, np.float64)
+    for k, i in enumerate(range(start, stop)):
+        gen = torch.Generator().manual_seed(
+            derive_seed(_PHASE_TAG, seed, stage, SEQUENCE_INDEX[group.sequence], i)
+        )
+        out[k] = (torch.rand((), generator=gen, dtype=torch.float64).item() * 2.0 - 1.0) * np.pi
+    return out
+
+
+def sample_phases(
+    model: nn.Module, group: SampleGroup, stage: int, seed: int, start: int, stop: int
+) -> np.ndarray:
+    """The angle the samples' decoded patches are rotated by: :func:`restored_phases` for a model trained
+    on phase-canonical latents, NaN (no rotation) otherwise."""
+    if getattr(model, "canonical_phase", False):
+        return restored_phases(group, stage, seed, start, stop)
+    return np.full(stop - start, np.nan)
+
+
+def decode_samples(
+    model: nn.Module,
+    autoencoder: nn.Module,
+    z: Tensor,
+    group: SampleGroup,
+    *,
+    stage: int,
+    seed: int,
+    start: int = 0,
+    batch_size: int = 64,
+) -> Tensor:
+    """Decode samples ``start .. start + len(z) - 1`` of ``group`` and give them their global phase
+    (:func:`sample_phases`; none for a model that is not phase-canonical). float32 CPU ``(N, 2, 96, 96)``."""
+    x = decode_latents(autoencoder, z, group.sequence, batch_size=batch_size)
+    angles = sample_phases(model, group, stage, seed, start, start + z.shape[0])
+    if np.isnan(angles).all():
+        return x
+    return rotate_phase(x, torch.from_numpy(angles))
+
+
 def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
     """Contiguous ``[start, stop)`` of ``n`` items for ``rank`` of ``world_size`` (sizes differ by <= 1)."""
     return n * rank // world_size, n * (rank + 1) // world_size
@@ -206,10 +262,11 @@ def _rows(
     guidance: float,
     steps: int,
     solver: str,
+    phases: np.ndarray,
 ) -> list[dict[str, Any]]:
     tag = group.label if group.label is not None else "any"
     rows = []
-    for i in range(start, stop):
+    for k, i in enumerate(range(start, stop)):
         pid = f"syn{stage}-{group.sequence}-{tag}-s{seed}-{i:06d}"
         rows.append(
             dict(
@@ -232,6 +289,8 @@ def _rows(
                 sample_index=i,
             )
         )
+        if not np.isnan(phases[k]):
+            rows[-1]["global_phase"] = float(phases[k])
     return rows
 
 
@@ -289,6 +348,7 @@ def generate_synthetic_store(
         "seed": seed,
         "groups": [dict(sequence=g.sequence, label=g.label, n=g.n) for g in groups],
         "decoded": autoencoder is not None,
+        "canonical_phase": bool(getattr(model, "canonical_phase", False)),
         **(provenance or {}),
     }
     target = out if world == 1 else out.with_name(f"{out.name}.rank{rank}-of-{world}")
@@ -315,12 +375,29 @@ def generate_synthetic_store(
                 )
                 payload = {LATENT_ARRAY: z.numpy()}
                 if autoencoder is not None:
-                    payload[PATCH_ARRAY] = decode_latents(
-                        autoencoder, z, g.sequence, batch_size=decode_batch_size
+                    payload[PATCH_ARRAY] = decode_samples(
+                        model,
+                        autoencoder,
+                        z,
+                        g,
+                        stage=stage,
+                        seed=seed,
+                        start=a,
+                        batch_size=decode_batch_size,
                     ).numpy()
+                phases = sample_phases(model, g, stage, seed, a, b)
                 writer.append(
                     _rows(
-                        g, stage, a, b, seed=seed, split=split, guidance=guidance, steps=steps, solver=solver
+                        g,
+                        stage,
+                        a,
+                        b,
+                        seed=seed,
+                        split=split,
+                        guidance=guidance,
+                        steps=steps,
+                        solver=solver,
+                        phases=phases,
                     ),
                     **payload,
                 )
@@ -371,10 +448,13 @@ __all__ = [
     "PATCH_ARRAY",
     "SampleGroup",
     "decode_latents",
+    "decode_samples",
     "generate_synthetic_store",
     "initial_noise",
     "network_evaluations",
+    "restored_phases",
     "sample_latents",
+    "sample_phases",
     "shard_range",
     "weights_provenance",
 ]

@@ -50,3 +50,33 @@ def magnitude_phase(x: np.ndarray | torch.Tensor, axis: int = -3):
     if isinstance(z, torch.Tensor):
         return z.abs(), z.angle()
     return np.abs(z), np.angle(z)
+
+
+def global_phase(x: np.ndarray | torch.Tensor):
+    """The global phase of two-channel patches ``(..., 2, H, W)``: ``angle(sum of the complex pixels)``.
+
+    The sum weights every pixel by its magnitude, so the angle is the phase of the bright tissue, not of
+    the noise. Returns radians in [-pi, pi], shape ``(...)`` (0 for an all-zero patch).
+    """
+    if isinstance(x, torch.Tensor):
+        re, im = x.double().sum(dim=(-2, -1)).unbind(dim=-1)
+        return torch.atan2(im, re)
+    s = np.asarray(x, dtype=np.float64).sum(axis=(-2, -1))
+    return np.arctan2(s[..., 1], s[..., 0])
+
+
+def rotate_phase(x: np.ndarray | torch.Tensor, angle):
+    """Multiply two-channel patches ``(..., 2, H, W)`` by ``exp(i angle)`` (``angle`` scalar or ``(...)``).
+
+    Keeps the input's type and float dtype; magnitudes are unchanged.
+    """
+    if isinstance(x, torch.Tensor):
+        a = torch.as_tensor(angle, dtype=torch.float64, device=x.device)
+        c, s = torch.cos(a)[..., None, None].to(x.dtype), torch.sin(a)[..., None, None].to(x.dtype)
+        re, im = x.unbind(dim=-3)
+        return torch.stack([c * re - s * im, s * re + c * im], dim=-3)
+    x = np.asarray(x)
+    a = np.asarray(angle, dtype=np.float64)
+    c, s = np.cos(a)[..., None, None], np.sin(a)[..., None, None]
+    re, im = x[..., 0, :, :], x[..., 1, :, :]
+    return np.stack([c * re - s * im, s * re + c * im], axis=-3).astype(x.dtype, copy=False)

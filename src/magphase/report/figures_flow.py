@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from magphase.data.store import Store
-from magphase.generative.sampling import SampleGroup, decode_latents, initial_noise, sample_latents
+from magphase.generative.sampling import SampleGroup, decode_samples, initial_noise, sample_latents
 from magphase.mri.complex import magnitude_phase
 from magphase.report.plotting import phase_colorbar, pyplot, save_figure, show_magnitude, show_phase
 
@@ -174,7 +174,7 @@ def _decoded_samples(
     noise: torch.Tensor | None = None,
 ) -> np.ndarray:
     z = sample_latents(flow, stage=stage, group=group, guidance=guidance, steps=steps, seed=seed, noise=noise)
-    return decode_latents(autoencoder, z, group.sequence).numpy()
+    return decode_samples(flow, autoencoder, z, group, stage=stage, seed=seed).numpy()
 
 
 def figure4_from_models(
