@@ -37,12 +37,29 @@ class UNetConfig(BaseModel):
 #: Named network presets (timings on the dev box: 2 CPU cores, torch 2.13 CPU, as stated per preset).
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     # 1.25 M params with the input folded 2 x 2 (the levels run at 24, 12, 6): 0.13 s per training step
-    # at batch 32 on 2 CPU threads, 2.0 ms per sample forward. Replaces a full-resolution 0.72 M preset
+    # at batch 32 on 2 CPU threads, 2.0 ms per sample forward (2026-11 box; the 2026-12-04 box: 0.35 s
+    # float32, 0.27 s under bf16 autocast). Replaces a full-resolution 0.72 M preset
     # (base 16, mults 1-2-4) that took 0.21 s per step and gave blotchier samples at equal steps.
     "cpu-small": dict(
         base_channels=32,
         channel_mults=(1, 2, 2),
         num_res_blocks=1,
+        attention_resolutions=(12, 6),
+        num_heads=4,
+        emb_dim=128,
+        time_features=32,
+        groups=8,
+        dropout=0.0,
+        patch_size=2,
+    ),
+    # 3.9 M params, same fold and levels with C = 48 and two residual blocks per level: 0.57 s per
+    # training step at batch 32 on 2 CPU threads under bf16 autocast (AVX512-BF16 CPU; 2026-12-04).
+    # On phase-canonical reproduce latents, 4000 steps give Fig. 4 samples with sulcal CSF patterns
+    # (AXT2), skull rims and ventricle-like shapes that the 32-channel preset only blurs.
+    "cpu-medium": dict(
+        base_channels=48,
+        channel_mults=(1, 2, 2),
+        num_res_blocks=2,
         attention_resolutions=(12, 6),
         num_heads=4,
         emb_dim=128,
@@ -168,7 +185,9 @@ class FlowConfig(BaseModel):
     """Settings of the flow stage."""
 
     model_config = ConfigDict(extra="forbid")
-    preset: Literal["cpu-small", "paper"] = Field("cpu-small", description="network size preset")
+    preset: Literal["cpu-small", "cpu-medium", "paper"] = Field(
+        "cpu-small", description="network size preset"
+    )
     unet: UNetConfig | None = Field(None, description="explicit network sizes (overrides preset)")
     latent_store: str | None = Field(None, description="latent store to train on (None: <run>/latents)")
     latents: Literal["posterior", "mean"] = Field(
