@@ -56,7 +56,7 @@ def _decoder(preset: str) -> tuple[nn.Module, str]:
         from magphase.models.autoencoder import build_autoencoder
     except ImportError:
         return UpsampleDecoder(), "stand-in upsampler (autoencoder module missing)"
-    name = "cpu" if preset == "cpu-small" else "paper"
+    name = "paper" if preset == "paper" else "cpu"
     return build_autoencoder(dict(AUTOENCODER_PRESETS[name])), f"CVAE decoder preset {name!r}"
 
 
