@@ -240,7 +240,11 @@ def decode_samples(
     """Decode samples ``start .. start + len(z) - 1`` of ``group`` and give them their global phase
     (:func:`sample_phases`; none for a model that is not phase-canonical). float32 CPU ``(N, 2, 96, 96)``."""
     x = decode_latents(autoencoder, z, group.sequence, batch_size=batch_size)
-    angles = sample_phases(model, group, stage, seed, start, start + z.shape[0])
+    return _with_phases(x, sample_phases(model, group, stage, seed, start, start + z.shape[0]))
+
+
+def _with_phases(x: Tensor, angles: np.ndarray) -> Tensor:
+    """``x`` rotated by ``angles`` (one per patch), unchanged when they are NaN (:func:`sample_phases`)."""
     if np.isnan(angles).all():
         return x
     return rotate_phase(x, torch.from_numpy(angles))
@@ -374,18 +378,10 @@ def generate_synthetic_store(
                     batch_size=batch_size,
                 )
                 payload = {LATENT_ARRAY: z.numpy()}
-                if autoencoder is not None:
-                    payload[PATCH_ARRAY] = decode_samples(
-                        model,
-                        autoencoder,
-                        z,
-                        g,
-                        stage=stage,
-                        seed=seed,
-                        start=a,
-                        batch_size=decode_batch_size,
-                    ).numpy()
                 phases = sample_phases(model, g, stage, seed, a, b)
+                if autoencoder is not None:
+                    x = decode_latents(autoencoder, z, g.sequence, batch_size=decode_batch_size)
+                    payload[PATCH_ARRAY] = _with_phases(x, phases).numpy()
                 writer.append(
                     _rows(
                         g,
