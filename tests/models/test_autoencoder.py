@@ -32,6 +32,7 @@ from magphase.models.autoencoder import (
 )
 from magphase.models.losses import finite_differences, gradient_l1, kl_standard_normal, vae_loss
 from magphase.training import TrainSettings, fit
+from magphase.training.checkpoint import export_ema
 
 TINY = AutoencoderSpec(
     full_res_channels=8, full_res_blocks=0, latent_res_channels=16, latent_res_blocks=1, groups=4
@@ -260,8 +261,6 @@ def test_short_overfit_improves_coherence_and_exports_loadable_weights(tmp_path,
 def test_load_autoencoder_errors(tmp_path):
     with pytest.raises(DataError, match="not found"):
         load_autoencoder(tmp_path)
-    from magphase.training.checkpoint import export_ema
-
     export_ema(torch.nn.Linear(2, 2).state_dict(), tmp_path, step=1, model_config={"kind": "other"})
     with pytest.raises(DataError, match="not a magphase autoencoder"):
         load_autoencoder(tmp_path)
@@ -312,14 +311,17 @@ def test_config_presets_and_overrides():
 
 
 # ------------------------------------------------------------------------------------------ encode
-def test_encode_writes_latent_store_with_same_manifest(tmp_path, rng):
-    store = make_store(tmp_path / "patches", rng)
+def _exported_tiny_autoencoder(folder):
+    """A seeded tiny CVAE exported as EMA weights (step 3) into ``folder`` and loaded back."""
     torch.manual_seed(0)
     model = ConditionalVAE(TINY).eval()
-    from magphase.training.checkpoint import export_ema
+    export_ema(model.state_dict(), folder, step=3, model_config=model.model_config())
+    return load_autoencoder(folder)
 
-    export_ema(model.state_dict(), tmp_path / "ae", step=3, model_config=model.model_config())
-    model = load_autoencoder(tmp_path / "ae")
+
+def test_encode_writes_latent_store_with_same_manifest(tmp_path, rng):
+    store = make_store(tmp_path / "patches", rng)
+    model = _exported_tiny_autoencoder(tmp_path / "ae")
     seen: list[int] = []
     out = encode_store(
         model, store, tmp_path / "latents", autoencoder=tmp_path / "ae", batch_size=5, progress=seen.append
@@ -347,13 +349,9 @@ def test_encode_writes_latent_store_with_same_manifest(tmp_path, rng):
 
 def test_encode_canonical_phase_rotates_patches_and_records_the_angle(tmp_path, rng):
     from magphase.mri.complex import global_phase, rotate_phase
-    from magphase.training.checkpoint import export_ema
 
     store = make_store(tmp_path / "patches", rng)
-    torch.manual_seed(0)
-    model = ConditionalVAE(TINY).eval()
-    export_ema(model.state_dict(), tmp_path / "ae", step=3, model_config=model.model_config())
-    model = load_autoencoder(tmp_path / "ae")
+    model = _exported_tiny_autoencoder(tmp_path / "ae")
     plain = encode_store(model, store, tmp_path / "plain", autoencoder=tmp_path / "ae")
     out = encode_store(model, store, tmp_path / "canon", autoencoder=tmp_path / "ae", canonical_phase=True)
     src, lat = Store(store), Store(out)
