@@ -10,7 +10,11 @@ final Euler step makes 2K - 1 evaluations; the sampler adds per-sample noise gen
 updates and the guidance combination. Target: <= 1.10. ``ratio_vs_K_forwards`` (sampler / (K forwards))
 is also written: about 2 for Heun by construction (two evaluations per step).
 
+``--amp bf16`` runs the network evaluations under bf16 autocast (``flow.sampling.amp``; the forward of the
+overhead ratio is timed the same way); the GPU row uses ``--gpu-amp`` (default bf16).
+
     .venv/bin/python benchmarks/sampling.py [--preset cpu-small] [--batch 32] [--threads 1] [--repeats 3]
+        [--amp none|bf16|fp16]
 
 Prints a table and writes ``benchmarks/results/sampling.json``. CPU always; CUDA too when present.
 """
@@ -32,6 +36,7 @@ from magphase.conventions import LATENT_SHAPE
 from magphase.generative.guidance import guidance_conditions
 from magphase.generative.sampling import SampleGroup, decode_latents, network_evaluations, sample_latents
 from magphase.models.unet import VelocityUNet, count_parameters
+from magphase.training.engine import resolve_amp
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampling.json"
 STEPS = (10, 25, 50)
@@ -81,7 +86,7 @@ def _time(fn, device: torch.device, repeats: int) -> float:
     return min(times)
 
 
-def bench_device(device: torch.device, preset: str, batch: int, repeats: int) -> dict[str, Any]:
+def bench_device(device: torch.device, preset: str, batch: int, repeats: int, amp: str) -> dict[str, Any]:
     torch.manual_seed(0)
     model = VelocityUNet(**UNET_PRESETS[preset], input_size=LATENT_SHAPE[-1]).to(device).eval()
     decoder, decoder_name = _decoder(preset)
@@ -93,9 +98,12 @@ def bench_device(device: torch.device, preset: str, batch: int, repeats: int) ->
     x2 = torch.randn(2 * batch, *LATENT_SHAPE, device=device)
     t2 = torch.full((2 * batch,), 0.5, device=device)
 
+    amp_dtype = resolve_amp(amp, device)
+
     @torch.no_grad()
     def one_forward() -> None:
-        model(x2, t2, both.sequence, both.label)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            model(x2, t2, both.sequence, both.label)
 
     z = sample_latents(model, stage=1, group=group, guidance=GUIDANCE, steps=2, seed=0)
     t_decode = _time(lambda: decode_latents(decoder, z, "AXT1", batch_size=batch), device, repeats)
@@ -109,7 +117,7 @@ def bench_device(device: torch.device, preset: str, batch: int, repeats: int) ->
         nfe = network_evaluations(k, "heun")
         t_sample = _time(
             lambda k=k: sample_latents(
-                model, stage=1, group=group, guidance=GUIDANCE, steps=k, seed=0, batch_size=batch
+                model, stage=1, group=group, guidance=GUIDANCE, steps=k, seed=0, batch_size=batch, amp=amp
             ),
             device,
             repeats,
@@ -136,6 +144,7 @@ def bench_device(device: torch.device, preset: str, batch: int, repeats: int) ->
         "unet_parameters": count_parameters(model),
         "decoder": decoder_name,
         "batch": batch,
+        "amp": amp,
         "guidance": GUIDANCE,
         "one_batched_forward_s": round(min(forwards), 5),
         "rows": rows,
@@ -148,22 +157,26 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="latents per batch (the network sees 2x)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (1: stable on a shared box)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="CPU autocast")
     parser.add_argument("--gpu-preset", default="paper", choices=sorted(UNET_PRESETS))
+    parser.add_argument("--gpu-amp", default="bf16", choices=["none", "bf16", "fp16"])
     parser.add_argument("--gpu-batch", type=int, default=256)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    results = [bench_device(torch.device("cpu"), args.preset, args.batch, args.repeats)]
+    results = [bench_device(torch.device("cpu"), args.preset, args.batch, args.repeats, args.amp)]
     if torch.cuda.is_available():
-        results.append(bench_device(torch.device("cuda"), args.gpu_preset, args.gpu_batch, args.repeats))
+        results.append(
+            bench_device(torch.device("cuda"), args.gpu_preset, args.gpu_batch, args.repeats, args.gpu_amp)
+        )
 
-    header = f"{'device':<8}{'preset':<11}{'B':>5}{'K':>5}{'NFE':>5}{'sampler s':>11}{'decode s':>10}"
-    header += f"{'patch/s':>10}{'overhead':>10}{'vs K fwd':>10}"
+    header = f"{'device':<8}{'preset':<11}{'amp':<6}{'B':>5}{'K':>5}{'NFE':>5}{'sampler s':>11}"
+    header += f"{'decode s':>10}{'patch/s':>10}{'overhead':>10}{'vs K fwd':>10}"
     print(header)
     for res in results:
         for r in res["rows"]:
             print(
-                f"{res['device']:<8}{res['preset']:<11}{res['batch']:>5}{r['steps']:>5}"
+                f"{res['device']:<8}{res['preset']:<11}{res['amp']:<6}{res['batch']:>5}{r['steps']:>5}"
                 f"{r['evaluations_per_patch']:>5}{r['sampler_s']:>11.3f}{r['decode_s']:>10.3f}"
                 f"{r['patches_per_s']:>10.1f}{r['overhead_ratio']:>10.3f}{r['ratio_vs_K_forwards']:>10.3f}"
             )

@@ -131,6 +131,9 @@ def sample_cmd(
     seed: int | None = typer.Option(None, "--seed", help="noise seed (default: config seed)"),
     split: str = typer.Option("train", "--split", help="value of the manifest's split column"),
     batch_size: int | None = typer.Option(None, "--batch-size", help="latents per batch and rank"),
+    amp: str | None = typer.Option(
+        None, "--amp", help="autocast of the network: none | bf16 | fp16 | auto (default: config)"
+    ),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda[:N] (default: config)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store"),
     config: Path | None = _CONFIG,
@@ -142,7 +145,12 @@ def sample_cmd(
     Runs under torchrun too: each rank integrates its share, rank 0 merges.
     """
     from magphase.generative.flow import flow_stage_of, flow_weights, list_flow_snapshots, load_flow_model
-    from magphase.generative.sampling import SampleGroup, generate_synthetic_store, weights_provenance
+    from magphase.generative.sampling import (
+        AMP_CHOICES,
+        SampleGroup,
+        generate_synthetic_store,
+        weights_provenance,
+    )
     from magphase.training.distributed import init_distributed, shutdown_distributed
 
     cfg = load_config(config, overrides)
@@ -155,6 +163,9 @@ def sample_cmd(
     solver = solver or sc.solver
     if solver not in ("heun", "euler"):
         raise ConfigError(f"--solver must be heun or euler, got {solver!r}")
+    amp = amp or sc.amp
+    if amp not in AMP_CHOICES:
+        raise ConfigError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
     seed = seed if seed is not None else cfg.seed
     run_dir = run if run is not None else out.parent
     labels: list[str | None] = list(_split_list(label)) or [None]
@@ -180,7 +191,8 @@ def sample_cmd(
         typer.echo(dump_config(cfg))
         typer.echo(
             f"plan: stage {stage} weights {weights}; {len(groups)} group(s) x {n} samples "
-            f"{[(g.sequence, g.label) for g in groups]}; {solver} K={steps}, w={guidance}, seed {seed}; "
+            f"{[(g.sequence, g.label) for g in groups]}; {solver} K={steps}, w={guidance}, amp {amp}, "
+            f"seed {seed}; "
             f"decode with {ae_path or '(no decoding)'} -> {out}"
         )
         return
@@ -217,6 +229,7 @@ def sample_cmd(
                 seed=seed,
                 split=split,
                 batch_size=batch_size or sc.batch_size,
+                amp=amp,
                 autoencoder=ae,
                 provenance=provenance,
                 dist=info,

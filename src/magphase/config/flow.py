@@ -168,6 +168,11 @@ class SamplingConfig(BaseModel):
     )
     guidance_stage2: float = Field(2.0, description="w for class guidance (paper: 2 for downstream)")
     batch_size: int = Field(256, ge=1, description="latents integrated together (per rank)")
+    amp: Literal["none", "bf16", "fp16", "auto"] = Field(
+        "auto",
+        description="autocast dtype of the network evaluations (the ODE state stays float32); "
+        "auto = bf16 on CUDA (fp16 if unsupported), none on CPU",
+    )
 
 
 class FlowConfig(BaseModel):
