@@ -26,6 +26,7 @@ from magphase.generative.flow import (
     stage2_sample_weights,
     train_stage1,
     train_stage2,
+    weights_digest,
 )
 from magphase.generative.path import TimeSampler
 from magphase.generative.sampling import SampleGroup, sample_latents
@@ -247,6 +248,18 @@ def test_two_stages_train_reduce_loss_and_export(tmp_path, latent_store):
         for label in ("normal", "abnormal")
     }
     assert means["abnormal"] - means["normal"] > 0.8, means
+
+    # Resuming with the same stage-1 weights continues; another stage-1 selection discards stage 2's
+    # checkpoints (they belong to a model started from other weights) and trains it afresh from the new one.
+    assert train_stage2(cfg, run, resume=True).resumed_from == 80
+    select_flow_snapshot(run, 1, 60, criterion="realfake_auroc", value=0.55)
+    again = train_stage2(cfg, run, resume=True)
+    assert again.resumed_from == 0 and again.step == 80
+    phase1 = load_ema_weights(run / "flow" / "stage2" / "phase1" / "ema.safetensors")
+    start = load_ema_weights(list_flow_snapshots(run, 1)[60])
+    assert all(torch.equal(phase1[k], v) for k, v in start.items())
+    record = json.loads((run / "flow" / "stage2" / "init.json").read_text())
+    assert record["sha256"] == weights_digest(start)
 
 
 def test_loading_weights_that_are_not_a_flow_model_raises(tmp_path):

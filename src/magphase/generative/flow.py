@@ -25,6 +25,7 @@ Run layout (``RUN`` = the run directory)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -53,12 +54,19 @@ from magphase.generative.loss import flow_matching_loss
 from magphase.generative.path import TimeSampler, sample_path
 from magphase.models.unet import CLASS_EMBEDDING_PREFIX, VelocityUNet
 from magphase.training import TrainResult, TrainTaskBase, fit, list_snapshots, load_ema_weights
-from magphase.training.checkpoint import EMA_WEIGHTS_NAME, atomic_write_text, read_weights_metadata
+from magphase.training.checkpoint import (
+    CHECKPOINT_NAME,
+    EMA_WEIGHTS_NAME,
+    atomic_write_text,
+    read_weights_metadata,
+)
 
 log = logging.getLogger(__name__)
 
 SELECTED_NAME = "selected.json"
 DONE_NAME = "done.json"
+# In RUN/flow/stage2: which stage-1 weights (path, tensor digest) its checkpoints were started from.
+STAGE2_INIT_NAME = "init.json"
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -531,6 +539,43 @@ def train_stage1(
     return result
 
 
+def weights_digest(state: dict[str, Tensor]) -> str:
+    """SHA-256 of a state dict's tensors (names, dtypes, shapes and bytes; file metadata ignored)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _stage2_resume(root: Path, init_path: Path, digest: str, resume: bool) -> bool:
+    """Whether stage 2 may resume: only if its checkpoints were started from these very stage-1 weights.
+
+    A stage-1 re-selection (another snapshot) or retraining changes the weights stage 2 starts from; its
+    old phase checkpoints then belong to another model and are discarded (fresh start), not resumed.
+    """
+    record = root / STAGE2_INIT_NAME
+    if not resume:
+        return False
+    has_checkpoint = any((root / f"phase{p}" / CHECKPOINT_NAME).is_file() for p in (1, 2))
+    if not has_checkpoint:
+        return True
+    try:
+        recorded = json.loads(record.read_text()).get("sha256") if record.is_file() else None
+    except (OSError, ValueError):
+        recorded = None
+    if recorded == digest:
+        return True
+    log.warning(
+        "flow stage 2: its checkpoints in %s were not started from %s (%s); training stage 2 afresh",
+        root,
+        init_path,
+        "no record of their stage-1 weights" if recorded is None else "other stage-1 weights",
+    )
+    return False
+
+
 def stage2_init_weights(cfg: MagphaseConfig, run_dir: str | Path) -> Path:
     """The stage-1 weights stage 2 starts from: ``flow.stage2.init``, else :func:`flow_weights` of stage 1."""
     return Path(cfg.flow.stage2.init) if cfg.flow.stage2.init else flow_weights(run_dir, 1)
@@ -580,10 +625,17 @@ def train_stage2(
     )
     root = stage_dir(run_dir, 2)
     log.info("flow stage 2 from %s: %d training latents -> %s", init_path, len(dataset), root)
+    stage1_weights = load_ema_weights(init_path)
+    digest = weights_digest(stage1_weights)
+    resume = _stage2_resume(root, init_path, digest, resume)
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        json.dumps({"path": str(init_path), "sha256": digest}, indent=2) + "\n", root / STAGE2_INIT_NAME
+    )
     result: TrainResult | None = None
-    for phase, settings, init in ((1, s2.phase1, init_path), (2, s2.phase2, None)):
+    for phase, settings in ((1, s2.phase1), (2, s2.phase2)):
         out = root / f"phase{phase}"
-        init_weights = load_ema_weights(init if init is not None else root / "phase1" / EMA_WEIGHTS_NAME)
+        init_weights = stage1_weights if phase == 1 else load_ema_weights(root / "phase1" / EMA_WEIGHTS_NAME)
         task = Stage2Task(
             flow.network(),
             _time_sampler(flow),
@@ -631,4 +683,5 @@ __all__ = [
     "train_stage1",
     "train_stage2",
     "training_dir",
+    "weights_digest",
 ]
