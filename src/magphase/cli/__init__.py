@@ -43,6 +43,7 @@ from magphase.cli import (  # noqa: E402,F401
     prepare_cmds,
     autoencoder_cmds,
     flow_cmds,
+    phasegen_cmds,
     evaluate_cmds,
     run_cmds,
 )

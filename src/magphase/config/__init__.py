@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from magphase.config.autoencoder import AutoencoderConfig
 from magphase.config.evaluation import EvaluationConfig
 from magphase.config.flow import FlowConfig
+from magphase.config.phasegen import PhaseGenConfig
 from magphase.config.prepare import PrepareConfig
 from magphase.config.simulate import SimulateConfig
 from magphase.errors import ConfigError
@@ -62,6 +63,7 @@ class MagphaseConfig(BaseModel):
     autoencoder: AutoencoderConfig = AutoencoderConfig()
     flow: FlowConfig = FlowConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    phasegen: PhaseGenConfig = PhaseGenConfig()
     pipeline: PipelineConfig = PipelineConfig()
 
 

@@ -1,0 +1,122 @@
+"""CLI subcommands of the PhaseGen branch: ``train-phasegen`` and ``sample-phasegen``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from tqdm import tqdm
+
+from magphase.cli._app import app
+from magphase.config import dump_config, load_config
+from magphase.errors import ConfigError
+
+_CONFIG = typer.Option(None, "--config", "-c", help="magphase config YAML (its phasegen section)")
+_SET = typer.Option(None, "--set", help="override a config value, e.g. --set phasegen.train.steps=200")
+
+
+@app.command("train-phasegen")
+def train_phasegen_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="run directory (writes RUN/phasegen)"),
+    store: Path | None = typer.Option(
+        None, "--store", help="patch store (default: config, else RUN/prepare/patches)"
+    ),
+    resume: bool = typer.Option(False, "--resume", help="continue from RUN/phasegen/checkpoint.pt"),
+    config: Path | None = _CONFIG,
+    overrides: list[str] | None = _SET,
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and the plan"),
+) -> None:
+    """Train PhaseGen (magnitude-conditioned complex phase diffusion) on a patch store's train split."""
+    from magphase.generative.phasegen import patch_store_path, stage_dir, train_phasegen
+    from magphase.training.progress import TqdmProgress
+
+    cfg = load_config(config, overrides)
+    pg = cfg.phasegen
+    src = patch_store_path(cfg, out, store)
+    if dry_run:
+        typer.echo(dump_config(cfg))
+        d = pg.diffusion
+        typer.echo(
+            f"plan: complex U-Net {pg.preset!r} {pg.resolved_network().model_dump()} on {src} (split train); "
+            f"T = {d.timesteps} ({d.schedule}), {d.noise} noise, {d.loss} loss; {pg.train.steps} steps of "
+            f"batch {pg.train.batch_size} -> {stage_dir(out)}"
+        )
+        return
+    with TqdmProgress("phasegen") as bar:
+        result = train_phasegen(cfg, out, store=store, resume=resume, progress=bar)
+    m = result.last_metrics
+    typer.echo(
+        f"PhaseGen trained to step {result.step}: loss {m.get('loss', float('nan')):.4g}; "
+        f"EMA weights {result.ema_path}; curves {result.loss_plot_path}"
+    )
+
+
+def _weights(run: Path | None, weights: Path | None) -> Path:
+    from magphase.generative.phasegen import stage_dir
+
+    if weights is not None:
+        return weights
+    if run is None:
+        raise ConfigError("give --weights or --run (its phasegen/ema.safetensors is used)")
+    return stage_dir(run) / "ema.safetensors"
+
+
+@app.command("sample-phasegen")
+def sample_phasegen_cmd(
+    source: Path = typer.Option(..., "--source", help="patch store whose magnitudes get a new phase"),
+    out: Path = typer.Option(..., "--out", "-o", help="synthetic store to write"),
+    run: Path | None = typer.Option(None, "--run", help="run directory holding phasegen/"),
+    weights: Path | None = typer.Option(None, "--weights", "-w", help="PhaseGen EMA weights (.safetensors)"),
+    split: str | None = typer.Option(None, "--split", help="only this split of the source (default: all)"),
+    limit: int | None = typer.Option(None, "--limit", help="at most this many patches"),
+    sampler: str | None = typer.Option(None, "--sampler", help="ddim | ddpm (default: config)"),
+    steps: int | None = typer.Option(None, "--steps", "-k", help="ddim steps K (default: config)"),
+    eta: float | None = typer.Option(None, "--eta", help="ddim stochasticity in [0, 1] (default: config)"),
+    seed: int | None = typer.Option(None, "--seed", help="noise seed (default: config seed)"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    amp: str | None = typer.Option(None, "--amp", help="none | bf16 | fp16 | auto (default: config)"),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda[:N] (default: config)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store"),
+    config: Path | None = _CONFIG,
+    overrides: list[str] | None = _SET,
+) -> None:
+    """Give every magnitude of a patch store a phase drawn by PhaseGen; the magnitude is kept exactly."""
+    from magphase.data.store import Store
+    from magphase.generative.phasegen import generate_phasegen_store, load_phasegen
+    from magphase.training.distributed import resolve_device_name
+
+    cfg = load_config(config, overrides)
+    sc = cfg.phasegen.sampling
+    sampler = sampler or sc.sampler
+    if sampler not in ("ddim", "ddpm"):
+        raise ConfigError(f"--sampler must be ddim or ddpm, got {sampler!r}")
+    eta = sc.eta if eta is None else eta
+    if not 0.0 <= eta <= 1.0:
+        raise ConfigError(f"--eta must be in [0, 1], got {eta}")
+    amp = amp or sc.amp
+    if amp not in ("none", "bf16", "fp16", "auto"):
+        raise ConfigError(f"--amp must be none, bf16, fp16 or auto, got {amp!r}")
+    path = _weights(run, weights)
+    model = load_phasegen(path, device=resolve_device_name(device or cfg.device))
+    src = Store(source)
+    n = len(src.select(split=split)) if split is not None else len(src)
+    n = min(n, limit) if limit is not None else n
+    with tqdm(total=n, desc="phasegen", unit="patch", dynamic_ncols=True) as bar:
+        written = generate_phasegen_store(
+            model,
+            src,
+            out,
+            split=split,
+            limit=limit,
+            sampler=sampler,
+            steps=steps or sc.steps,
+            eta=eta,
+            seed=cfg.seed if seed is None else seed,
+            batch_size=batch_size or sc.batch_size,
+            amp=amp,
+            project=sc.project,
+            provenance={"weights": str(path)},
+            overwrite=overwrite,
+            progress=bar.update,
+        )
+    typer.echo(f"PhaseGen store: {written} ({n} patches, {sampler}, magnitudes of {source})")

@@ -1,0 +1,110 @@
+"""Config section `phasegen`: magnitude-conditioned complex phase diffusion (PhaseGen, arXiv 2504.07560).
+
+Network sizes come from a named preset (:data:`PHASEGEN_PRESETS`) unless ``network`` spells them out;
+``train`` is the shared engine's :class:`~magphase.config.training.TrainSettings`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from magphase.config.training import TrainSettings
+
+
+class PhaseGenNetwork(BaseModel):
+    """Sizes of :class:`magphase.models.complex_unet.ComplexUNet`."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_channels: int = Field(16, ge=1, description="complex channels of the first level")
+    channel_mults: tuple[int, ...] = Field((1, 2, 4), min_length=1, description="width multipliers per level")
+    num_res_blocks: int = Field(1, ge=1, description="residual blocks per level")
+    emb_dim: int = Field(128, ge=2, description="timestep embedding width")
+    time_features: int = Field(64, ge=2, description="sinusoidal timestep features (even)")
+    groups: int = Field(8, ge=1, description="group-norm groups per part (real / imaginary)")
+    activation: Literal["crelu", "modrelu"] = Field("crelu", description="complex activation")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+#: Network presets (complex channels; a complex weight counts as two real parameters).
+PHASEGEN_PRESETS: dict[str, dict[str, Any]] = {
+    # 0.87 M real parameters; 96 -> 48 -> 24 -> 12 with spectral pooling: the CPU demo / reproduce budget
+    # (1.0 s per batch-16 step on one contended core; bf16 forward 18 ms/patch).
+    "cpu": dict(
+        base_channels=8, channel_mults=(1, 2, 4, 8), num_res_blocks=1, emb_dim=64, time_features=32, groups=4
+    ),
+    # 20.6 M real parameters, four levels down to 12 x 12: one GPU.
+    "paper": dict(
+        base_channels=32, channel_mults=(1, 2, 4, 8), num_res_blocks=2, emb_dim=256, time_features=128
+    ),
+}
+
+
+class DiffusionSettings(BaseModel):
+    """The forward process ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n`` over T integer steps."""
+
+    model_config = ConfigDict(extra="forbid")
+    timesteps: int = Field(1000, ge=2, description="T (PhaseGen: 1000)")
+    schedule: Literal["cosine", "linear"] = Field("cosine", description="beta schedule (PhaseGen: cosine)")
+    cosine_offset: float = Field(0.008, gt=0, description="s of the cosine schedule")
+    noise: Literal["phase", "gaussian"] = Field(
+        "gaussian",
+        description="gaussian: circular CN(0, 1) (DDPM theory); phase: unit-modulus noise of uniform random "
+        "phase (PhaseGen's code; learned less well here, docs/phasegen.md)",
+    )
+    loss: Literal["l1", "l2"] = Field("l1", description="noise-prediction loss (PhaseGen: L1)")
+
+
+class PhaseGenSampling(BaseModel):
+    """Defaults of ``magphase sample-phasegen`` (each is also a command-line option)."""
+
+    model_config = ConfigDict(extra="forbid")
+    sampler: Literal["ddim", "ddpm"] = Field(
+        "ddim", description="ddim: K of the T steps (fast); ddpm: all T ancestral steps (PhaseGen)"
+    )
+    steps: int = Field(50, ge=1, description="K for ddim (ignored by ddpm)")
+    eta: float = Field(0.0, ge=0.0, le=1.0, description="ddim stochasticity (0: deterministic, 1: ddpm-like)")
+    batch_size: int = Field(64, ge=1)
+    amp: Literal["none", "bf16", "fp16", "auto"] = Field("auto", description="autocast of the network")
+    project: bool = Field(
+        True, description="impose the known magnitude on every intermediate estimate (beyond PhaseGen)"
+    )
+
+
+class PhaseGenConfig(BaseModel):
+    """Settings of the PhaseGen branch."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: Literal["cpu", "paper"] = Field("cpu", description="network size preset")
+    network: PhaseGenNetwork | None = Field(None, description="explicit sizes (override the preset)")
+    patch_store: str | None = Field(None, description="patch store to train on (None: <run>/prepare/patches)")
+    random_global_phase: bool = Field(
+        True,
+        description="rotate each training patch by a random global phase (the absolute phase is arbitrary)",
+    )
+    diffusion: DiffusionSettings = DiffusionSettings()
+    train: TrainSettings = TrainSettings(
+        steps=2000,
+        batch_size=16,
+        lr=1e-3,
+        warmup_steps=100,
+        ema_decay=0.995,
+        checkpoint_every=500,
+        log_every=25,
+    )
+    sampling: PhaseGenSampling = PhaseGenSampling()
+
+    @model_validator(mode="after")
+    def _check(self) -> PhaseGenConfig:
+        net = self.resolved_network()
+        if net.time_features % 2:
+            raise ValueError(f"phasegen.network.time_features must be even, got {net.time_features}")
+        return self
+
+    def resolved_network(self) -> PhaseGenNetwork:
+        """``network`` if given, else the preset's sizes."""
+        return self.network if self.network is not None else PhaseGenNetwork(**PHASEGEN_PRESETS[self.preset])
+
+
+__all__ = ["DiffusionSettings", "PHASEGEN_PRESETS", "PhaseGenConfig", "PhaseGenNetwork", "PhaseGenSampling"]

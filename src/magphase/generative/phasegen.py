@@ -1,0 +1,402 @@
+"""PhaseGen: a complex-valued diffusion model that draws a phase for a given magnitude (arXiv 2504.07560).
+
+Data. A complex patch ``x = m exp(i phi)`` (a store's ``patches``, ``2 x 96 x 96`` as real/imaginary) is
+scaled by the RMS of its magnitude, ``x_0 = x / rms(m)``, so ``|x_0|`` (the condition) has unit RMS and the
+scale depends on the magnitude alone: training and sampling see the same condition. (The published code
+whitens the complex image for training but the magnitude for sampling; one normalisation for both is
+deliberate here.) With ``random_global_phase`` each training patch is also rotated by a uniform global
+angle: the absolute phase of a coil-combined image is arbitrary (docs/flow-matching.md).
+
+Forward process over T integer steps (cosine schedule by default, as PhaseGen)::
+
+    x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n,   n ~ CN(0, 1) or unit-modulus, uniform phase (PhaseGen)
+
+The complex U-Net (:class:`magphase.models.complex_unet.ComplexUNet`) sees ``x_t`` and the magnitude
+``|x_0|`` and predicts ``n`` (L1 loss by default, as PhaseGen).
+
+Sampling (:func:`sample_phase`) is DDIM over K of the T steps with stochasticity ``eta`` (``ddpm`` = all T
+steps with the posterior variance, PhaseGen's ancestral sampler, the same update at ``eta = 1``). The
+output keeps the given magnitude EXACTLY and takes only the phase of the final estimate:
+``m exp(i angle(x_0_hat))``. Sample ``i`` draws its noise from its own generator seeded by ``(seed, i)``,
+so results do not depend on the batch size.
+
+Run layout: ``RUN/phasegen/`` is an engine run folder (checkpoint.pt, ema.safetensors + ema.json, metrics,
+loss curves) plus ``done.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from magphase.config import MagphaseConfig, config_hash
+from magphase.config.phasegen import DiffusionSettings, PhaseGenConfig
+from magphase.data.store import Store, StoreWriter
+from magphase.errors import ConfigError, DataError
+from magphase.generative.autoencoder import PatchDataset
+from magphase.models.complex_unet import ComplexUNet, build_complex_unet, complex_unet_config
+from magphase.training import TrainResult, TrainTaskBase, fit, load_ema_weights
+from magphase.training.checkpoint import atomic_write_text, derive_seed, read_weights_metadata
+from magphase.training.engine import resolve_amp
+
+log = logging.getLogger(__name__)
+
+STAGE_DIR = "phasegen"
+DONE_NAME = "done.json"
+#: Smallest magnitude RMS a patch may have (an all-zero patch has no phase to learn).
+MIN_RMS = 1e-8
+
+
+# ------------------------------------------------------------------------------------ schedule
+def beta_schedule(settings: DiffusionSettings) -> Tensor:
+    """float64 ``(T,)`` betas: cosine (Nichol & Dhariwal, clip 0.999) or linear 1e-4 .. 0.02 x 1000/T."""
+    T = settings.timesteps
+    if settings.schedule == "linear":
+        scale = 1000.0 / T
+        return torch.linspace(scale * 1e-4, min(scale * 0.02, 0.999), T, dtype=torch.float64)
+    s = settings.cosine_offset
+    steps = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - f[1:] / f[:-1]).clamp(max=0.999)
+
+
+def alphas_cumprod(settings: DiffusionSettings) -> Tensor:
+    """float64 ``(T,)`` ``abar_t = prod_{s <= t} (1 - beta_s)``."""
+    return torch.cumprod(1 - beta_schedule(settings), dim=0)
+
+
+# ----------------------------------------------------------------------------------- data maths
+def to_complex(x: Tensor) -> Tensor:
+    """Store layout ``B x 2 x H x W`` (real, imaginary) -> complex ``B x 1 x H x W``."""
+    return torch.complex(x[:, :1].float(), x[:, 1:2].float())
+
+
+def magnitude_scale(magnitude: Tensor) -> Tensor:
+    """RMS of each patch's magnitude, ``B x 1 x 1 x 1`` (at least :data:`MIN_RMS`)."""
+    return magnitude.float().pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp(min=MIN_RMS)
+
+
+def draw_noise(kind: str, shape: tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:
+    """complex64 noise of unit mean power: ``phase`` = ``exp(i U[-pi, pi))``, ``gaussian`` = CN(0, 1)."""
+    if kind == "phase":
+        angle = (torch.rand(shape, generator=generator) * 2 - 1) * math.pi
+        return torch.polar(torch.ones(shape), angle)
+    if kind == "gaussian":
+        re, im = torch.randn((2, *shape), generator=generator) / math.sqrt(2.0)
+        return torch.complex(re, im)
+    raise ValueError(f"noise must be 'phase' or 'gaussian', got {kind!r}")
+
+
+# ------------------------------------------------------------------------------------ training
+class PhaseGenTask(TrainTaskBase):
+    """The engine task: noise-prediction loss of the complex diffusion on magnitude-scaled patches."""
+
+    def __init__(
+        self, network: dict[str, Any], diffusion: DiffusionSettings, random_global_phase: bool = True
+    ):
+        self.network = dict(network)
+        self.diffusion = diffusion
+        self.random_global_phase = random_global_phase
+        self.abar = alphas_cumprod(diffusion).float()
+
+    def build_model(self) -> nn.Module:
+        return ComplexUNet(**self.network, timesteps=self.diffusion.timesteps)
+
+    def loss(self, model: nn.Module, batch: Any, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        x = to_complex(batch["x"])
+        b, device = x.shape[0], x.device
+        if self.random_global_phase:
+            x = x * torch.polar(
+                torch.ones(b, 1, 1, 1, device=device), torch.rand(b, 1, 1, 1, device=device) * 2 * math.pi
+            )
+        x0 = x / magnitude_scale(x.abs())
+        t = torch.randint(0, self.diffusion.timesteps, (b,), device=device)
+        noise = draw_noise(self.diffusion.noise, tuple(x0.shape)).to(device)
+        abar = self.abar.to(device)[t].view(b, 1, 1, 1)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        pred = model(x_t, x0.abs(), t)
+        diff = torch.view_as_real(pred.to(torch.complex64)) - torch.view_as_real(noise)
+        loss = diff.abs().mean() if self.diffusion.loss == "l1" else diff.pow(2).mean()
+        return loss.float(), {}
+
+    def model_config(self) -> dict[str, Any]:
+        cfg = complex_unet_config(**self.network, timesteps=self.diffusion.timesteps)
+        cfg["diffusion"] = self.diffusion.model_dump(mode="json")
+        return cfg
+
+
+def stage_dir(run_dir: str | Path) -> Path:
+    """``RUN/phasegen``."""
+    return Path(run_dir) / STAGE_DIR
+
+
+def patch_store_path(cfg: MagphaseConfig, run_dir: str | Path, override: str | Path | None = None) -> Path:
+    """The patch store to train on: ``override``, ``phasegen.patch_store`` or ``RUN/prepare/patches``."""
+    if override is not None:
+        return Path(override)
+    if cfg.phasegen.patch_store is not None:
+        return Path(cfg.phasegen.patch_store)
+    return Path(run_dir) / "prepare" / "patches"
+
+
+def train_phasegen(
+    cfg: MagphaseConfig,
+    run_dir: str | Path,
+    *,
+    store: str | Path | None = None,
+    resume: bool = False,
+    progress: Callable[..., None] | None = None,
+) -> TrainResult:
+    """Train PhaseGen on the ``train`` split of a patch store into ``RUN/phasegen``."""
+    pg: PhaseGenConfig = cfg.phasegen
+    dataset = PatchDataset(patch_store_path(cfg, run_dir, store), split="train")
+    task = PhaseGenTask(pg.resolved_network().model_dump(mode="json"), pg.diffusion, pg.random_global_phase)
+    out = stage_dir(run_dir)
+    log.info("PhaseGen: %d training patches -> %s", len(dataset), out)
+    result = fit(
+        task, dataset, pg.train.resolved(cfg.seed, cfg.device), out, resume=resume, progress=progress
+    )
+    record = {
+        "config_hash": config_hash(pg, cfg.seed),
+        "step": result.step,
+        "ema": str(result.ema_path),
+        "last_metrics": result.last_metrics,
+    }
+    atomic_write_text(json.dumps(record, indent=2) + "\n", out / DONE_NAME)
+    return result
+
+
+# ------------------------------------------------------------------------------------ sampling
+def load_phasegen(path: str | Path, device: str | torch.device = "cpu") -> ComplexUNet:
+    """Rebuild PhaseGen from exported EMA weights (eval mode); ``model.diffusion`` holds its settings.
+
+    Raises:
+        DataError: missing file or weights that are not a PhaseGen model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "ema.safetensors"
+    meta = read_weights_metadata(path)
+    cfg = meta.get("model_config")
+    if not isinstance(cfg, dict) or cfg.get("kind") != "phasegen_unet":
+        raise DataError(path, "model_config", "weights metadata does not describe a PhaseGen model")
+    model = build_complex_unet(cfg)
+    model.load_state_dict(load_ema_weights(path))
+    model.diffusion = DiffusionSettings(**cfg.get("diffusion", {}))  # type: ignore[assignment]
+    return model.to(device).eval()
+
+
+def sampling_timesteps(sampler: str, steps: int, timesteps: int) -> list[int]:
+    """Descending timesteps visited: all T for ``ddpm``; K evenly spaced from T - 1 to 0 for ``ddim``."""
+    if sampler == "ddpm":
+        return list(range(timesteps - 1, -1, -1))
+    if sampler != "ddim":
+        raise ConfigError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+    k = min(int(steps), timesteps)
+    return sorted({round(v) for v in np.linspace(0, timesteps - 1, k)}, reverse=True)
+
+
+@torch.no_grad()
+def sample_phase(
+    model: nn.Module,
+    magnitude: Tensor,
+    *,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+    seed: int = 0,
+    start: int = 0,
+    batch_size: int = 64,
+    amp: str = "none",
+    project: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Draw a phase for each magnitude: complex64 CPU ``N x H x W`` with ``|out| == magnitude``.
+
+    Args:
+        model: a PhaseGen network (``model.diffusion`` set by :func:`load_phasegen`, or pass one built by
+            :class:`PhaseGenTask` after setting it).
+        magnitude: real ``N x H x W`` (or ``N x 1 x H x W``), non-negative, finite.
+        sampler, steps, eta: see :func:`sampling_timesteps` (``ddpm`` uses ``eta = 1``).
+        seed, start: sample ``j`` of this call is sample ``start + j`` of the seed's stream.
+        batch_size: magnitudes denoised together.
+        amp: autocast of the network (``none``, ``bf16``, ``fp16``, ``auto``).
+        project: replace every intermediate estimate ``x_0_hat`` by ``|x_0| exp(i angle(x_0_hat))`` (the
+            magnitude is known; the noise estimate is made consistent with it). Beyond PhaseGen, which
+            only imposes the magnitude on the final output; it plays the role of DDPM's clipping.
+        progress: called with the number of patches finished after each batch.
+    """
+    diffusion: DiffusionSettings = getattr(model, "diffusion", None) or DiffusionSettings()
+    mag = magnitude.float()
+    if mag.ndim == 4:
+        mag = mag[:, 0]
+    if mag.ndim != 3:
+        raise ValueError(f"magnitude must be N x H x W, got shape {tuple(magnitude.shape)}")
+    if not torch.isfinite(mag).all() or (mag < 0).any():
+        raise ValueError("magnitude must be finite and non-negative")
+    device = next(model.parameters()).device
+    amp_dtype = resolve_amp(amp, device)
+    abar = alphas_cumprod(diffusion)
+    ts = sampling_timesteps(sampler, steps, diffusion.timesteps)
+    eta = 1.0 if sampler == "ddpm" else float(eta)
+    out = torch.empty(mag.shape, dtype=torch.complex64)
+    shape = (1, *mag.shape[1:])
+    for a in range(0, mag.shape[0], batch_size):
+        m = mag[a : a + batch_size]
+        b = m.shape[0]
+        gens = [torch.Generator().manual_seed(derive_seed(seed, start + a + j)) for j in range(b)]
+        cond = (m / magnitude_scale(m)).unsqueeze(1).to(device)
+        x = torch.stack([draw_noise(diffusion.noise, shape, g) for g in gens]).to(device).to(torch.complex128)
+        x0 = x
+        for i, t in enumerate(ts):
+            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+            a_t = float(abar[t])
+            a_prev = float(abar[t_prev]) if t_prev >= 0 else 1.0
+            tt = torch.full((b,), t, dtype=torch.long, device=device)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                eps = model(x.to(torch.complex64), cond, tt)
+            eps = eps.to(torch.complex128)
+            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            if project:
+                # The magnitude is known: keep only the estimate's phase, and the noise consistent with it.
+                x0 = cond.to(torch.float64) * torch.exp(1j * torch.angle(x0))
+                eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+            if t_prev < 0:
+                break
+            sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+            x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+            if sigma > 0:
+                z = torch.stack([draw_noise(diffusion.noise, shape, g) for g in gens]).to(device)
+                x = x + sigma * z.to(torch.complex128)
+        phase = torch.angle(x0[:, 0]).float().cpu()
+        out[a : a + b] = torch.polar(m, phase)
+        if progress is not None:
+            progress(b)
+    return out
+
+
+def generate_phasegen_store(
+    model: nn.Module,
+    source: str | Path | Store,
+    out: str | Path,
+    *,
+    split: str | list[str] | None = None,
+    limit: int | None = None,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    amp: str = "none",
+    project: bool = True,
+    provenance: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Give every patch of ``source`` (one split, at most ``limit``) a PhaseGen phase; write a store.
+
+    The new store has the source's manifest rows (sequence, label, split, slice, ...) with ``patch_id``
+    prefixed ``pg-``, ``synthetic = 1`` and ``source_patch_id``; its ``patches`` keep the source magnitude
+    exactly. ``meta.json``: kind ``synthetic``, ``generator = phasegen`` and the sampler settings.
+    """
+    src = source if isinstance(source, Store) else Store(source)
+    if "patches" not in src.arrays:
+        raise DataError(src.path, "patches", "source store lacks this array")
+    idx = src.select(split=split) if split is not None else np.arange(len(src))
+    if limit is not None:
+        idx = idx[:limit]
+    if idx.size == 0:
+        raise DataError(src.path, "split", f"no patches in split {split!r}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: store already exists (pass overwrite)")
+    manifest = src.manifest
+    meta = {
+        "synthetic": True,
+        "generator": "phasegen",
+        "source": str(src.path),
+        "split": split,
+        "sampler": sampler,
+        "steps": steps,
+        "eta": eta,
+        "seed": seed,
+        "amp": amp,
+        "project": project,
+        **(provenance or {}),
+    }
+    with StoreWriter(
+        out, {"patches": tuple(src.arrays["patches"])}, kind="synthetic", meta=meta, overwrite=True
+    ) as w:
+        for a in range(0, idx.size, batch_size):
+            sel = idx[a : a + batch_size]
+            x = torch.from_numpy(src.read("patches", sel))
+            z = sample_phase(
+                model,
+                to_complex(x).abs()[:, 0],
+                sampler=sampler,
+                steps=steps,
+                eta=eta,
+                seed=seed,
+                start=a,
+                batch_size=batch_size,
+                amp=amp,
+                project=project,
+            )
+            rows = []
+            for k, r in enumerate(manifest.iloc[sel].to_dict("records")):
+                rows.append(
+                    {
+                        **r,
+                        "patch_id": f"pg-{r['patch_id']}",
+                        "synthetic": 1,
+                        "source_patch_id": r["patch_id"],
+                        "sample_index": a + k,
+                    }
+                )
+            w.append(rows, patches=torch.stack([z.real, z.imag], dim=1).numpy())
+            if progress is not None:
+                progress(len(sel))
+    log.info("PhaseGen store %s: %d patches (%s, K=%d)", out, idx.size, sampler, steps)
+    return out
+
+
+# ------------------------------------------------------------------------------------- metrics
+def phase_smoothness(patches: np.ndarray) -> float:
+    """Magnitude-weighted coherence of neighbouring phase differences, in [0, 1] (1: locally flat phase).
+
+    ``R = |sum w exp(i (phi(r + d) - phi(r)))| / sum w`` over horizontal and vertical neighbours, with
+    ``w = m(r) m(r + d)``: ``x(r + d) conj(x(r))`` carries both weight and phase difference.
+    """
+    z = patches[:, 0] + 1j * patches[:, 1]
+    num = den = 0.0
+    for a, b in ((z[:, :, 1:], z[:, :, :-1]), (z[:, 1:, :], z[:, :-1, :])):
+        prod = a * np.conj(b)
+        num += prod.sum(axis=(1, 2))
+        den += np.abs(prod).sum(axis=(1, 2))
+    return float(np.mean(np.abs(num) / np.maximum(den, 1e-12)))
+
+
+__all__ = [
+    "PhaseGenTask",
+    "alphas_cumprod",
+    "beta_schedule",
+    "draw_noise",
+    "generate_phasegen_store",
+    "load_phasegen",
+    "magnitude_scale",
+    "patch_store_path",
+    "phase_smoothness",
+    "sample_phase",
+    "sampling_timesteps",
+    "stage_dir",
+    "to_complex",
+    "train_phasegen",
+]
