@@ -19,11 +19,15 @@ from magphase.generative.phasegen import (
     PhaseGenTask,
     alphas_cumprod,
     beta_schedule,
+    constant_phase,
     draw_noise,
+    evaluate_phasegen,
     generate_phasegen_store,
     load_phasegen,
     magnitude_scale,
+    phase_agreement,
     phase_smoothness,
+    random_phase,
     sample_phase,
     sampling_timesteps,
     to_complex,
@@ -285,6 +289,36 @@ def test_train_export_load_and_write_a_phasegen_store(tmp_path):
     assert res.exit_code == 0, res.output
     assert len(Store(tmp_path / "cli")) == 2
     assert cli("x", "--weights", str(result.ema_path), "--sampler", "euler").exit_code != 0
+
+    # Evaluation against the real phases of the same magnitudes, per sequence and overall.
+    table = evaluate_phasegen(out)
+    assert list(table["sequence"]) == ["AXFLAIR", "AXT1", "all"] and table["n"].iloc[-1] == 4
+    assert (
+        table["agreement_constant"].between(0, 1).all() and table["smoothness_phasegen"].between(0, 1).all()
+    )
+    res = CliRunner().invoke(app, ["phasegen-eval", "--synthetic", str(out), "--out", str(tmp_path / "eval")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "eval" / "phasegen_phase.csv").is_file() and "agreement" in res.output
+    with pytest.raises(DataError, match="source_patch_id"):
+        evaluate_phasegen(store, store)
+    png = tmp_path / "fig.png"
+    args = ["phasegen-figure", "--source", str(store), "--out", str(png), "--run", str(tmp_path / "run")]
+    res = CliRunner().invoke(app, [*args, "--k", "3", "--draws", "1", "--steps", "2", "--split", "train"])
+    assert res.exit_code == 0, res.output
+    assert png.stat().st_size > 1000
+
+
+def test_phase_agreement_and_baselines():
+    rng = np.random.default_rng(0)
+    m = rng.uniform(0.2, 1.0, size=(4, 16, 16))
+    phi = rng.uniform(-np.pi, np.pi, size=(4, 16, 16))
+    real = np.stack([m * np.cos(phi), m * np.sin(phi)], axis=1)
+    shifted = np.stack([m * np.cos(phi + 1.0), m * np.sin(phi + 1.0)], axis=1)
+    np.testing.assert_allclose(phase_agreement(shifted, real), 1.0, rtol=1e-9)
+    assert phase_agreement(random_phase(real, seed=1), real).mean() < 0.15
+    flat = constant_phase(real)
+    np.testing.assert_allclose(np.hypot(flat[:, 0], flat[:, 1]), m)
+    assert phase_agreement(flat, real).mean() < 0.15  # the real phase here is itself random
 
 
 def test_phase_smoothness():

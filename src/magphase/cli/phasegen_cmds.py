@@ -1,4 +1,5 @@
-"""CLI subcommands of the PhaseGen branch: ``train-phasegen`` and ``sample-phasegen``."""
+"""CLI subcommands of the PhaseGen branch: ``train-phasegen``, ``sample-phasegen``, ``phasegen-figure``,
+``phasegen-eval``."""
 
 from __future__ import annotations
 
@@ -120,3 +121,57 @@ def sample_phasegen_cmd(
             progress=bar.update,
         )
     typer.echo(f"PhaseGen store: {written} ({n} patches, {sampler}, magnitudes of {source})")
+
+
+@app.command("phasegen-figure")
+def phasegen_figure_cmd(
+    source: Path = typer.Option(..., "--source", help="real patch store"),
+    out: Path = typer.Option(..., "--out", "-o", help="PNG to write"),
+    run: Path | None = typer.Option(None, "--run", help="run directory holding phasegen/"),
+    weights: Path | None = typer.Option(None, "--weights", "-w", help="PhaseGen EMA weights (.safetensors)"),
+    k: int = typer.Option(6, "--k", help="patches (columns)"),
+    draws: int = typer.Option(2, "--draws", help="PhaseGen draws per patch (rows)"),
+    split: str = typer.Option("test", "--split", help="split to pick patches from"),
+    steps: int | None = typer.Option(None, "--steps", "-k", help="ddim steps K (default: config)"),
+    seed: int | None = typer.Option(None, "--seed", help="noise seed (default: config seed)"),
+    config: Path | None = _CONFIG,
+    overrides: list[str] | None = _SET,
+) -> None:
+    """Real magnitude and phase beside PhaseGen phases drawn for the same magnitudes."""
+    from magphase.generative.phasegen import load_phasegen
+    from magphase.report.figures_phasegen import phasegen_figure
+
+    cfg = load_config(config, overrides)
+    sc = cfg.phasegen.sampling
+    model = load_phasegen(_weights(run, weights))
+    path = phasegen_figure(
+        model,
+        source,
+        out,
+        k=k,
+        draws=draws,
+        split=split,
+        sampler=sc.sampler,
+        steps=steps or sc.steps,
+        seed=cfg.seed if seed is None else seed,
+        amp=sc.amp,
+    )
+    typer.echo(f"figure: {path}")
+
+
+@app.command("phasegen-eval")
+def phasegen_eval_cmd(
+    synthetic: Path = typer.Option(..., "--synthetic", help="store written by sample-phasegen"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for phasegen_phase.csv / .md"),
+    real: Path | None = typer.Option(None, "--real", help="real patch store (default: the one recorded)"),
+) -> None:
+    """Phase statistics of PhaseGen phases against the real phases of the same magnitudes."""
+    from magphase.generative.phasegen import evaluate_phasegen, phasegen_markdown
+    from magphase.utils.atomic import atomic_write_text
+
+    table = evaluate_phasegen(synthetic, real)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(table.to_csv(index=False), out / "phasegen_phase.csv")
+    md = phasegen_markdown(table)
+    atomic_write_text(md, out / "phasegen_phase.md")
+    typer.echo(md)
