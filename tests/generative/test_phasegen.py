@@ -332,3 +332,14 @@ def test_phase_smoothness():
     noise = rng.uniform(-np.pi, np.pi, size=(3, 32, 32))
     random = np.stack([mag * np.cos(noise), mag * np.sin(noise)], axis=1)
     assert phase_smoothness(random) < 0.1
+
+
+def test_config_overrides_keep_the_phasegen_training_defaults():
+    from magphase.config import load_config
+
+    cfg = load_config(None, ["phasegen.train.log_every=10"])
+    assert cfg.phasegen.train.log_every == 10
+    assert cfg.phasegen.train.steps == 2000 and cfg.phasegen.train.batch_size == 16
+    assert cfg.phasegen.resolved_network().base_channels == 8
+    with pytest.raises(ConfigError):
+        load_config(None, ["phasegen.network.time_features=7"])

@@ -41,6 +41,12 @@ PHASEGEN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Engine settings of PhaseGen training (CPU budget); fields under ``phasegen.train`` override them.
+TRAIN_DEFAULTS: dict[str, Any] = dict(
+    steps=2000, batch_size=16, lr=1e-3, warmup_steps=100, ema_decay=0.995, checkpoint_every=500, log_every=25
+)
+
+
 class DiffusionSettings(BaseModel):
     """The forward process ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n`` over T integer steps."""
 
@@ -84,16 +90,18 @@ class PhaseGenConfig(BaseModel):
         description="rotate each training patch by a random global phase (the absolute phase is arbitrary)",
     )
     diffusion: DiffusionSettings = DiffusionSettings()
-    train: TrainSettings = TrainSettings(
-        steps=2000,
-        batch_size=16,
-        lr=1e-3,
-        warmup_steps=100,
-        ema_decay=0.995,
-        checkpoint_every=500,
-        log_every=25,
-    )
+    train: TrainSettings = TrainSettings(**TRAIN_DEFAULTS)
     sampling: PhaseGenSampling = PhaseGenSampling()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_defaults(cls, data: Any) -> Any:
+        # Fields given under `train` override PhaseGen's engine defaults, not the engine's generic ones.
+        if isinstance(data, dict):
+            given = data.get("train")
+            if given is None or isinstance(given, dict):
+                data = {**data, "train": {**TRAIN_DEFAULTS, **(given or {})}}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> PhaseGenConfig:
@@ -107,4 +115,11 @@ class PhaseGenConfig(BaseModel):
         return self.network if self.network is not None else PhaseGenNetwork(**PHASEGEN_PRESETS[self.preset])
 
 
-__all__ = ["DiffusionSettings", "PHASEGEN_PRESETS", "PhaseGenConfig", "PhaseGenNetwork", "PhaseGenSampling"]
+__all__ = [
+    "DiffusionSettings",
+    "PHASEGEN_PRESETS",
+    "TRAIN_DEFAULTS",
+    "PhaseGenConfig",
+    "PhaseGenNetwork",
+    "PhaseGenSampling",
+]
