@@ -85,13 +85,21 @@ def magnitude_scale(magnitude: Tensor) -> Tensor:
     return magnitude.float().pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp(min=MIN_RMS)
 
 
-def draw_noise(kind: str, shape: tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:
-    """complex64 noise of unit mean power: ``phase`` = ``exp(i U[-pi, pi))``, ``gaussian`` = CN(0, 1)."""
+def draw_noise(
+    kind: str,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """complex64 noise of unit mean power: ``phase`` = ``exp(i U[-pi, pi))``, ``gaussian`` = CN(0, 1).
+
+    ``device`` (default: the generator's, else CPU) is where the numbers are drawn.
+    """
     if kind == "phase":
-        angle = (torch.rand(shape, generator=generator) * 2 - 1) * math.pi
-        return torch.polar(torch.ones(shape), angle)
+        angle = (torch.rand(shape, generator=generator, device=device) * 2 - 1) * math.pi
+        return torch.polar(torch.ones_like(angle), angle)
     if kind == "gaussian":
-        re, im = torch.randn((2, *shape), generator=generator) / math.sqrt(2.0)
+        re, im = torch.randn((2, *shape), generator=generator, device=device) / math.sqrt(2.0)
         return torch.complex(re, im)
     raise ValueError(f"noise must be 'phase' or 'gaussian', got {kind!r}")
 
@@ -120,7 +128,7 @@ class PhaseGenTask(TrainTaskBase):
             )
         x0 = x / magnitude_scale(x.abs())
         t = torch.randint(0, self.diffusion.timesteps, (b,), device=device)
-        noise = draw_noise(self.diffusion.noise, tuple(x0.shape)).to(device)
+        noise = draw_noise(self.diffusion.noise, tuple(x0.shape), device=device)
         abar = self.abar.to(device)[t].view(b, 1, 1, 1)
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         pred = model(x_t, x0.abs(), t)
@@ -370,11 +378,12 @@ def generate_phasegen_store(
 
 
 # ------------------------------------------------------------------------------------- metrics
-def phase_smoothness(patches: np.ndarray) -> float:
-    """Magnitude-weighted coherence of neighbouring phase differences, in [0, 1] (1: locally flat phase).
+def patch_phase_smoothness(patches: np.ndarray) -> np.ndarray:
+    """Per patch, the magnitude-weighted coherence of neighbouring phase differences, in [0, 1].
 
     ``R = |sum w exp(i (phi(r + d) - phi(r)))| / sum w`` over horizontal and vertical neighbours, with
-    ``w = m(r) m(r + d)``: ``x(r + d) conj(x(r))`` carries both weight and phase difference.
+    ``w = m(r) m(r + d)``: ``x(r + d) conj(x(r))`` carries both weight and phase difference. 1: locally flat
+    phase; ~0: phase unrelated between neighbours.
     """
     z = patches[:, 0] + 1j * patches[:, 1]
     num = den = 0.0
@@ -382,7 +391,12 @@ def phase_smoothness(patches: np.ndarray) -> float:
         prod = a * np.conj(b)
         num += prod.sum(axis=(1, 2))
         den += np.abs(prod).sum(axis=(1, 2))
-    return float(np.mean(np.abs(num) / np.maximum(den, 1e-12)))
+    return np.abs(num) / np.maximum(den, 1e-12)
+
+
+def phase_smoothness(patches: np.ndarray) -> float:
+    """Mean of :func:`patch_phase_smoothness` over the patches."""
+    return float(np.mean(patch_phase_smoothness(patches)))
 
 
 def phase_agreement(generated: np.ndarray, real: np.ndarray) -> np.ndarray:
@@ -410,7 +424,18 @@ def random_phase(real: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.stack([m * np.cos(phi), m * np.sin(phi)], axis=1).astype(np.float32)
 
 
-def evaluate_phasegen(synthetic: str | Path | Store, real: str | Path | Store | None = None) -> pd.DataFrame:
+_PHASE_STATS = (
+    "smoothness_real",
+    "smoothness_phasegen",
+    "smoothness_random",
+    "agreement_phasegen",
+    "agreement_constant",
+)
+
+
+def evaluate_phasegen(
+    synthetic: str | Path | Store, real: str | Path | Store | None = None, *, chunk: int = 256
+) -> pd.DataFrame:
     """Phase statistics of a PhaseGen store against the real patches it took its magnitudes from.
 
     Per sequence (and ``all``): ``n``; ``smoothness`` (:func:`phase_smoothness`) of the real, PhaseGen, and
@@ -433,23 +458,23 @@ def evaluate_phasegen(synthetic: str | Path | Store, real: str | Path | Store | 
     missing = sorted(set(ids) - set(pos.index))
     if missing:
         raise DataError(src.path, "patch_id", f"{len(missing)} source patches missing, e.g. {missing[:3]}")
+    # Per-patch values in chunks (a real-data store does not fit in memory twice), then means per sequence.
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in _PHASE_STATS}
+    src_idx = pos[ids].to_numpy()
+    for a in range(0, len(syn), chunk):
+        g = syn.read("patches", np.arange(a, min(a + chunk, len(syn))))
+        r = src.read("patches", src_idx[a : a + chunk])
+        cols["smoothness_real"].append(patch_phase_smoothness(r))
+        cols["smoothness_phasegen"].append(patch_phase_smoothness(g))
+        cols["smoothness_random"].append(patch_phase_smoothness(random_phase(r, seed=a)))
+        cols["agreement_phasegen"].append(phase_agreement(g, r))
+        cols["agreement_constant"].append(phase_agreement(constant_phase(r), r))
+    per_patch = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
+    per_patch.insert(0, "sequence", syn.manifest["sequence"].astype(str).to_numpy())
     rows = []
-    seqs = syn.manifest["sequence"].astype(str)
-    for seq in [*sorted(set(seqs)), "all"]:
-        sel = np.flatnonzero((seqs == seq).to_numpy() if seq != "all" else np.ones(len(syn), bool))
-        g = syn.read("patches", sel)
-        r = src.read("patches", pos[ids.iloc[sel]].to_numpy())
-        rows.append(
-            dict(
-                sequence=seq,
-                n=int(sel.size),
-                smoothness_real=phase_smoothness(r),
-                smoothness_phasegen=phase_smoothness(g),
-                smoothness_random=phase_smoothness(random_phase(r)),
-                agreement_phasegen=float(phase_agreement(g, r).mean()),
-                agreement_constant=float(phase_agreement(constant_phase(r), r).mean()),
-            )
-        )
+    for seq in [*sorted(set(per_patch["sequence"])), "all"]:
+        part = per_patch if seq == "all" else per_patch[per_patch["sequence"] == seq]
+        rows.append({"sequence": seq, "n": len(part), **{k: float(part[k].mean()) for k in _PHASE_STATS}})
     return pd.DataFrame(rows)
 
 
@@ -480,6 +505,7 @@ __all__ = [
     "magnitude_scale",
     "patch_store_path",
     "phase_agreement",
+    "patch_phase_smoothness",
     "phase_smoothness",
     "phasegen_markdown",
     "random_phase",
