@@ -4,6 +4,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -296,6 +297,7 @@ def test_train_export_load_and_write_a_phasegen_store(tmp_path):
     assert (
         table["agreement_constant"].between(0, 1).all() and table["smoothness_phasegen"].between(0, 1).all()
     )
+    pd.testing.assert_frame_equal(evaluate_phasegen(out, chunk=3), table)
     res = CliRunner().invoke(app, ["phasegen-eval", "--synthetic", str(out), "--out", str(tmp_path / "eval")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "eval" / "phasegen_phase.csv").is_file() and "agreement" in res.output
