@@ -416,11 +416,18 @@ def constant_phase(real: np.ndarray) -> np.ndarray:
     return np.stack([np.hypot(real[:, 0], real[:, 1]), np.zeros_like(real[:, 0])], axis=1)
 
 
-def random_phase(real: np.ndarray, seed: int = 0) -> np.ndarray:
-    """The baseline "noise phase": the real magnitudes with i.i.d. uniform phase per pixel."""
-    rng = np.random.default_rng(seed)
+def random_phase(real: np.ndarray, seed: int = 0, start: int = 0) -> np.ndarray:
+    """The baseline "noise phase": the real magnitudes with i.i.d. uniform phase per pixel.
+
+    Patch ``j`` draws from a generator seeded by ``(seed, start + j)`` (independent of chunking).
+    """
     m = np.hypot(real[:, 0], real[:, 1])
-    phi = rng.uniform(-np.pi, np.pi, size=m.shape)
+    phi = np.stack(
+        [
+            np.random.default_rng([seed, start + j]).uniform(-np.pi, np.pi, size=m.shape[1:])
+            for j in range(len(m))
+        ]
+    )
     return np.stack([m * np.cos(phi), m * np.sin(phi)], axis=1).astype(np.float32)
 
 
@@ -466,7 +473,7 @@ def evaluate_phasegen(
         r = src.read("patches", src_idx[a : a + chunk])
         cols["smoothness_real"].append(patch_phase_smoothness(r))
         cols["smoothness_phasegen"].append(patch_phase_smoothness(g))
-        cols["smoothness_random"].append(patch_phase_smoothness(random_phase(r, seed=a)))
+        cols["smoothness_random"].append(patch_phase_smoothness(random_phase(r, start=a)))
         cols["agreement_phasegen"].append(phase_agreement(g, r))
         cols["agreement_constant"].append(phase_agreement(constant_phase(r), r))
     per_patch = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
