@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -47,6 +48,11 @@ def test_micro_run_produces_every_table_and_figure(micro_run: Path) -> None:
         assert f"]({fig})" in report
     meta = json.loads((micro_run / "report" / "report.json").read_text())
     assert meta["missing"] == []
+    # PhaseGen (pipeline.phasegen): phase statistics of the test split and its figure in the report.
+    assert "## PhaseGen" in report and "](phasegen_phases.png)" in report
+    assert (micro_run / "report" / "phasegen_phases.png").stat().st_size > 5_000
+    pg = pd.read_csv(micro_run / "phasegen" / "evaluation" / "phasegen_phase.csv")
+    assert pg["sequence"].iloc[-1] == "all" and pg["n"].iloc[-1] == 6
     # The stage-2 class probe ran on val and on as many train latents.
     assert "### Stage-2 class probe" in report
     probe = meta["class_probe"]
@@ -71,6 +77,9 @@ def test_changed_config_reruns_from_the_changed_stage(micro_run: Path) -> None:
     plan = {p.stage: p.action for p in plan_run(cfg, micro_run)}
     assert plan["autoencoder"] == "skip" and plan["flow1"] == "skip"
     assert plan["downstream"] == "run" and plan["report"] == "run"
+    # A PhaseGen setting reruns only PhaseGen and the report.
+    plan = {p.stage: p.action for p in plan_run(load_config(MICRO, ["phasegen.train.steps=4"]), micro_run)}
+    assert [s for s, a in plan.items() if a == "run"] == ["phasegen", "report"]
 
 
 def test_plan_range_and_dry_run(tmp_path: Path) -> None:

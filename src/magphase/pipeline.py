@@ -12,6 +12,8 @@ Stages (each reads only what the previous ones wrote; the run folder layout is f
     sample            RUN/samples/{realfake,downstream}   synthetic stores (w = 1 latents; w = 2 decoded)
     realfake          RUN/evaluation/realfake/    Table 4
     downstream        RUN/evaluation/downstream/  substitution / additive / magnitude-only, Figs. 6-8
+    phasegen          RUN/phasegen/               PhaseGen (if pipeline.phasegen): model, test-split phases,
+                                                  phase statistics, figure
     report            RUN/report/report.md        every table and figure
 
 A finished stage writes ``RUN/.stages/<stage>.json`` holding a hash of the config sections it and
@@ -54,6 +56,7 @@ STAGES: tuple[str, ...] = (
     "sample",
     "realfake",
     "downstream",
+    "phasegen",
     "report",
 )
 
@@ -126,6 +129,10 @@ class RunLayout:
     @property
     def selection(self) -> Path:
         return self.root / "evaluation" / "selection"
+
+    @property
+    def phasegen(self) -> Path:
+        return self.root / "phasegen"
 
     @property
     def report(self) -> Path:
@@ -419,6 +426,79 @@ def _stage_downstream(ctx: RunContext) -> dict[str, Any]:
     return {"result": _jsonable(result)}
 
 
+def _stage_phasegen(ctx: RunContext) -> dict[str, Any]:
+    """PhaseGen: train, give the test split's magnitudes a generated phase, evaluate, draw."""
+    if not ctx.cfg.pipeline.phasegen:
+        return {"skipped": "pipeline.phasegen is off"}
+    from magphase.data.store import Store
+    from magphase.generative.phasegen import (
+        evaluate_phasegen,
+        generate_phasegen_store,
+        load_phasegen,
+        phasegen_markdown,
+        train_phasegen,
+    )
+    from magphase.report.figures_phasegen import phasegen_figure
+
+    pg = ctx.cfg.phasegen
+    bar = ctx.bar("phasegen", pg.train.steps)
+    result = train_phasegen(ctx.cfg, ctx.layout.root, resume=True, progress=_engine_progress(bar))
+    model = load_phasegen(result.ema_path, device=ctx.device)
+    sc = pg.sampling
+    stat = result.ema_path.stat()
+    recipe = {
+        "weights_size": stat.st_size,
+        "weights_mtime_ns": stat.st_mtime_ns,
+        "sampling": sc.model_dump(mode="json"),
+        "limit": pg.evaluation_patches,
+        "seed": ctx.cfg.seed,
+    }
+    store = ctx.layout.phasegen / "test-samples"
+    try:
+        fresh = store.is_dir() and Store(store).meta.get("recipe") == recipe
+    except DataError:
+        fresh = False
+    if not fresh:
+        real = Store(ctx.layout.patches)
+        n = len(real.select(split="test"))
+        limit = pg.evaluation_patches
+        generate_phasegen_store(
+            model,
+            real,
+            store,
+            split="test",
+            limit=limit,
+            sampler=sc.sampler,
+            steps=sc.steps,
+            eta=sc.eta,
+            seed=ctx.cfg.seed,
+            batch_size=sc.batch_size,
+            amp=sc.amp,
+            project=sc.project,
+            provenance={"weights": str(result.ema_path), "recipe": recipe},
+            overwrite=True,
+            progress=ctx.bar("phasegen test phases", min(n, limit) if limit is not None else n),
+        )
+    out = ctx.layout.phasegen / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    table = evaluate_phasegen(store, ctx.layout.patches)
+    atomic_write_text(table.to_csv(index=False), out / "phasegen_phase.csv")
+    atomic_write_text(phasegen_markdown(table), out / "phasegen_phase.md")
+    fig = phasegen_figure(
+        model,
+        ctx.layout.patches,
+        out / "phasegen_phases.png",
+        k=6,
+        draws=2,
+        split="test",
+        sampler=sc.sampler,
+        steps=sc.steps,
+        seed=ctx.cfg.seed,
+        amp=sc.amp,
+    )
+    return {"step": result.step, "table": table.to_dict("records"), "figure": str(fig)}
+
+
 def _stage_report(ctx: RunContext) -> dict[str, Any]:
     from magphase.report.report import write_report
 
@@ -437,6 +517,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[RunContext], dict[str, Any]]] = {
     "sample": _stage_sample,
     "realfake": _stage_realfake,
     "downstream": _stage_downstream,
+    "phasegen": _stage_phasegen,
     "report": _stage_report,
 }
 
@@ -458,6 +539,7 @@ def stage_sections(cfg: MagphaseConfig, stage: str) -> list[Any]:
             "sample": [cfg.flow.sampling, cfg.evaluation],
             "realfake": [cfg.evaluation],
             "downstream": [cfg.evaluation],
+            "phasegen": [cfg.pipeline.phasegen, cfg.phasegen],
             "report": [],
         }[stage]
     )

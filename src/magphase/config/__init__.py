@@ -45,6 +45,9 @@ class PipelineConfig(BaseModel):
     select_stage2: bool = Field(
         True, description="pick the stage-2 snapshot with the highest validation downstream AUROC"
     )
+    phasegen: bool = Field(
+        False, description="also train PhaseGen and evaluate its phases on the test split (stage phasegen)"
+    )
     max_selection_candidates: int = Field(
         3, ge=2, le=100, description="snapshots scored per stage (evenly spread, the last included)"
     )

@@ -89,6 +89,9 @@ class PhaseGenConfig(BaseModel):
         True,
         description="rotate each training patch by a random global phase (the absolute phase is arbitrary)",
     )
+    evaluation_patches: int | None = Field(
+        512, ge=1, description="test patches given a PhaseGen phase by `magphase run` (None: all)"
+    )
     diffusion: DiffusionSettings = DiffusionSettings()
     train: TrainSettings = TrainSettings(**TRAIN_DEFAULTS)
     sampling: PhaseGenSampling = PhaseGenSampling()

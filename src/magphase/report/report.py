@@ -376,6 +376,21 @@ def write_report(
     section("Table 4: real-vs-synthetic latent classifier AUROC", realfake)
     downstream = _read(run_dir / "evaluation" / "downstream" / "summary.md")
     section("Substitution and Additive experiments (downstream normal vs abnormal AUROC)", downstream)
+    if cfg.pipeline.phasegen:
+        pg_dir = run_dir / "phasegen" / "evaluation"
+        section(
+            "PhaseGen: generated phase for real magnitudes (test split)",
+            _read(pg_dir / "phasegen_phase.md"),
+            "Smoothness: magnitude-weighted coherence of neighbouring phase differences (1: flat). "
+            "Agreement: how well a phase matches the real one up to a global offset (constant phase = the "
+            "mean-phase baseline). PhaseGen keeps the magnitude exactly; see docs/phasegen.md.",
+        )
+        _figure(
+            lines,
+            "PhaseGen phases beside the real phase",
+            _copy_figure(pg_dir / "phasegen_phases.png", report_dir),
+            "the phasegen stage has not run",
+        )
     lines.append("### Protocol beside the paper's\n")
     lines.append(_protocol_table(cfg))
     sets = _evaluation_sets(run_dir) if downstream is not None else None
