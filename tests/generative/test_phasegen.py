@@ -33,6 +33,7 @@ from magphase.generative.phasegen import (
     sampling_timesteps,
     to_complex,
     train_phasegen,
+    training_target,
 )
 from magphase.training import TrainSettings, fit
 from magphase.training.checkpoint import save_weights
@@ -196,7 +197,7 @@ def test_phasegen_learns_a_magnitude_dependent_phase(tmp_path):
         base_channels=8, channel_mults=(1, 2, 2), num_res_blocks=1, emb_dim=32, time_features=16, groups=4
     )
     diffusion = DiffusionSettings(timesteps=100, noise="gaussian")
-    task = PhaseGenTask(net, diffusion, random_global_phase=False)
+    task = PhaseGenTask(net, diffusion, global_phase="keep")
     settings = TrainSettings(
         steps=200, batch_size=16, lr=3e-3, warmup_steps=10, ema_decay=0.9, checkpoint_every=200, log_every=10
     )
@@ -345,3 +346,44 @@ def test_config_overrides_keep_the_phasegen_training_defaults():
     assert cfg.phasegen.resolved_network().base_channels == 8
     with pytest.raises(ConfigError):
         load_config(None, ["phasegen.network.time_features=7"])
+
+
+def test_training_target_global_phase_modes():
+    x = torch.from_numpy(_blobs(3, 16, np.random.default_rng(2)))
+    x = torch.stack(
+        [x[:, 0] * 0.6 - x[:, 1] * 0.8, x[:, 0] * 0.8 + x[:, 1] * 0.6], dim=1
+    )  # global phase != 0
+    keep = training_target(x, "keep")
+    torch.testing.assert_close(keep, to_complex(x) / magnitude_scale(to_complex(x).abs()))
+    assert keep.abs().pow(2).mean(dim=(-2, -1)).sqrt().flatten().tolist() == pytest.approx(
+        [1, 1, 1], rel=1e-5
+    )
+    canon = training_target(x, "canonical")
+    torch.testing.assert_close(canon.abs(), keep.abs())
+    assert torch.angle(canon.sum(dim=(-2, -1))).abs().max() < 1e-5
+    # Canonical = the kept patch times one constant phase factor per patch.
+    ratio = canon * keep.conj()
+    assert torch.angle(ratio * ratio[..., :1, :1].conj())[keep.abs() > 1e-3].abs().max() < 1e-4
+    torch.testing.assert_close(training_target(x, "random").abs(), keep.abs())
+    with pytest.raises(ConfigError):
+        training_target(x, "zero")
+
+
+def test_canonical_model_samples_get_a_seeded_uniform_global_phase():
+    model = _tiny_model()
+    mag = torch.rand(4, 16, 16) + 0.1
+    model.global_phase = "keep"
+    plain = sample_phase(model, mag, steps=3, seed=4)
+    model.global_phase = "canonical"
+    rotated = sample_phase(model, mag, steps=3, seed=4)
+    torch.testing.assert_close(rotated.abs(), mag, rtol=1e-6, atol=1e-7)
+    ratio = rotated * plain.conj()
+    angles = torch.angle(ratio[:, 0, 0])
+    # One angle per sample (the same at every pixel), seeded: different samples, different angles.
+    torch.testing.assert_close(
+        torch.angle(ratio * torch.exp(-1j * angles)[:, None, None]), torch.zeros(4, 16, 16), atol=1e-4, rtol=0
+    )
+    assert len({round(a, 3) for a in angles.tolist()}) == 4
+    torch.testing.assert_close(
+        sample_phase(model, mag[2:], steps=3, seed=4, start=2), rotated[2:], rtol=1e-3, atol=1e-3
+    )

@@ -85,9 +85,10 @@ class PhaseGenConfig(BaseModel):
     preset: Literal["cpu", "paper"] = Field("cpu", description="network size preset")
     network: PhaseGenNetwork | None = Field(None, description="explicit sizes (override the preset)")
     patch_store: str | None = Field(None, description="patch store to train on (None: <run>/prepare/patches)")
-    random_global_phase: bool = Field(
-        True,
-        description="rotate each training patch by a random global phase (the absolute phase is arbitrary)",
+    global_phase: Literal["canonical", "random", "keep"] = Field(
+        "canonical",
+        description="training patches: rotated to global phase 0 (samples then get a seeded uniform one), "
+        "by a random angle, or kept",
     )
     evaluation_patches: int | None = Field(
         512, ge=1, description="test patches given a PhaseGen phase by `magphase run` (None: all)"

@@ -4,8 +4,12 @@ Data. A complex patch ``x = m exp(i phi)`` (a store's ``patches``, ``2 x 96 x 96
 scaled by the RMS of its magnitude, ``x_0 = x / rms(m)``, so ``|x_0|`` (the condition) has unit RMS and the
 scale depends on the magnitude alone: training and sampling see the same condition. (The published code
 whitens the complex image for training but the magnitude for sampling; one normalisation for both is
-deliberate here.) With ``random_global_phase`` each training patch is also rotated by a uniform global
-angle: the absolute phase of a coil-combined image is arbitrary (docs/flow-matching.md).
+deliberate here.) The absolute phase of a coil-combined image is arbitrary (docs/flow-matching.md), so by
+default (``global_phase = canonical``) each training patch is rotated to global phase 0 (the angle of its
+complex sum) and every sample is rotated back by a uniform angle seeded per sample: the network never has
+to pick a global phase out of noise, the failure that splits samples into phase domains. ``random``
+rotates training patches by a uniform angle instead (PhaseGen-like data augmentation), ``keep`` uses
+the data as they are.
 
 Forward process over T integer steps (cosine schedule by default, as PhaseGen)::
 
@@ -105,28 +109,47 @@ def draw_noise(
 
 
 # ------------------------------------------------------------------------------------ training
+GLOBAL_PHASE_MODES = ("canonical", "random", "keep")
+
+
+def training_target(x: Tensor, global_phase: str = "canonical") -> Tensor:
+    """Store-layout patches ``B x 2 x H x W`` -> the diffusion's ``x_0``: complex ``B x 1 x H x W`` of unit
+    magnitude RMS, rotated to global phase 0 (``canonical``), by a uniform random angle (``random``), or
+    not (``keep``)."""
+    z = to_complex(x)
+    b, device = z.shape[0], z.device
+    if global_phase == "canonical":
+        z = z * torch.exp(-1j * torch.angle(z.sum(dim=(-2, -1), keepdim=True)))
+    elif global_phase == "random":
+        z = z * torch.polar(
+            torch.ones(b, 1, 1, 1, device=device), torch.rand(b, 1, 1, 1, device=device) * 2 * math.pi
+        )
+    elif global_phase != "keep":
+        raise ConfigError(f"global_phase must be one of {GLOBAL_PHASE_MODES}, got {global_phase!r}")
+    return z / magnitude_scale(z.abs())
+
+
 class PhaseGenTask(TrainTaskBase):
     """The engine task: noise-prediction loss of the complex diffusion on magnitude-scaled patches."""
 
     def __init__(
-        self, network: dict[str, Any], diffusion: DiffusionSettings, random_global_phase: bool = True
+        self, network: dict[str, Any], diffusion: DiffusionSettings, global_phase: str = "canonical"
     ):
+        if global_phase not in GLOBAL_PHASE_MODES:
+            raise ConfigError(
+                f"phasegen.global_phase must be one of {GLOBAL_PHASE_MODES}, got {global_phase!r}"
+            )
         self.network = dict(network)
         self.diffusion = diffusion
-        self.random_global_phase = random_global_phase
+        self.global_phase = global_phase
         self.abar = alphas_cumprod(diffusion).float()
 
     def build_model(self) -> nn.Module:
         return ComplexUNet(**self.network, timesteps=self.diffusion.timesteps)
 
     def loss(self, model: nn.Module, batch: Any, step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        x = to_complex(batch["x"])
-        b, device = x.shape[0], x.device
-        if self.random_global_phase:
-            x = x * torch.polar(
-                torch.ones(b, 1, 1, 1, device=device), torch.rand(b, 1, 1, 1, device=device) * 2 * math.pi
-            )
-        x0 = x / magnitude_scale(x.abs())
+        x0 = training_target(batch["x"], self.global_phase)
+        b, device = x0.shape[0], x0.device
         t = torch.randint(0, self.diffusion.timesteps, (b,), device=device)
         noise = draw_noise(self.diffusion.noise, tuple(x0.shape), device=device)
         abar = self.abar.to(device)[t].view(b, 1, 1, 1)
@@ -139,6 +162,7 @@ class PhaseGenTask(TrainTaskBase):
     def model_config(self) -> dict[str, Any]:
         cfg = complex_unet_config(**self.network, timesteps=self.diffusion.timesteps)
         cfg["diffusion"] = self.diffusion.model_dump(mode="json")
+        cfg["global_phase"] = self.global_phase
         return cfg
 
 
@@ -167,7 +191,7 @@ def train_phasegen(
     """Train PhaseGen on the ``train`` split of a patch store into ``RUN/phasegen``."""
     pg: PhaseGenConfig = cfg.phasegen
     dataset = PatchDataset(patch_store_path(cfg, run_dir, store), split="train")
-    task = PhaseGenTask(pg.resolved_network().model_dump(mode="json"), pg.diffusion, pg.random_global_phase)
+    task = PhaseGenTask(pg.resolved_network().model_dump(mode="json"), pg.diffusion, pg.global_phase)
     out = stage_dir(run_dir)
     log.info("PhaseGen: %d training patches -> %s", len(dataset), out)
     result = fit(
@@ -200,6 +224,7 @@ def load_phasegen(path: str | Path, device: str | torch.device = "cpu") -> Compl
     model = build_complex_unet(cfg)
     model.load_state_dict(load_ema_weights(path))
     model.diffusion = DiffusionSettings(**cfg.get("diffusion", {}))  # type: ignore[assignment]
+    model.global_phase = cfg.get("global_phase", "keep")  # type: ignore[assignment]
     return model.to(device).eval()
 
 
@@ -256,6 +281,7 @@ def sample_phase(
     abar = alphas_cumprod(diffusion)
     ts = sampling_timesteps(sampler, steps, diffusion.timesteps)
     eta = 1.0 if sampler == "ddpm" else float(eta)
+    canonical = getattr(model, "global_phase", "keep") == "canonical"
     out = torch.empty(mag.shape, dtype=torch.complex64)
     shape = (1, *mag.shape[1:])
     for a in range(0, mag.shape[0], batch_size):
@@ -286,6 +312,15 @@ def sample_phase(
                 z = torch.stack([draw_noise(diffusion.noise, shape, g) for g in gens]).to(device)
                 x = x + sigma * z.to(torch.complex128)
         phase = torch.angle(x0[:, 0]).float().cpu()
+        if canonical:
+            # A canonical model samples global phase 0; the absolute phase is arbitrary: a seeded uniform one.
+            rot = [
+                torch.rand(
+                    (), generator=torch.Generator().manual_seed(derive_seed(seed, start + a + j, 0x9A))
+                )
+                for j in range(b)
+            ]
+            phase = phase + (torch.stack(rot) * 2 * math.pi - math.pi).view(b, 1, 1)
         out[a : a + b] = torch.polar(m, phase)
         if progress is not None:
             progress(b)
@@ -310,7 +345,7 @@ def generate_phasegen_store(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
-    """Give every patch of ``source`` (one split, at most ``limit``) a PhaseGen phase; write a store.
+    """Give every patch of ``source`` (one split; at most ``limit``, evenly spaced) a PhaseGen phase.
 
     The new store has the source's manifest rows (sequence, label, split, slice, ...) with ``patch_id``
     prefixed ``pg-``, ``synthetic = 1`` and ``source_patch_id``; its ``patches`` keep the source magnitude
@@ -320,8 +355,9 @@ def generate_phasegen_store(
     if "patches" not in src.arrays:
         raise DataError(src.path, "patches", "source store lacks this array")
     idx = src.select(split=split) if split is not None else np.arange(len(src))
-    if limit is not None:
-        idx = idx[:limit]
+    if limit is not None and limit < idx.size:
+        # Evenly spaced over the split (stores are in volume order): every sequence keeps its share.
+        idx = idx[np.unique(np.linspace(0, idx.size - 1, limit).round().astype(np.int64))]
     if idx.size == 0:
         raise DataError(src.path, "split", f"no patches in split {split!r}")
     out = Path(out)
@@ -501,6 +537,7 @@ def phasegen_markdown(table: pd.DataFrame) -> str:
 
 
 __all__ = [
+    "GLOBAL_PHASE_MODES",
     "PhaseGenTask",
     "alphas_cumprod",
     "beta_schedule",
@@ -521,4 +558,5 @@ __all__ = [
     "stage_dir",
     "to_complex",
     "train_phasegen",
+    "training_target",
 ]
