@@ -5,8 +5,9 @@ Model: the velocity U-Net of a preset (random weights: timing does not depend on
 latents; decoder: the autoencoder preset's decoder (random weights) when ``magphase.models.autoencoder`` is
 importable. Guidance w = 2 (so every evaluation is ONE batched forward of 2B: conditional + null halves).
 
-Overhead ratio = (time of the sampler) / (evaluations x time of one batched 2B forward). Heun with the
-final Euler step makes 2K - 1 evaluations; the sampler adds per-sample noise generation, float64 state
+Overhead ratio = (time of the sampler) / (batched calls x time of one batched 2B forward). Heun with the
+final Euler step makes 2K - 1 batched calls, so 2 (2K - 1) network evaluations per patch with guidance
+(``calls`` and ``NFE`` in the table); the sampler adds per-sample noise generation, float64 state
 updates and the guidance combination. Target: <= 1.10. ``ratio_vs_K_forwards`` (sampler / (K forwards))
 is also written: about 2 for Heun by construction (two evaluations per step).
 
@@ -125,8 +126,10 @@ def bench_device(device: torch.device, preset: str, batch: int, repeats: int, am
         rows.append(
             {
                 "steps": k,
-                "evaluations_per_patch": nfe,
+                # One batched call per solver evaluation holds the conditional and the null pass, so
+                # each patch goes through the network twice per call.
                 "batched_forwards": nfe,
+                "evaluations_per_patch": 2 * nfe,
                 "sampler_s": round(t_sample, 4),
                 "decode_s": round(t_decode, 4),
                 "patches_per_s": round(batch / (t_sample + t_decode), 2),
@@ -170,14 +173,14 @@ def main() -> None:
             bench_device(torch.device("cuda"), args.gpu_preset, args.gpu_batch, args.repeats, args.gpu_amp)
         )
 
-    header = f"{'device':<8}{'preset':<11}{'amp':<6}{'B':>5}{'K':>5}{'NFE':>5}{'sampler s':>11}"
+    header = f"{'device':<8}{'preset':<11}{'amp':<6}{'B':>5}{'K':>5}{'calls':>6}{'NFE':>5}{'sampler s':>11}"
     header += f"{'decode s':>10}{'patch/s':>10}{'overhead':>10}{'vs K fwd':>10}"
     print(header)
     for res in results:
         for r in res["rows"]:
             print(
                 f"{res['device']:<8}{res['preset']:<11}{res['amp']:<6}{res['batch']:>5}{r['steps']:>5}"
-                f"{r['evaluations_per_patch']:>5}{r['sampler_s']:>11.3f}{r['decode_s']:>10.3f}"
+                f"{r['batched_forwards']:>6}{r['evaluations_per_patch']:>5}{r['sampler_s']:>11.3f}{r['decode_s']:>10.3f}"
                 f"{r['patches_per_s']:>10.1f}{r['overhead_ratio']:>10.3f}{r['ratio_vs_K_forwards']:>10.3f}"
             )
         print(

@@ -84,6 +84,11 @@ def test_train_both_stages_and_sample(tmp_path, latent_store):
         ("AXT1", "abnormal"),
         ("AXT1", "normal"),
     ]
+    # The stage-2 model saw AXT2 only as `unknown`: normal / abnormal AXT2 samples are refused.
+    bad = [*args[:4], "AXT2", *args[5:]]
+    bad[bad.index(str(out))] = str(tmp_path / "axt2")
+    res = runner.invoke(app, bad)
+    assert isinstance(res.exception, ConfigError) and "unknown" in str(res.exception)
     # The class probe reads the stage-2 model and the latents; a stage-1 model is refused.
     probe_json = tmp_path / "probe.json"
     res = runner.invoke(
@@ -146,3 +151,25 @@ def test_train_both_stages_and_sample(tmp_path, latent_store):
         ],
     )
     assert isinstance(res.exception, ConfigError)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--n", "0"], "--n"),
+        (["--n", "2", "--steps", "0"], "--steps"),
+        (["--n", "2", "--batch-size", "0"], "--batch-size"),
+        (["--n", "2", "--guidance", "nan"], "--guidance"),
+        (["--n", "2", "--sequence", "AXT1,axt1"], "more than once"),
+        (["--n", "2", "--out", "EXISTING"], "--overwrite"),
+    ],
+)
+def test_sample_rejects_bad_arguments_before_loading_anything(tmp_path, extra, message):
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    extra = [str(existing) if a == "EXISTING" else a for a in extra]
+    base = ["sample", "--stage", "1", "--sequence", "AXT1", "--run", str(tmp_path / "no-run")]
+    base += ["--out", str(tmp_path / "s")]
+    res = CliRunner().invoke(app, base + extra)
+    assert isinstance(res.exception, ConfigError), res.output
+    assert message in str(res.exception)

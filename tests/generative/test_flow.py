@@ -234,6 +234,7 @@ def test_two_stages_train_reduce_loss_and_export(tmp_path, latent_store):
     assert r2.step == 80 and sorted(list_flow_snapshots(run, 2)) == [40, 80]
     model2 = load_flow_model(flow_weights(run, 2))
     assert model2.class_conditioned and model2.latent_scale == model1.latent_scale != 1.0
+    assert model2.unknown_sequences == tuple(cfg.flow.stage2.unknown_sequences)  # sampling checks labels
     # Phase 1 started from the selected stage-1 snapshot and kept those weights.
     start = load_ema_weights(list_flow_snapshots(run, 1)[30])
     phase1 = load_ema_weights(run / "flow" / "stage2" / "phase1" / "ema.safetensors")

@@ -232,3 +232,70 @@ def test_canonical_model_gets_a_seeded_random_global_phase_after_decoding(tmp_pa
     z = torch.from_numpy(canon.read("z", slice(0, 3)))
     got = decode_samples(model, StandInDecoder(), z, groups[0], stage=2, seed=5)
     np.testing.assert_allclose(got.numpy(), canon.read("patches", slice(0, 3)), atol=1e-5)
+
+
+class _Interrupt(RuntimeError):
+    pass
+
+
+def test_killed_sampling_resumes_from_its_finished_parts(tmp_path, make_unet):
+    model = make_unet()
+    groups = [SampleGroup("AXT1", None, 5), SampleGroup("AXT2", None, 3)]
+    kw = dict(stage=1, guidance=1.5, steps=2, seed=1, batch_size=2, autoencoder=StandInDecoder())
+    ref = generate_synthetic_store(model, tmp_path / "ref", groups, **kw)
+    out = tmp_path / "syn"
+    calls = []
+    forward = model.forward
+
+    def failing_forward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 3 * 2:  # 3 units of 2 batched calls (K = 2 Heun -> 3 calls, w = 1.5: one each)
+            raise _Interrupt("killed")
+        return forward(*args, **kwargs)
+
+    model.forward = failing_forward
+    with pytest.raises(_Interrupt):
+        generate_synthetic_store(model, out, groups, **kw)
+    model.forward = forward
+    assert not out.exists()
+    parts = sorted(p.name for p in (tmp_path / "syn.parts").glob("part-*"))
+    assert parts == ["part-000000", "part-000001"]  # units: AXT1 0-1, 2-3, 4; AXT2 0-1, 2
+    done = []
+    generate_synthetic_store(model, out, groups, **kw, progress=done.append)
+    assert sum(done) == 8  # the finished samples are reported too
+    assert not (tmp_path / "syn.parts").exists()
+    a, b = Store(ref), Store(out)
+    assert list(a.manifest["patch_id"]) == list(b.manifest["patch_id"])
+    np.testing.assert_array_equal(a.read("z", slice(None)), b.read("z", slice(None)))
+    np.testing.assert_array_equal(a.read("patches", slice(None)), b.read("patches", slice(None)))
+    assert "merged_from" not in b.meta and b.meta["kind"] == "synthetic"
+
+
+def test_parts_of_another_recipe_are_discarded(tmp_path, make_unet):
+    model = make_unet()
+    groups = [SampleGroup("AXT1", None, 3)]
+    out = tmp_path / "syn"
+    parts = tmp_path / "syn.parts"
+    parts.mkdir()
+    (parts / "recipe.json").write_text('{"meta": {"seed": 99}}')
+    (parts / "part-000000").mkdir()  # e.g. a unit from another seed: must not be merged
+    generate_synthetic_store(model, out, groups, stage=1, guidance=1.0, steps=2, seed=1, batch_size=2)
+    ref = _sample(model, stage=1, n=3, seed=1, steps=2, guidance=1.0)
+    np.testing.assert_allclose(Store(out).read("z", slice(None)), ref.numpy(), rtol=1e-5, atol=1e-6)
+    assert not parts.exists()
+
+
+def test_empty_groups_give_an_empty_store(tmp_path, make_unet):
+    out = generate_synthetic_store(
+        make_unet(), tmp_path / "e", [SampleGroup("AXT1", None, 0)], stage=1, guidance=1.0, steps=2
+    )
+    assert len(Store(out)) == 0
+
+
+def test_stage2_refuses_classes_of_sequences_it_saw_as_unknown(make_unet):
+    model = make_unet(class_conditioning=True)
+    model.unknown_sequences = ("AXT1PRE", "AXT2")
+    with pytest.raises(ConfigError, match="unknown"):
+        _sample(model, stage=2, label="abnormal", group=SampleGroup("AXT2", "abnormal", 2))
+    assert _sample(model, stage=2, group=SampleGroup("AXT2", "unknown", 2), steps=2).shape[0] == 2
+    assert _sample(model, stage=2, group=SampleGroup("AXT1", "abnormal", 2), steps=2).shape[0] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import typer
@@ -149,6 +150,7 @@ def sample_cmd(
         AMP_CHOICES,
         SampleGroup,
         generate_synthetic_store,
+        parts_folder,
         weights_provenance,
     )
     from magphase.training.distributed import init_distributed, shutdown_distributed
@@ -160,6 +162,17 @@ def sample_cmd(
         guidance if guidance is not None else (sc.guidance_stage1 if stage == 1 else sc.guidance_stage2)
     )
     steps = steps if steps is not None else sc.steps
+    batch_size = batch_size if batch_size is not None else sc.batch_size
+    if n < 1:
+        raise ConfigError(f"--n must be >= 1, got {n}")
+    if steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {steps}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if not math.isfinite(guidance):
+        raise ConfigError(f"--guidance must be a finite number, got {guidance}")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {out}: a store is already there (pass --overwrite to replace it)")
     solver = solver or sc.solver
     if solver not in ("heun", "euler"):
         raise ConfigError(f"--solver must be heun or euler, got {solver!r}")
@@ -171,10 +184,12 @@ def sample_cmd(
     labels: list[str | None] = list(_split_list(label)) or [None]
     if stage == 2 and labels == [None]:
         raise ConfigError("stage 2 needs --label (normal, abnormal or unknown)")
-    groups = [
-        SampleGroup(s.upper(), lab, n).validate(stage)
-        for s, lab in itertools.product(_split_list(sequence), labels)
-    ]
+    sequences = [s.upper() for s in _split_list(sequence)]
+    for name, values in (("--sequence", sequences), ("--label", labels)):
+        repeated = sorted({v for v in values if values.count(v) > 1 and v is not None})
+        if repeated:
+            raise ConfigError(f"{name} names {', '.join(repeated)} more than once")
+    groups = [SampleGroup(s, lab, n).validate(stage) for s, lab in itertools.product(sequences, labels)]
     if not groups:
         raise ConfigError("--sequence: give at least one sequence")
     if checkpoint is not None and snapshot is not None:
@@ -208,6 +223,8 @@ def sample_cmd(
             from magphase.models.autoencoder import load_autoencoder
 
             ae = load_autoencoder(ae_path, device=info.device)
+        if info.is_main and parts_folder(out).is_dir():
+            typer.echo(f"{parts_folder(out)}: an earlier run's finished parts are kept if the recipe matches")
         provenance = weights_provenance(weights)
         provenance["autoencoder"] = str(ae_path) if ae_path is not None else None
         total = sum(g.n for g in groups)
@@ -228,7 +245,7 @@ def sample_cmd(
                 solver=solver,
                 seed=seed,
                 split=split,
-                batch_size=batch_size or sc.batch_size,
+                batch_size=batch_size,
                 amp=amp,
                 autoencoder=ae,
                 provenance=provenance,

@@ -299,11 +299,18 @@ class Store:
 
 
 def merge_stores(
-    parts: Iterable[str | Path], out: str | Path, kind: str | None = None, chunk: int = 256
+    parts: Iterable[str | Path],
+    out: str | Path,
+    kind: str | None = None,
+    chunk: int = 256,
+    *,
+    meta: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Concatenate stores with identical array layouts into ``out`` (atomic), renumbering nothing.
 
-    Used to merge ``--shard I/N`` outputs. Reads and writes ``chunk`` rows at a time.
+    Used to merge ``--shard I/N`` outputs and a sampler's parts. Reads and writes ``chunk`` rows at a
+    time. ``meta``: the merged store's provenance (default: the first part's, plus ``merged_from``).
     """
     parts = [Store(p) for p in parts]
     if not parts:
@@ -312,9 +319,11 @@ def merge_stores(
     for p in parts[1:]:
         if p.arrays != layout:
             raise DataError(p.path, META_FILE, f"array layout {p.arrays} differs from {layout}")
-    meta = {k: v for k, v in parts[0].meta.items() if k not in ("kind", "count", "arrays")}
-    meta["merged_from"] = [str(p.path) for p in parts]
-    with StoreWriter(Path(out), layout, kind=kind or parts[0].meta.get("kind", "patches"), meta=meta) as w:
+    if meta is None:
+        meta = {k: v for k, v in parts[0].meta.items() if k not in ("kind", "count", "arrays")}
+        meta["merged_from"] = [str(p.path) for p in parts]
+    kind = kind or parts[0].meta.get("kind", "patches")
+    with StoreWriter(Path(out), layout, kind=kind, meta=meta, overwrite=overwrite) as w:
         for p in parts:
             rows = p.manifest.to_dict("records")
             for s in range(0, len(p), chunk):

@@ -333,9 +333,11 @@ class Stage2Task(FlowTask):
         phase: int,
         pretrained_lr_scale: float = 0.1,
         weight_decay: float = 0.0,
+        unknown_sequences: tuple[str, ...] = ("AXT1PRE", "AXT2"),
         **kwargs: Any,
     ):
         super().__init__(unet, time_sampler, latent_shape, **kwargs)
+        self.unknown_sequences = tuple(unknown_sequences)
         if phase not in (1, 2):
             raise ConfigError(f"stage-2 phase must be 1 or 2, got {phase}")
         self.init_weights = init_weights
@@ -343,8 +345,13 @@ class Stage2Task(FlowTask):
         self.pretrained_lr_scale = pretrained_lr_scale
         self.weight_decay = weight_decay
 
+    def model_config(self) -> dict[str, Any]:
+        # Sampling refuses normal / abnormal for these sequences: the model only saw them as unknown.
+        return {**super().model_config(), "unknown_sequences": list(self.unknown_sequences)}
+
     def build_model(self) -> VelocityUNet:
         model = self._new_model()
+        model.unknown_sequences = self.unknown_sequences
         has_class = any(k.startswith(CLASS_EMBEDDING_PREFIX) for k in self.init_weights)
         if has_class:
             model.add_class_embedding()
@@ -453,6 +460,9 @@ def build_flow_model(model_config: dict[str, Any]) -> VelocityUNet:
     model.canonical_phase = bool(model_config.get("canonical_phase", False))
     if model_config.get("class_conditioning"):
         model.add_class_embedding()
+        # Weights from before this was recorded: None (sampling cannot check the label).
+        unknown = model_config.get("unknown_sequences")
+        model.unknown_sequences = tuple(unknown) if unknown is not None else None
     return model
 
 
@@ -622,6 +632,7 @@ def train_stage2(
         sequence_dropout=s2.sequence_dropout,
         class_dropout=s2.class_dropout,
         pretrained_lr_scale=s2.pretrained_lr_scale,
+        unknown_sequences=tuple(s2.unknown_sequences),
     )
     root = stage_dir(run_dir, 2)
     log.info("flow stage 2 from %s: %d training latents -> %s", init_path, len(dataset), root)

@@ -25,15 +25,18 @@ abnormal sample ``i`` of a stage-2 pair get the same angle). The manifest column
 angle (only for such a model: one that generates the global phase itself gets no column); ``z`` stays
 canonical and ``meta.json`` says ``canonical_phase``.
 
-Under ``torchrun`` each rank integrates its contiguous slice of the samples (all groups in order) into
-``OUT.rank<r>-of-<W>``; rank 0 merges them in rank order (:func:`~magphase.data.store.merge_stores`)
-so the merged store equals the single-process one.
+Work is cut into units of at most ``batch_size`` samples of one group (:func:`sample_chunks`); each
+finished unit is published atomically as a small part store in ``OUT.parts/`` with the recipe beside it,
+and at the end the parts are merged in order into ``OUT`` (:func:`~magphase.data.store.merge_stores`)
+and removed. A killed run, started again with the same recipe, keeps its finished parts and samples only
+the rest; a different recipe discards them. Under ``torchrun`` rank ``r`` of ``W`` takes units
+``r, r + W, ...`` (shared file system) and rank 0 merges, so the store equals the single-process one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,14 +48,15 @@ import torch
 from torch import Tensor, nn
 
 from magphase.conventions import CLASS_TOKEN_INDEX, SEQUENCE_INDEX, SEQUENCES
-from magphase.data.store import StoreWriter, merge_stores
-from magphase.errors import ConfigError
+from magphase.data.store import Store, StoreWriter, merge_stores
+from magphase.errors import ConfigError, DataError
 from magphase.generative.guidance import guidance_conditions, guided_velocity
 from magphase.generative.solver import make_solver
 from magphase.mri.complex import rotate_phase
 from magphase.training.checkpoint import derive_seed, read_weights_metadata
-from magphase.training.distributed import DistInfo, barrier
+from magphase.training.distributed import DistInfo, barrier, broadcast_object
 from magphase.training.engine import resolve_amp
+from magphase.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +173,12 @@ def sample_latents(
     if getattr(model, "class_conditioned", stage == 2) != (stage == 2):
         raise ConfigError(
             f"stage {stage} sampling needs a {'stage-2' if stage == 2 else 'stage-1'} flow model"
+        )
+    unknown = getattr(model, "unknown_sequences", None) if stage == 2 else None
+    if unknown and group.sequence in unknown and group.label != "unknown":
+        raise ConfigError(
+            f"stage-2 label {group.label!r} for {group.sequence}: the model was trained with the class "
+            f"'unknown' for {', '.join(unknown)} (flow.stage2.unknown_sequences); sample them as unknown"
         )
     device = _device_of(model)
     shape = _latent_shape(model)
@@ -352,6 +362,8 @@ def generate_synthetic_store(
     groups = [g.validate(stage) for g in groups]
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: store already exists (pass overwrite)")
+    if batch_size < 1:
+        raise ConfigError(f"sampling batch_size must be >= 1, got {batch_size}")
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     shape = _latent_shape(model)
     arrays: dict[str, tuple[int, ...]] = {LATENT_ARRAY: shape}
@@ -370,65 +382,89 @@ def generate_synthetic_store(
         "canonical_phase": bool(getattr(model, "canonical_phase", False)),
         **(provenance or {}),
     }
-    target = out if world == 1 else out.with_name(f"{out.name}.rank{rank}-of-{world}")
-    with StoreWriter(target, arrays, kind="synthetic", meta=meta, overwrite=True) as writer:
-        # Shard the concatenation of all groups, so that rank-order merging restores the single-process order.
-        lo, hi = shard_range(sum(g.n for g in groups), rank, world)
-        offset = 0
-        for g in groups:
-            start, stop = max(lo - offset, 0), min(hi - offset, g.n)
-            offset += g.n
-            for a in range(start, stop, batch_size):
-                b = min(a + batch_size, stop)
-                z = sample_latents(
-                    model,
-                    stage=stage,
-                    group=g,
+    chunks = sample_chunks(groups, batch_size)
+    parts_dir = parts_folder(out)
+    # Everything a finished part depends on: parts of another recipe are discarded, not merged.
+    recipe = json.loads(
+        json.dumps({"meta": meta, "split": split, "batch_size": batch_size, "arrays": arrays}, default=str)
+    )
+    if rank == 0:
+        _prepare_parts(parts_dir, recipe)
+    if world > 1:
+        barrier(dist)
+    done = 0
+    for j in range(rank, len(chunks), world):
+        gi, a, b = chunks[j]
+        g = groups[gi]
+        part = parts_dir / f"part-{j:06d}"
+        if _complete_part(part, b - a):
+            done += b - a
+            if progress is not None:
+                progress(b - a)
+            continue
+        z = sample_latents(
+            model,
+            stage=stage,
+            group=g,
+            guidance=guidance,
+            steps=steps,
+            solver=solver,
+            seed=seed,
+            start=a,
+            stop=b,
+            batch_size=batch_size,
+            amp=amp,
+        )
+        payload = {LATENT_ARRAY: z.numpy()}
+        phases = sample_phases(model, g, stage, seed, a, b)
+        if autoencoder is not None:
+            x = decode_latents(autoencoder, z, g.sequence, batch_size=decode_batch_size)
+            payload[PATCH_ARRAY] = _with_phases(x, phases).numpy()
+        with StoreWriter(part, arrays, kind="synthetic-part", overwrite=True) as writer:
+            writer.append(
+                _rows(
+                    g,
+                    stage,
+                    a,
+                    b,
+                    seed=seed,
+                    split=split,
                     guidance=guidance,
                     steps=steps,
                     solver=solver,
-                    seed=seed,
-                    start=a,
-                    stop=b,
-                    batch_size=batch_size,
-                    amp=amp,
-                )
-                payload = {LATENT_ARRAY: z.numpy()}
-                phases = sample_phases(model, g, stage, seed, a, b)
-                if autoencoder is not None:
-                    x = decode_latents(autoencoder, z, g.sequence, batch_size=decode_batch_size)
-                    payload[PATCH_ARRAY] = _with_phases(x, phases).numpy()
-                writer.append(
-                    _rows(
-                        g,
-                        stage,
-                        a,
-                        b,
-                        seed=seed,
-                        split=split,
-                        guidance=guidance,
-                        steps=steps,
-                        solver=solver,
-                        phases=phases,
-                    ),
-                    **payload,
-                )
-                if progress is not None:
-                    progress(b - a)
+                    phases=phases,
+                ),
+                **payload,
+            )
+        if progress is not None:
+            progress(b - a)
+    if done:
+        log.info("%s: %d samples of this rank were already sampled (resumed)", out, done)
+    error = None
     if world > 1:
         barrier(dist)
-        if rank == 0:
-            parts = [out.with_name(f"{out.name}.rank{r}-of-{world}") for r in range(world)]
-            merged = out.with_name(f"{out.name}.merged")
-            if merged.exists():  # left by a crashed earlier merge
-                shutil.rmtree(merged)
-            merge_stores(parts, merged, kind="synthetic")
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(merged, out)
-            for p in parts:
-                shutil.rmtree(p)
-        barrier(dist)
+    if rank == 0:
+        try:
+            parts = [parts_dir / f"part-{j:06d}" for j in range(len(chunks))]
+            missing = [
+                p.name for p, (_, a, b) in zip(parts, chunks, strict=True) if not _complete_part(p, b - a)
+            ]
+            if missing:
+                raise RuntimeError(f"{parts_dir}: parts missing after sampling: {missing[:5]}")
+            if parts:
+                merge_stores(parts, out, kind="synthetic", meta=meta, overwrite=True)
+            else:
+                with StoreWriter(out, arrays, kind="synthetic", meta=meta, overwrite=True):
+                    pass
+            shutil.rmtree(parts_dir)
+        except Exception as exc:  # every rank must hear of it, or the others wait forever
+            error = f"{type(exc).__name__}: {exc}"
+            if world == 1:
+                raise
+    if world > 1:
+        error = broadcast_object(error, dist)  # type: ignore[arg-type]
+        if error is not None:
+            raise RuntimeError(f"merging the synthetic store {out} failed on rank 0: {error}")
     log.info(
         "synthetic store %s: %d samples (stage %d, w=%g, K=%d)",
         out,
@@ -438,6 +474,50 @@ def generate_synthetic_store(
         steps,
     )
     return out
+
+
+def sample_chunks(groups: Sequence[SampleGroup], batch_size: int) -> list[tuple[int, int, int]]:
+    """The work units of a store: ``(group index, start, stop)`` of at most ``batch_size`` samples, in
+    store order. Rank ``r`` of ``W`` takes units ``r, r + W, ...``; each becomes one part store."""
+    return [
+        (gi, a, min(a + batch_size, g.n)) for gi, g in enumerate(groups) for a in range(0, g.n, batch_size)
+    ]
+
+
+def parts_folder(out: str | Path) -> Path:
+    """Where the finished parts of ``out`` are kept until they are merged (what a resumed run reuses)."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.parts")
+
+
+def _prepare_parts(parts_dir: Path, recipe: dict[str, Any]) -> None:
+    """Keep ``parts_dir`` when it was filled with this recipe (a resumed run), else start it afresh."""
+    recipe_file = parts_dir / "recipe.json"
+    if parts_dir.is_dir():
+        try:
+            same = json.loads(recipe_file.read_text()) == recipe
+        except (OSError, ValueError):
+            same = False
+        if same:
+            n = len(list(parts_dir.glob("part-*[0-9]")))
+            log.info("%s: resuming (%d finished parts)", parts_dir, n)
+            return
+        log.info("%s: parts of another recipe, starting afresh", parts_dir)
+        shutil.rmtree(parts_dir)
+    parts_dir.mkdir(parents=True)
+    atomic_write_text(json.dumps(recipe, indent=2, sort_keys=True), recipe_file)
+
+
+def _complete_part(part: Path, n: int) -> bool:
+    if not part.is_dir():
+        return False
+    try:
+        store = Store(part)
+        ok = len(store) == n
+        store.close()
+        return ok
+    except (DataError, OSError):
+        return False
 
 
 def weights_provenance(path: str | Path) -> dict[str, Any]:
@@ -465,7 +545,9 @@ __all__ = [
     "generate_synthetic_store",
     "initial_noise",
     "network_evaluations",
+    "parts_folder",
     "restored_phases",
+    "sample_chunks",
     "sample_latents",
     "sample_phases",
     "shard_range",

@@ -271,7 +271,7 @@ class VelocityUNet(nn.Module):
         Returns:
             float tensor with the shape of ``x``.
         """
-        if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-1] != self.input_size:
+        if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[-2:]) != (self.input_size,) * 2:
             raise ValueError(
                 f"expected B x {self.in_channels} x {self.input_size} x {self.input_size}, "
                 f"got {tuple(x.shape)}"
