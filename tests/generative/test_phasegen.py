@@ -26,6 +26,7 @@ from magphase.generative.phasegen import (
     generate_phasegen_store,
     load_phasegen,
     magnitude_scale,
+    patch_phase_smoothness,
     phase_agreement,
     phase_smoothness,
     random_phase,
@@ -335,6 +336,15 @@ def test_phase_smoothness():
     noise = rng.uniform(-np.pi, np.pi, size=(3, 32, 32))
     random = np.stack([mag * np.cos(noise), mag * np.sin(noise)], axis=1)
     assert phase_smoothness(random) < 0.1
+    # Speckle confined to the 2-pixel edge band: the border statistic sees it, the whole-patch one barely.
+    edge = np.ones((32, 32), dtype=bool)
+    edge[2:-2, 2:-2] = False
+    speckled = np.where(edge, random, flat)
+    assert patch_phase_smoothness(speckled, border=2).max() < 0.15
+    assert patch_phase_smoothness(speckled).min() > 0.6
+    assert patch_phase_smoothness(flat, border=2) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="border"):
+        patch_phase_smoothness(flat, border=16)
 
 
 def test_config_overrides_keep_the_phasegen_training_defaults():

@@ -9,6 +9,7 @@ from magphase.models.complex_unet import (
     ComplexActivation,
     ComplexConv2d,
     ComplexGroupNorm,
+    ComplexMeanPool,
     ComplexUNet,
     SpectralPool,
     build_complex_unet,
@@ -73,6 +74,23 @@ def test_spectral_pool_resamples_band_limited_images_exactly():
         SpectralPool()(to_split(_cplx(1, 1, 6, 6)))
 
 
+def test_mean_pool_is_the_complex_block_mean_and_has_no_wrap_around():
+    z = _cplx(2, 3, 8, 6)
+    pooled = from_split(ComplexMeanPool()(to_split(z)))
+    expected = z.reshape(2, 3, 4, 2, 3, 2).mean(dim=(3, 5))
+    torch.testing.assert_close(pooled, expected)
+    # A ramp that differs between opposite borders: spectral pooling rings at the borders (it sees a
+    # periodic image with a jump), the block mean reproduces the ramp.
+    ramp = torch.linspace(0, 1, 16)[:, None].expand(16, 16).to(torch.complex64)[None, None]
+    spectral = from_split(SpectralPool()(to_split(ramp)))[0, 0, :, 0].real
+    mean = from_split(ComplexMeanPool()(to_split(ramp)))[0, 0, :, 0].real
+    truth = ramp[0, 0, :, 0].real.reshape(8, 2).mean(1)
+    assert (spectral - truth).abs().max() > 0.05
+    torch.testing.assert_close(mean, truth)
+    with pytest.raises(ValueError, match="even"):
+        ComplexMeanPool()(to_split(_cplx(1, 1, 5, 6)))
+
+
 def test_activations():
     z = _cplx(2, 3, 5, 5)
     crelu = from_split(ComplexActivation("crelu", 3)(to_split(z)))
@@ -118,11 +136,25 @@ def test_unet_shapes_conditioning_and_input_checks():
         model(_cplx(1, 1, 30, 30), _cplx(1, 1, 30, 30).abs(), t[:1])
 
 
+def test_unet_with_mean_pooling():
+    torch.manual_seed(0)
+    model = ComplexUNet(**TINY, timesteps=100, pooling="mean")
+    x = _cplx(2, 1, 32, 32)
+    t = torch.tensor([3, 70])
+    out = model(x, x.abs(), t)
+    assert out.shape == (2, 1, 32, 32) and torch.isfinite(out.real).all()
+    torch.testing.assert_close(model(x[1:], x[1:].abs(), t[1:]), out[1:], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="pooling"):
+        ComplexUNet(**TINY, pooling="max")
+
+
 def test_model_config_round_trip():
     cfg = complex_unet_config(**TINY, timesteps=50)
     a = build_complex_unet(cfg)
     b = build_complex_unet(cfg)
     b.load_state_dict(a.state_dict())
     assert a.timesteps == 50
+    assert isinstance(a.pool, SpectralPool)  # weights exported before `pooling` existed
+    assert isinstance(build_complex_unet(complex_unet_config(**TINY, pooling="mean")).pool, ComplexMeanPool)
     with pytest.raises(ValueError):
         build_complex_unet({"kind": "flow_unet"})

@@ -25,6 +25,9 @@ class PhaseGenNetwork(BaseModel):
     groups: int = Field(8, ge=1, description="group-norm groups per part (real / imaginary)")
     activation: Literal["crelu", "modrelu"] = Field("crelu", description="complex activation")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    pooling: Literal["spectral", "mean"] = Field(
+        "spectral", description="down-sampling: k-space truncation or 2 x 2 complex mean (docs/phasegen.md)"
+    )
 
 
 #: Network presets (complex channels; a complex weight counts as two real parameters).

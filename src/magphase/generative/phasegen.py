@@ -414,17 +414,27 @@ def generate_phasegen_store(
 
 
 # ------------------------------------------------------------------------------------- metrics
-def patch_phase_smoothness(patches: np.ndarray) -> np.ndarray:
+def patch_phase_smoothness(patches: np.ndarray, border: int | None = None) -> np.ndarray:
     """Per patch, the magnitude-weighted coherence of neighbouring phase differences, in [0, 1].
 
     ``R = |sum w exp(i (phi(r + d) - phi(r)))| / sum w`` over horizontal and vertical neighbours, with
     ``w = m(r) m(r + d)``: ``x(r + d) conj(x(r))`` carries both weight and phase difference. 1: locally flat
-    phase; ~0: phase unrelated between neighbours.
+    phase; ~0: phase unrelated between neighbours. ``border=b`` counts only the neighbour pairs with both
+    pixels within ``b`` pixels of the patch edge (where a network's padding or pooling shows).
     """
     z = patches[:, 0] + 1j * patches[:, 1]
+    h, w = z.shape[-2:]
+    keep = np.ones((h, w), dtype=bool)
+    if border is not None:
+        if border < 1 or 2 * border >= min(h, w):
+            raise ValueError(f"border must be in [1, {min(h, w) // 2 - 1}], got {border}")
+        keep[border:-border, border:-border] = False
     num = den = 0.0
-    for a, b in ((z[:, :, 1:], z[:, :, :-1]), (z[:, 1:, :], z[:, :-1, :])):
-        prod = a * np.conj(b)
+    for a, b, k in (
+        (z[:, :, 1:], z[:, :, :-1], keep[:, 1:] & keep[:, :-1]),
+        (z[:, 1:, :], z[:, :-1, :], keep[1:, :] & keep[:-1, :]),
+    ):
+        prod = a * np.conj(b) * k
         num += prod.sum(axis=(1, 2))
         den += np.abs(prod).sum(axis=(1, 2))
     return np.abs(num) / np.maximum(den, 1e-12)
@@ -467,10 +477,15 @@ def random_phase(real: np.ndarray, seed: int = 0, start: int = 0) -> np.ndarray:
     return np.stack([m * np.cos(phi), m * np.sin(phi)], axis=1).astype(np.float32)
 
 
+#: Width (pixels) of the edge band of ``border_smoothness_*`` in :func:`evaluate_phasegen`.
+BORDER = 2
+
 _PHASE_STATS = (
     "smoothness_real",
     "smoothness_phasegen",
     "smoothness_random",
+    "border_smoothness_real",
+    "border_smoothness_phasegen",
     "agreement_phasegen",
     "agreement_constant",
 )
@@ -482,7 +497,8 @@ def evaluate_phasegen(
     """Phase statistics of a PhaseGen store against the real patches it took its magnitudes from.
 
     Per sequence (and ``all``): ``n``; ``smoothness`` (:func:`phase_smoothness`) of the real, PhaseGen, and
-    random-phase patches; ``agreement`` (:func:`phase_agreement`, mean over patches) of PhaseGen and of
+    random-phase patches, and of the real and PhaseGen patches within :data:`BORDER` pixels of the edge
+    (``border_smoothness_*``); ``agreement`` (:func:`phase_agreement`, mean over patches) of PhaseGen and of
     the constant-phase baseline with the real phase. A good phase model is as smooth as the real phase
     and agrees with it better than a constant phase (which only captures the mean phase).
 
@@ -510,6 +526,8 @@ def evaluate_phasegen(
         cols["smoothness_real"].append(patch_phase_smoothness(r))
         cols["smoothness_phasegen"].append(patch_phase_smoothness(g))
         cols["smoothness_random"].append(patch_phase_smoothness(random_phase(r, start=a)))
+        cols["border_smoothness_real"].append(patch_phase_smoothness(r, border=BORDER))
+        cols["border_smoothness_phasegen"].append(patch_phase_smoothness(g, border=BORDER))
         cols["agreement_phasegen"].append(phase_agreement(g, r))
         cols["agreement_constant"].append(phase_agreement(constant_phase(r), r))
     per_patch = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
@@ -524,19 +542,22 @@ def evaluate_phasegen(
 def phasegen_markdown(table: pd.DataFrame) -> str:
     """The :func:`evaluate_phasegen` table as Markdown."""
     lines = [
-        "| Sequence | n | smoothness real | smoothness PhaseGen | smoothness random | agreement PhaseGen "
-        "| agreement constant |",
-        "|---|---|---|---|---|---|---|",
+        "| Sequence | n | smoothness real | smoothness PhaseGen | smoothness random | border real "
+        "| border PhaseGen | agreement PhaseGen | agreement constant |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.itertuples(index=False):
         lines.append(
             f"| {r.sequence} | {r.n} | {r.smoothness_real:.3f} | {r.smoothness_phasegen:.3f} "
-            f"| {r.smoothness_random:.3f} | {r.agreement_phasegen:.3f} | {r.agreement_constant:.3f} |"
+            f"| {r.smoothness_random:.3f} | {r.border_smoothness_real:.3f} "
+            f"| {r.border_smoothness_phasegen:.3f} "
+            f"| {r.agreement_phasegen:.3f} | {r.agreement_constant:.3f} |"
         )
     return "\n".join(lines) + "\n"
 
 
 __all__ = [
+    "BORDER",
     "GLOBAL_PHASE_MODES",
     "PhaseGenTask",
     "alphas_cumprod",

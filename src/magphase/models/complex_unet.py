@@ -14,6 +14,8 @@ tensor ``B x 2C x H x W``: the ``C`` real parts first, then the ``C`` imaginary 
 * :class:`SpectralPool` halves the resolution in k-space: centred FFT, keep the central half of both
   axes, inverse FFT (x 1/2 to keep amplitudes). A band-limited image is exactly resampled
   (tested); up-sampling is nearest-neighbour followed by a complex convolution, as in PhaseGen.
+  Spectral pooling treats the patch as periodic, so a patch whose opposite borders differ rings
+  along them; ``pooling="mean"`` (2 x 2 complex mean, :class:`ComplexMeanPool`) has no such wrap.
 
 The noise level enters every residual block as a learned complex bias (sinusoidal features of the
 timestep, an MLP, one linear map per block). :class:`ComplexUNet` takes the noisy complex image ``x_t``
@@ -35,6 +37,7 @@ from magphase.models.unet import SinusoidalTimeFeatures
 from magphase.mri.fft import fft2c, ifft2c
 
 ACTIVATIONS = ("crelu", "modrelu")
+POOLINGS = ("spectral", "mean")
 
 
 # -------------------------------------------------------------------------------- split layout
@@ -123,6 +126,16 @@ class SpectralPool(nn.Module):
         return to_split(0.5 * ifft2c(k)).to(x.dtype)
 
 
+class ComplexMeanPool(nn.Module):
+    """Halve both image axes by the complex mean of each 2 x 2 block (real and imaginary parts alike)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        if h % 2 or w % 2:
+            raise ValueError(f"mean pooling needs even sides, got {h} x {w}")
+        return F.avg_pool2d(x, 2)
+
+
 class ComplexUpsample(nn.Module):
     """Nearest-neighbour 2x up-sampling followed by a complex 3 x 3 convolution."""
 
@@ -172,6 +185,7 @@ class ComplexUNet(nn.Module):
         groups: group-norm groups per part (real / imaginary).
         activation: ``crelu`` or ``modrelu``.
         dropout: dropout inside the residual blocks.
+        pooling: ``spectral`` (k-space truncation) or ``mean`` (2 x 2 complex mean) down-sampling.
         timesteps: the diffusion's number of steps T (timesteps are embedded as ``t / T``).
     """
 
@@ -186,10 +200,13 @@ class ComplexUNet(nn.Module):
         activation: str = "crelu",
         dropout: float = 0.0,
         timesteps: int = 1000,
+        pooling: str = "spectral",
     ):
         super().__init__()
         if not channel_mults:
             raise ValueError("channel_mults must name at least one level")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.timesteps = int(timesteps)
         self.time_features = SinusoidalTimeFeatures(time_features)
         self.time_mlp = nn.Sequential(
@@ -206,7 +223,7 @@ class ComplexUNet(nn.Module):
         for c in chans:
             self.down.append(nn.ModuleList([res(ch if j == 0 else c, c) for j in range(num_res_blocks)]))
             ch = c
-        self.pool = SpectralPool()
+        self.pool = SpectralPool() if pooling == "spectral" else ComplexMeanPool()
         self.mid = nn.ModuleList([res(ch, ch), res(ch, ch)])
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
@@ -269,10 +286,12 @@ __all__ = [
     "ComplexActivation",
     "ComplexConv2d",
     "ComplexGroupNorm",
+    "ComplexMeanPool",
     "ComplexResBlock",
     "ComplexUNet",
     "ComplexUpsample",
     "SpectralPool",
+    "POOLINGS",
     "build_complex_unet",
     "complex_unet_config",
     "from_split",
