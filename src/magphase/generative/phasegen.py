@@ -424,17 +424,20 @@ def patch_phase_smoothness(patches: np.ndarray, border: int | None = None) -> np
     """
     z = patches[:, 0] + 1j * patches[:, 1]
     h, w = z.shape[-2:]
-    keep = np.ones((h, w), dtype=bool)
+    band = None
     if border is not None:
         if border < 1 or 2 * border >= min(h, w):
             raise ValueError(f"border must be in [1, {min(h, w) // 2 - 1}], got {border}")
-        keep[border:-border, border:-border] = False
+        band = np.ones((h, w), dtype=bool)
+        band[border:-border, border:-border] = False
     num = den = 0.0
-    for a, b, k in (
-        (z[:, :, 1:], z[:, :, :-1], keep[:, 1:] & keep[:, :-1]),
-        (z[:, 1:, :], z[:, :-1, :], keep[1:, :] & keep[:-1, :]),
+    for a, b, pairs in (
+        (z[:, :, 1:], z[:, :, :-1], (np.s_[:, 1:], np.s_[:, :-1])),
+        (z[:, 1:, :], z[:, :-1, :], (np.s_[1:, :], np.s_[:-1, :])),
     ):
-        prod = a * np.conj(b) * k
+        prod = a * np.conj(b)
+        if band is not None:
+            prod = prod * (band[pairs[0]] & band[pairs[1]])
         num += prod.sum(axis=(1, 2))
         den += np.abs(prod).sum(axis=(1, 2))
     return np.abs(num) / np.maximum(den, 1e-12)
