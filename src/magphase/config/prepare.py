@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from magphase.io.annotations import LabelRules
+from magphase.config.labels import LabelRules
 
 
 def _check_range(v: tuple[int, int]) -> tuple[int, int]:

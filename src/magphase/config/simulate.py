@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from magphase.config.labels import PAPER_ABNORMAL_LABELS, VOLUME_CLASSES
 from magphase.conventions import SEQUENCES
-from magphase.io.annotations import PAPER_ABNORMAL_LABELS, VOLUME_CLASSES
 
 #: Sequences of the training-like set (fastMRI brain) and of the external "other institution" set.
 SIMULATED_SEQUENCES: tuple[str, ...] = SEQUENCES
