@@ -27,7 +27,7 @@ import torch
 from magphase.config.phasegen import PHASEGEN_PRESETS, DiffusionSettings
 from magphase.generative.phasegen import PhaseGenTask, sample_phase
 from magphase.models.unet import count_parameters
-from magphase.training.engine import resolve_amp
+from magphase.utils.precision import resolve_amp
 
 RESULTS = Path(__file__).resolve().parent / "results" / "phasegen.json"
 STEPS = (10, 25, 50)

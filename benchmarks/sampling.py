@@ -37,7 +37,7 @@ from magphase.conventions import LATENT_SHAPE
 from magphase.generative.guidance import guidance_conditions
 from magphase.generative.sampling import SampleGroup, decode_latents, network_evaluations, sample_latents
 from magphase.models.unet import VelocityUNet, count_parameters
-from magphase.training.engine import resolve_amp
+from magphase.utils.precision import resolve_amp
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sampling.json"
 STEPS = (10, 25, 50)

@@ -30,7 +30,8 @@ from magphase.generative.flow import (
 )
 from magphase.generative.path import TimeSampler
 from magphase.generative.sampling import SampleGroup, sample_latents
-from magphase.training import fit, load_ema_weights
+from magphase.models.weights import load_ema_weights
+from magphase.training import fit
 
 TINY = UNetConfig(
     base_channels=8,
@@ -264,7 +265,7 @@ def test_two_stages_train_reduce_loss_and_export(tmp_path, latent_store):
 
 
 def test_loading_weights_that_are_not_a_flow_model_raises(tmp_path):
-    from magphase.training.checkpoint import save_weights
+    from magphase.models.weights import save_weights
 
     path = save_weights(
         {"w": torch.zeros(2)}, tmp_path / "other.safetensors", {"model_config": '{"kind": "cvae"}'}

@@ -36,8 +36,8 @@ from magphase.generative.phasegen import (
     train_phasegen,
     training_target,
 )
+from magphase.models.weights import save_weights
 from magphase.training import TrainSettings, fit
-from magphase.training.checkpoint import save_weights
 
 TINY = dict(base_channels=4, channel_mults=(1, 2), num_res_blocks=1, emb_dim=16, time_features=8, groups=2)
 

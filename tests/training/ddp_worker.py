@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_training_task import TinyRegression, ddp_parity_settings, tiny_dataset  # noqa: E402
 
-from magphase.training import fit, shutdown_distributed  # noqa: E402
+from magphase.training import fit, shutdown_distributed
 
 
 def main() -> None:

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from magphase.models.weights import read_weights_metadata
 from magphase.training.checkpoint import (
     atomic_torch_save,
     capture_rng_state,
-    derive_seed,
     list_snapshots,
-    read_weights_metadata,
     restore_rng_state,
     save_snapshot,
 )
+from magphase.utils.seeds import derive_seed
 
 
 def _draw() -> tuple[float, float, float, float]:

@@ -12,18 +12,10 @@ from tiny_training_task import TinyRegression, tiny_dataset
 from torch import nn
 
 from magphase.errors import DataError, NonFiniteLossError
-from magphase.training import (
-    ProgressEvent,
-    TrainSettings,
-    fit,
-    load_checkpoint,
-    load_ema_into,
-    load_ema_weights,
-    move_to_device,
-    read_weights_metadata,
-)
-from magphase.training.engine import resolve_amp
+from magphase.models.weights import load_ema_into, load_ema_weights, read_weights_metadata
+from magphase.training import ProgressEvent, TrainSettings, fit, load_checkpoint, move_to_device
 from magphase.training.metrics import read_metrics
+from magphase.utils.precision import resolve_amp
 
 
 def _settings(**kw: Any) -> TrainSettings:

@@ -142,7 +142,7 @@ def evaluate_autoencoder_cmd(
     from magphase.data.store import Store
     from magphase.evaluation.autoencoder import evaluate_autoencoder
     from magphase.models.autoencoder import load_autoencoder
-    from magphase.training.checkpoint import read_weights_metadata
+    from magphase.models.weights import read_weights_metadata
 
     cfg = _config(config, overrides)
     ev = cfg.autoencoder.eval

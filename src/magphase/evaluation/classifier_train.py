@@ -47,9 +47,10 @@ from magphase.data.augment import augment_batch
 from magphase.data.store import Store
 from magphase.errors import DataError
 from magphase.models.classifier import ResNetSEClassifier, build_classifier, default_stem_stride
+from magphase.models.weights import load_ema_into, read_weights_metadata
 from magphase.mri.complex import magnitude_phase
-from magphase.training import ProgressEvent, TrainResult, TrainTaskBase, fit, load_ema_into
-from magphase.training.checkpoint import CHECKPOINT_NAME, read_weights_metadata
+from magphase.training import ProgressEvent, TrainResult, TrainTaskBase, fit
+from magphase.training.checkpoint import CHECKPOINT_NAME
 from magphase.training.distributed import barrier, is_main_process
 from magphase.utils.atomic import atomic_write_csv, atomic_write_text
 

@@ -56,9 +56,9 @@ from magphase.evaluation.classifier_train import (
     train_with_recipe,
     write_summary_files,
 )
-from magphase.training.checkpoint import derive_seed
 from magphase.training.distributed import is_main_process
 from magphase.utils.atomic import atomic_write_csv
+from magphase.utils.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 

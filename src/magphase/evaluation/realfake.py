@@ -60,7 +60,7 @@ from magphase.evaluation.classifier_train import (
     train_with_recipe,
     write_summary_files,
 )
-from magphase.training.checkpoint import derive_seed
+from magphase.utils.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from magphase.data.store import META_FILE, Store, StoreWriter
 from magphase.errors import DataError
 from magphase.generative.autoencoder import PatchDataset
 from magphase.models.autoencoder import ConditionalVAE
+from magphase.models.weights import EMA_WEIGHTS_NAME, read_weights_metadata
 from magphase.mri.complex import global_phase, rotate_phase
-from magphase.training.checkpoint import EMA_WEIGHTS_NAME, read_weights_metadata
 
 log = logging.getLogger(__name__)
 

@@ -53,13 +53,10 @@ from magphase.errors import ConfigError, DataError
 from magphase.generative.loss import flow_matching_loss
 from magphase.generative.path import TimeSampler, sample_path
 from magphase.models.unet import CLASS_EMBEDDING_PREFIX, VelocityUNet
-from magphase.training import TrainResult, TrainTaskBase, fit, list_snapshots, load_ema_weights
-from magphase.training.checkpoint import (
-    CHECKPOINT_NAME,
-    EMA_WEIGHTS_NAME,
-    atomic_write_text,
-    read_weights_metadata,
-)
+from magphase.models.weights import EMA_WEIGHTS_NAME, load_ema_weights, read_weights_metadata
+from magphase.training import TrainResult, TrainTaskBase, fit, list_snapshots
+from magphase.training.checkpoint import CHECKPOINT_NAME
+from magphase.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -48,9 +48,11 @@ from magphase.data.store import Store, StoreWriter
 from magphase.errors import ConfigError, DataError
 from magphase.generative.autoencoder import PatchDataset
 from magphase.models.complex_unet import ComplexUNet, build_complex_unet, complex_unet_config
-from magphase.training import TrainResult, TrainTaskBase, fit, load_ema_weights
-from magphase.training.checkpoint import atomic_write_text, derive_seed, read_weights_metadata
-from magphase.training.engine import resolve_amp
+from magphase.models.weights import load_ema_weights, read_weights_metadata
+from magphase.training import TrainResult, TrainTaskBase, fit
+from magphase.utils.atomic import atomic_write_text
+from magphase.utils.precision import resolve_amp
+from magphase.utils.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 

@@ -52,11 +52,12 @@ from magphase.data.store import Store, StoreWriter, merge_stores
 from magphase.errors import ConfigError, DataError
 from magphase.generative.guidance import guidance_conditions, guided_velocity
 from magphase.generative.solver import make_solver
+from magphase.models.weights import read_weights_metadata
 from magphase.mri.complex import rotate_phase
-from magphase.training.checkpoint import derive_seed, read_weights_metadata
 from magphase.training.distributed import DistInfo, barrier, broadcast_object
-from magphase.training.engine import resolve_amp
 from magphase.utils.atomic import atomic_write_text
+from magphase.utils.precision import resolve_amp
+from magphase.utils.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 

@@ -61,6 +61,7 @@ from magphase.simulate.acquisition import (
 )
 from magphase.simulate.phantom import GroundTruthVolume, VolumeSpec, render_volume
 from magphase.utils.atomic import atomic_write_text
+from magphase.utils.seeds import derive_seed, derived_rng
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +85,11 @@ _STREAM_PLAN, _STREAM_SITE, _STREAM_RENDER, _STREAM_ACQUIRE = 1, 2, 3, 4
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *keys]))
+    return derived_rng(int(seed) & 0xFFFFFFFF, *keys)
 
 
 def _derived_seed(seed: int, *keys: int) -> int:
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *keys]).generate_state(1)[0])
+    return derive_seed(int(seed) & 0xFFFFFFFF, *keys, bits=32)
 
 
 def _weights(mapping: dict[Any, float]) -> tuple[list[Any], np.ndarray]:

@@ -5,13 +5,8 @@ See ``docs/training-engine.md``.
 """
 
 from magphase.config.training import TrainSettings
-from magphase.training.checkpoint import (
-    list_snapshots,
-    load_checkpoint,
-    load_ema_into,
-    load_ema_weights,
-    read_weights_metadata,
-)
+from magphase.models.weights import load_ema_into, load_ema_weights, read_weights_metadata
+from magphase.training.checkpoint import list_snapshots, load_checkpoint
 from magphase.training.distributed import DistInfo, init_distributed, shutdown_distributed
 from magphase.training.ema import EMA
 from magphase.training.engine import (

@@ -3,7 +3,8 @@
 Files in a run folder (``out_dir``) written by rank 0:
 
 - ``checkpoint.pt``: the latest resumable state (layout in ``docs/training-engine.md``).
-- ``ema.safetensors`` + ``ema.json``: EMA weights for inference and the model config / step.
+- ``ema.safetensors`` + ``ema.json``: EMA weights for inference and the model config / step (the
+  safetensors format itself lives in :mod:`magphase.models.weights`).
 - ``snapshots/ema-step00001000.safetensors``: EMA weights kept every ``keep_every`` steps.
 """
 
@@ -18,17 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from magphase.errors import DataError
+from magphase.models.weights import EMA_FORMAT, EMA_WEIGHTS_NAME, save_weights, weights_metadata
 from magphase.utils.atomic import atomic_path, atomic_write_text
 
 CHECKPOINT_FORMAT = "magphase.train.checkpoint/1"
-EMA_FORMAT = "magphase.train.ema/1"
 CHECKPOINT_NAME = "checkpoint.pt"
-EMA_WEIGHTS_NAME = "ema.safetensors"
 EMA_INFO_NAME = "ema.json"
 SNAPSHOT_DIR = "snapshots"
 _SNAPSHOT_RE = re.compile(r"^ema-step(\d+)\.safetensors$")
@@ -98,14 +95,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed derived from integers (e.g. ``(seed, rank)``): independent streams per tuple."""
-    hi, lo = (
-        int(v) for v in np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
-    )
-    return ((hi << 32) | lo) & (2**63 - 1)
-
-
 # -------------------------------------------------------------------------------------- checkpoints
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a training checkpoint with ``torch.load(..., weights_only=True)`` and check its layout.
@@ -140,19 +129,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 # ---------------------------------------------------------------------------------------- EMA export
-def _cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # clone: tied weights share storage, which safetensors refuses; contiguous: required by the format
-    return {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
-
-
-def save_weights(
-    state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None
-) -> Path:
-    """Write a state dict as safetensors atomically (tensors copied to CPU, ties broken)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(_cpu_copy(state), str(tmp), metadata=dict(metadata or {}))
-    return path
 
 
 def export_ema(
@@ -170,12 +146,7 @@ def export_ema(
     """
     out_dir = Path(out_dir)
     info = {"format": EMA_FORMAT, "step": int(step), "model_config": dict(model_config), **dict(extra or {})}
-    meta = {
-        "format": EMA_FORMAT,
-        "step": str(step),
-        "model_config": json.dumps(dict(model_config), sort_keys=True),
-    }
-    weights = save_weights(ema_state, out_dir / EMA_WEIGHTS_NAME, meta)
+    weights = save_weights(ema_state, out_dir / EMA_WEIGHTS_NAME, weights_metadata(step, model_config))
     info_path = atomic_write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", out_dir / EMA_INFO_NAME)
     return weights, info_path
 
@@ -189,12 +160,7 @@ def save_snapshot(
     ema_state: Mapping[str, torch.Tensor], out_dir: str | Path, *, step: int, model_config: Mapping[str, Any]
 ) -> Path:
     """Keep the EMA weights of ``step`` for later model selection."""
-    meta = {
-        "format": EMA_FORMAT,
-        "step": str(step),
-        "model_config": json.dumps(dict(model_config), sort_keys=True),
-    }
-    return save_weights(ema_state, snapshot_path(out_dir, step), meta)
+    return save_weights(ema_state, snapshot_path(out_dir, step), weights_metadata(step, model_config))
 
 
 def list_snapshots(out_dir: str | Path) -> dict[int, Path]:
@@ -209,68 +175,18 @@ def list_snapshots(out_dir: str | Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def load_ema_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Read EMA weights (``ema.safetensors``, a snapshot, or the run folder holding ``ema.safetensors``).
-
-    Raises:
-        DataError: the file is missing or not safetensors.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / EMA_WEIGHTS_NAME
-    if not path.is_file():
-        raise DataError(path, None, "EMA weights file not found")
-    try:
-        return load_file(str(path), device=str(device))
-    except Exception as exc:  # safetensors raises its own SafetensorError plus OSError
-        raise DataError(path, None, f"not a safetensors file: {exc}") from exc
-
-
-def read_weights_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of a weights file: ``step`` (int) and ``model_config`` (dict), plus the format."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / EMA_WEIGHTS_NAME
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
-    except Exception as exc:  # see load_ema_weights
-        raise DataError(path, None, f"not a safetensors file: {exc}") from exc
-    out: dict[str, Any] = dict(meta)
-    if "step" in meta:
-        out["step"] = int(meta["step"])
-    if "model_config" in meta:
-        out["model_config"] = json.loads(meta["model_config"])
-    return out
-
-
-def load_ema_into(model: nn.Module, path: str | Path, *, strict: bool = True) -> nn.Module:
-    """Load EMA weights from ``path`` into ``model`` (in place) and return it."""
-    first = next(iter(model.state_dict().values()), None)
-    device = first.device if first is not None else torch.device("cpu")
-    model.load_state_dict(load_ema_weights(path, device=device), strict=strict)
-    return model
-
-
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_NAME",
-    "EMA_FORMAT",
     "EMA_INFO_NAME",
-    "EMA_WEIGHTS_NAME",
     "atomic_torch_save",
     "atomic_write_text",
     "capture_rng_state",
-    "derive_seed",
     "export_ema",
     "list_snapshots",
     "load_checkpoint",
-    "load_ema_into",
-    "load_ema_weights",
-    "read_weights_metadata",
     "restore_rng_state",
     "save_snapshot",
-    "save_weights",
     "seed_everything",
     "snapshot_path",
 ]

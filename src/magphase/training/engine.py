@@ -30,14 +30,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from magphase.config.training import TrainSettings
 from magphase.errors import ConfigError, NonFiniteLossError
+from magphase.models.weights import EMA_WEIGHTS_NAME
 from magphase.training.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
     EMA_INFO_NAME,
-    EMA_WEIGHTS_NAME,
     atomic_torch_save,
     capture_rng_state,
-    derive_seed,
     export_ema,
     list_snapshots,
     load_checkpoint,
@@ -63,6 +62,8 @@ from magphase.training.metrics import (
 )
 from magphase.training.sampling import GlobalBatchSampler
 from magphase.training.schedules import build_scheduler
+from magphase.utils.precision import resolve_amp
+from magphase.utils.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -218,17 +219,6 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to_device(v, device) for v in batch)
     return batch
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``amp`` on ``device`` (None: full float32). ``auto`` is bf16/fp16 on CUDA only."""
-    if amp == "none":
-        return None
-    if amp == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def build_optimizer(
@@ -695,5 +685,4 @@ __all__ = [
     "fit",
     "move_to_device",
     "numerics_mode",
-    "resolve_amp",
 ]
