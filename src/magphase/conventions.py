@@ -8,6 +8,10 @@ Sequences and labels are index-ordered; conditioning tokens append learned extra
 from __future__ import annotations
 
 SEQUENCES: tuple[str, ...] = ("AXFLAIR", "AXT1", "AXT1POST", "AXT1PRE", "AXT2")
+#: Sequences whose fastMRI+ volumes carry normal/abnormal labels (paper Fig. 5 and stage 2); the others
+#: get the class token ``unknown``.
+LABELLED_SEQUENCES: tuple[str, ...] = ("AXFLAIR", "AXT1", "AXT1POST")
+UNLABELLED_SEQUENCES: tuple[str, ...] = tuple(s for s in SEQUENCES if s not in LABELLED_SEQUENCES)
 LABELS: tuple[str, ...] = ("normal", "abnormal", "unlabeled")
 
 #: Class tokens of the stage-2 flow model: normal, abnormal, unknown, null (index order fixed).

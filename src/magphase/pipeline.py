@@ -438,7 +438,7 @@ def _stage_phasegen(ctx: RunContext) -> dict[str, Any]:
         phasegen_markdown,
         train_phasegen,
     )
-    from magphase.report.figures_phasegen import phasegen_figure
+    from magphase.stages.phasegen import phasegen_figure
 
     pg = ctx.cfg.phasegen
     bar = ctx.bar("phasegen", pg.train.steps)

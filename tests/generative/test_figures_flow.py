@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from magphase.data.store import StoreWriter
-from magphase.report.figures_flow import class_effect, figure4_from_models, figure5_from_models, real_examples
+from magphase.evaluation.metrics import class_effect
+from magphase.stages.sample import figure4_from_models, figure5_from_models, real_examples
 
 
 class SmoothDecoder(nn.Module):

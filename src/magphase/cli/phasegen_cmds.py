@@ -139,7 +139,7 @@ def phasegen_figure_cmd(
 ) -> None:
     """Real magnitude and phase beside PhaseGen phases drawn for the same magnitudes."""
     from magphase.generative.phasegen import load_phasegen
-    from magphase.report.figures_phasegen import phasegen_figure
+    from magphase.stages.phasegen import phasegen_figure
 
     cfg = load_config(config, overrides)
     sc = cfg.phasegen.sampling

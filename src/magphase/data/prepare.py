@@ -65,7 +65,7 @@ from magphase.data.patching import (
     valid_positions,
 )
 from magphase.data.splits import assign_splits, table1, table1_markdown
-from magphase.data.store import StoreWriter
+from magphase.data.store import Store, StoreWriter
 from magphase.errors import ConfigError, DataError, MagphaseError
 from magphase.io.annotations import (
     AnnotationSet,
@@ -754,9 +754,9 @@ def merge_prepared(
         out_dir / "summary.json",
     )
     if figure and len(manifest):
-        from magphase.report.figures_data import plot_example_patches
+        from magphase.viz.figures_data import plot_example_patches
 
-        plot_example_patches(store_path, out_dir / "fig2_patches.png", seed=seed)
+        plot_example_patches(Store(store_path), out_dir / "fig2_patches.png", seed=seed)
     log.info(
         "prepared %d patches from %d volumes (%d rejected)", len(manifest), len(headers), len(reject_frame)
     )

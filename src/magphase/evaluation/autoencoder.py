@@ -36,15 +36,8 @@ from magphase.evaluation.metrics import reconstruction_metrics, summarize
 from magphase.generative.autoencoder import PatchDataset
 from magphase.models.autoencoder import ConditionalVAE
 from magphase.mri.complex import channels_to_complex
-from magphase.report.plotting import (
-    MAGNITUDE_CMAP,
-    PHASE_CMAP,
-    PHASE_RANGE,
-    phase_colorbar,
-    pyplot,
-    save_figure,
-)
 from magphase.utils.atomic import atomic_write_csv, atomic_write_text
+from magphase.viz.plotting import MAGNITUDE_CMAP, PHASE_CMAP, PHASE_RANGE, phase_colorbar, pyplot, save_figure
 
 log = logging.getLogger(__name__)
 

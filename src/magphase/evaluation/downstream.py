@@ -437,7 +437,7 @@ def run_downstream(
     paths = write_downstream_summary(summary, out_dir, cfg)
     figs: dict[str, Path] = {}
     if figures and is_main_process():
-        from magphase.report.figures_eval import write_downstream_figures
+        from magphase.viz.figures_eval import write_downstream_figures
 
         figs = write_downstream_figures(summary, out_dir)
     return DownstreamResult(out_dir, out_dir / "results.csv", *paths, figures=figs, summary=summary)

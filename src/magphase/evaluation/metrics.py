@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from magphase.mri.complex import channels_to_complex
+from magphase.mri.complex import channels_to_complex, magnitude_phase
 from magphase.mri.metrics import phase_coherence
 
 SSIM_SIGMA = 1.5
@@ -130,6 +130,17 @@ def summarize(values: np.ndarray) -> tuple[float, float]:
     if v.size == 0:
         return math.nan, math.nan
     return float(v.mean()), float(v.std())
+
+
+def class_effect(normal: np.ndarray, abnormal: np.ndarray) -> float:
+    """How much the class changes paired samples: mean |x_abnormal - x_normal| / mean |x_normal|.
+
+    Both ``N x 2 x H x W`` (real, imaginary) decoded from the same noise; 0 means the class token
+    has no effect, ~1 means the samples differ as much as unrelated patches of the same scale.
+    """
+    diff = magnitude_phase(abnormal - normal)[0].mean()
+    scale = magnitude_phase(normal)[0].mean()
+    return float(diff / scale) if scale > 0 else float("nan")
 
 
 __all__ = [

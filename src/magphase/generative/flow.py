@@ -47,6 +47,7 @@ from magphase.conventions import (
     SEQUENCE_INDEX,
     SEQUENCES,
     UNKNOWN_CLASS,
+    UNLABELLED_SEQUENCES,
 )
 from magphase.data.store import MANIFEST_FILE, Store
 from magphase.errors import ConfigError, DataError
@@ -68,7 +69,7 @@ STAGE2_INIT_NAME = "init.json"
 
 # ------------------------------------------------------------------------------------------- data
 def class_tokens(
-    sequences: np.ndarray, labels: np.ndarray, unknown_sequences: tuple[str, ...] = ("AXT1PRE", "AXT2")
+    sequences: np.ndarray, labels: np.ndarray, unknown_sequences: tuple[str, ...] = UNLABELLED_SEQUENCES
 ) -> np.ndarray:
     """Stage-2 class token per sample: normal / abnormal, or unknown for unlabeled samples and for
     samples of ``unknown_sequences`` (whose labels are not used, paper Sec. 2.3.2)."""
@@ -96,7 +97,7 @@ class LatentFlowDataset(Dataset):
         self,
         store: str | Path | Store,
         split: str | None = "train",
-        unknown_sequences: tuple[str, ...] = ("AXT1PRE", "AXT2"),
+        unknown_sequences: tuple[str, ...] = UNLABELLED_SEQUENCES,
         latent_shape: tuple[int, ...] | None = None,
     ):
         self.store = store if isinstance(store, Store) else Store(store)
@@ -330,7 +331,7 @@ class Stage2Task(FlowTask):
         phase: int,
         pretrained_lr_scale: float = 0.1,
         weight_decay: float = 0.0,
-        unknown_sequences: tuple[str, ...] = ("AXT1PRE", "AXT2"),
+        unknown_sequences: tuple[str, ...] = UNLABELLED_SEQUENCES,
         **kwargs: Any,
     ):
         super().__init__(unet, time_sampler, latent_shape, **kwargs)

@@ -26,15 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from magphase.conventions import CLASS_TOKEN_INDEX
+from magphase.conventions import CLASS_TOKEN_INDEX, LABELLED_SEQUENCES
 from magphase.errors import ConfigError
 from magphase.generative.flow import LatentFlowDataset
 from magphase.generative.loss import per_sample_loss
 from magphase.generative.path import sample_path
 
 log = logging.getLogger(__name__)
-
-LABELLED_SEQUENCES = ("AXFLAIR", "AXT1", "AXT1POST")
 
 
 @dataclass
@@ -164,4 +162,4 @@ def class_probe(
     return result
 
 
-__all__ = ["LABELLED_SEQUENCES", "ClassProbeResult", "class_probe", "class_probe_scores"]
+__all__ = ["ClassProbeResult", "class_probe", "class_probe_scores"]

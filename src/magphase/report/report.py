@@ -85,7 +85,7 @@ def _draw_flow_figures(run_dir: Path, cfg: MagphaseConfig, report_dir: Path) -> 
     from magphase.errors import DataError
     from magphase.generative.flow import flow_weights, load_flow_model
     from magphase.models.autoencoder import load_autoencoder
-    from magphase.report.figures_flow import figure4_from_models, figure5_from_models
+    from magphase.stages.sample import figure4_from_models, figure5_from_models
 
     out: dict[str, str | None] = {"fig4": None, "fig5": None}
     ae_path = run_dir / "autoencoder" / "ema.safetensors"

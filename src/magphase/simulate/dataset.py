@@ -46,6 +46,7 @@ from magphase.config.simulate import (
     SIMULATED_SEQUENCES,
     SimulateConfig,
 )
+from magphase.conventions import LABELLED_SEQUENCES, UNLABELLED_SEQUENCES
 from magphase.errors import ConfigError, DataError
 from magphase.io.annotations import Box, StudyLabel, array_to_box, write_annotations
 from magphase.io.fastmri import open_volume
@@ -73,10 +74,10 @@ NORMAL_FOR_AGE = "Normal for age"
 METASTASIS_LESION = "Metastasis"
 #: Sequences x classes the paper's Table 1 fills (excluded volumes come from the annotated sequences).
 TABLE1_CELLS: dict[str, tuple[str, ...]] = {
-    "normal": ("AXFLAIR", "AXT1", "AXT1POST"),
-    "abnormal": ("AXFLAIR", "AXT1", "AXT1POST"),
-    "excluded": ("AXFLAIR", "AXT1", "AXT1POST"),
-    "unlabeled": ("AXT1POST", "AXT1PRE", "AXT2"),
+    "normal": LABELLED_SEQUENCES,
+    "abnormal": LABELLED_SEQUENCES,
+    "excluded": LABELLED_SEQUENCES,
+    "unlabeled": ("AXT1POST", *UNLABELLED_SEQUENCES),
 }
 _TRAIN_ID_BASE = 6_100_000
 _EXTERNAL_ID_BASE = 7_100_000

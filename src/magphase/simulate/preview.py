@@ -23,10 +23,10 @@ from magphase.io.annotations import Box, read_annotations
 from magphase.io.fastmri import open_volume
 from magphase.mri.fft import ifft2c
 from magphase.mri.rss import center_crop
-from magphase.report.plotting import MAGNITUDE_CMAP, PHASE_CMAP, PHASE_RANGE, pyplot, save_figure
 from magphase.simulate.acquisition import read_truth, truth_path_for
 from magphase.simulate.contrast import ALL_SIMULATED_SEQUENCES
 from magphase.simulate.dataset import PlannedVolume, raw_path, read_plan
+from magphase.viz.plotting import MAGNITUDE_CMAP, PHASE_CMAP, PHASE_RANGE, pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from magphase.report.plotting import save_figure
 from magphase.utils.atomic import atomic_write_text
+from magphase.viz.plotting import save_figure
 
 METRICS_NAME = "metrics.jsonl"
 LOSS_PLOT_NAME = "loss_curves.png"

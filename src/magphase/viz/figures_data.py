@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from magphase.data.store import Store
 from magphase.mri.complex import magnitude_phase
-from magphase.report.plotting import phase_colorbar, pyplot, save_figure, show_magnitude, show_phase
+from magphase.viz.plotting import phase_colorbar, pyplot, save_figure, show_magnitude, show_phase
 
 log = logging.getLogger(__name__)
+
+
+class PatchSource(Protocol):
+    """What the figure reads from a patch store (:class:`magphase.data.store.Store` is one)."""
+
+    @property
+    def manifest(self) -> pd.DataFrame: ...
+
+    def read(self, name: str, index: Any) -> np.ndarray: ...
 
 
 def choose_examples(manifest: pd.DataFrame, n: int, seed: int = 0) -> list[tuple[int | None, int | None]]:
@@ -56,7 +65,7 @@ def choose_examples(manifest: pd.DataFrame, n: int, seed: int = 0) -> list[tuple
 
 
 def plot_example_patches(
-    store: str | Path | Store, out_png: str | Path, seed: int = 0, n_rows: int = 2
+    store: PatchSource, out_png: str | Path, seed: int = 0, n_rows: int = 2
 ) -> Path:
     """Fig. 2: rows of [magnitude, phase] for a normal and an abnormal patch; written atomically.
 
@@ -65,7 +74,7 @@ def plot_example_patches(
     plt = pyplot()
     from matplotlib.patches import Rectangle
 
-    st = store if isinstance(store, Store) else Store(store)
+    st = store
     m = st.manifest
     pairs = choose_examples(m, n_rows, seed)
     n_rows = max(1, len(pairs))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magphase.report.plotting import phase_colorbar, pyplot, save_figure, show_magnitude, show_phase
+from magphase.viz.plotting import phase_colorbar, pyplot, save_figure, show_magnitude, show_phase
 
 
 def test_pyplot_is_headless() -> None:

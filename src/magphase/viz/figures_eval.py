@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from magphase.report.plotting import pyplot, save_figure
+from magphase.viz.plotting import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
