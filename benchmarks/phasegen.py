@@ -2,10 +2,10 @@
 
 Model: the complex U-Net of a preset with random weights (timing does not depend on training) on
 96 x 96 patches. Training step = the task's loss (noise, forward, L1) + backward + AdamW, float32 or under
-autocast. Sampling = :func:`magphase.generative.phasegen.sample_phase` (one network evaluation per step; DDPM
-uses all T = 1000 steps, so its time is extrapolated from the per-evaluation cost, not run). The overhead of
-the sampler over its network evaluations (noise generation, float64 updates, magnitude projection) is
-reported too; times are minima over repeats (other processes only ever add time).
+autocast. Sampling = :func:`magphase.generative.phase_diffusion.sample_phase` (one network evaluation
+per step; DDPM uses all T = 1000 steps, so its time is extrapolated from the per-evaluation cost, not
+run). The overhead of the sampler over its network evaluations (noise generation, float64 updates,
+magnitude projection) is reported too; times are minima over repeats (other processes only ever add time).
 
     .venv/bin/python benchmarks/phasegen.py [--preset cpu] [--batch 16] [--threads 2] [--amp none|bf16]
 
@@ -25,8 +25,9 @@ from typing import Any
 import torch
 
 from magphase.config.phasegen import PHASEGEN_PRESETS, DiffusionSettings
-from magphase.generative.phasegen import PhaseGenTask, sample_phase
+from magphase.generative.phase_diffusion import sample_phase
 from magphase.models.unet import count_parameters
+from magphase.stages.phasegen import PhaseGenTask
 from magphase.utils.precision import resolve_amp
 
 RESULTS = Path(__file__).resolve().parent / "results" / "phasegen.json"

@@ -2,7 +2,7 @@
 classifier-free guidance, the sampler's overhead over its network calls, and network evaluations per patch.
 
 Model: the velocity U-Net of a preset (random weights: timing does not depend on training) on 2 x 48 x 48
-latents; decoder: the autoencoder preset's decoder (random weights) when ``magphase.models.autoencoder`` is
+latents; decoder: the autoencoder preset's decoder (random weights) when ``magphase.models.cvae`` is
 importable. Guidance w = 2 (so every evaluation is ONE batched forward of 2B: conditional + null halves).
 
 Overhead ratio = (time of the sampler) / (batched calls x time of one batched 2B forward). Heun with the
@@ -59,7 +59,7 @@ class UpsampleDecoder(nn.Module):
 def _decoder(preset: str) -> tuple[nn.Module, str]:
     try:
         from magphase.config.autoencoder import AUTOENCODER_PRESETS
-        from magphase.models.autoencoder import build_autoencoder
+        from magphase.models.cvae import build_autoencoder
     except ImportError:
         return UpsampleDecoder(), "stand-in upsampler (autoencoder module missing)"
     name = "paper" if preset == "paper" else "cpu"

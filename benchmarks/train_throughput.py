@@ -5,7 +5,7 @@ For each network preset (``cpu``, ``paper``) and device (CPU; CUDA when present)
 two ways, interleaved in rounds so that load from other processes hits both alike:
 
 * in memory: batches indexed from a tensor already on the device;
-* real loader: the engine's input path -- :class:`~magphase.generative.autoencoder.PatchDataset` over an
+* real loader: the engine's input path -- :class:`~magphase.data.datasets.PatchDataset` over an
   HDF5 patch store on disk, the engine's :class:`~magphase.training.GlobalBatchSampler`, a torch DataLoader
   (on CUDA with the preset's ``num_workers`` and pinned memory; on CPU in-process, as worker processes
   would compete with the compute) and the host-to-device copy.
@@ -38,9 +38,10 @@ from torch.utils.data import DataLoader
 
 from magphase.config.autoencoder import AUTOENCODER_PRESETS, TRAIN_PRESETS
 from magphase.conventions import SEQUENCES
+from magphase.data.datasets import PatchDataset
 from magphase.data.store import StoreWriter
-from magphase.generative.autoencoder import AutoencoderTask, PatchDataset
-from magphase.models.autoencoder import AutoencoderSpec
+from magphase.models.cvae import AutoencoderSpec
+from magphase.stages.autoencoder import AutoencoderTask
 from magphase.training import GlobalBatchSampler, move_to_device
 from magphase.utils.atomic import atomic_write_text
 

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from flow_fixtures import latent_store, make_unet  # noqa: F401  (fixtures for every test folder)
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 # One intra-op thread: the suite is many tiny ops where thread hand-offs cost more than they gain,
 # and oversubscribed LAPACK/BLAS pools slow down badly on small shared machines.

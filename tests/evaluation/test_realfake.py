@@ -14,8 +14,8 @@ from eval_fixtures import (
 import magphase.evaluation.classifier_train as classifier_train_mod
 from magphase.data.store import Store
 from magphase.errors import ConfigError, DataError
+from magphase.evaluation.paper import PAPER_TABLE4
 from magphase.evaluation.realfake import (
-    PAPER_TABLE4,
     latent_arrays,
     matched_synthetic_splits,
     real_split_counts,

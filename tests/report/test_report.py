@@ -40,6 +40,7 @@ def test_reduced_presets_say_what_differs(preset, n_differ):
 
 def test_key_numbers_use_the_paper_additive_points_or_the_nearest_run(tmp_path):
     from magphase.report.report import _downstream_key_numbers
+    from magphase.rundir import RunLayout
 
     folder = tmp_path / "evaluation" / "downstream"
     folder.mkdir(parents=True)
@@ -53,7 +54,7 @@ def test_key_numbers_use_the_paper_additive_points_or_the_nearest_run(tmp_path):
             "auroc_external_std": [0.02] * 5,
         }
     ).to_csv(folder / "summary.csv", index=False)
-    rows = _rows(_downstream_key_numbers(tmp_path))
+    rows = _rows(_downstream_key_numbers(RunLayout(tmp_path)))
     assert rows["100 % real + 80 % synthetic added, fastMRI test"] == ["0.894 ± 0.003", "0.580 ± 0.010"]
     # The paper's 90 % point was not run: the nearest one (100 % beats 80 % on a tie) is named.
     ext = "100 % real + 90 % synthetic added, external test (this run: add100, nearest run)"

@@ -37,3 +37,31 @@ def item_bar(
     finally:
         if bar is not None:
             bar.close()
+
+
+def stage_bars() -> tuple[Callable[[str, int | None], Callable[..., None]], list[tqdm]]:
+    """A progress factory for stage functions plus the list of bars it opened (closed by the caller)."""
+    opened: list[tqdm] = []
+
+    def factory(desc: str, total: int | None) -> Callable[..., None]:
+        bar = tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
+        opened.append(bar)
+
+        def update(n: int = 1, *_: Any) -> None:
+            bar.update(n if isinstance(n, int) else 1)
+
+        return update
+
+    return factory, opened
+
+
+def run_one_stage(cfg: Any, run_dir: Any, stage: str) -> dict[str, Any]:
+    """Run one pipeline stage (the same function ``magphase run`` calls) with progress bars."""
+    from magphase.run import run_stage
+
+    factory, opened = stage_bars()
+    try:
+        return run_stage(cfg, run_dir, stage, progress=factory)
+    finally:
+        for bar in opened:
+            bar.close()

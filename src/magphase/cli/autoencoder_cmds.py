@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from tqdm import tqdm
 
 from magphase.cli._app import app, evaluate_app
+from magphase.cli._progress import run_one_stage
 from magphase.config import MagphaseConfig, dump_config, load_config
 from magphase.errors import ConfigError
-from magphase.generative.autoencoder import (
-    DONE_NAME,
-    external_store_path,
-    network_spec,
-    patch_store_path,
-    stage_dir,
-    train_autoencoder,
-)
+from magphase.rundir import RunLayout
+from magphase.stages.autoencoder import network_spec
 from magphase.training.distributed import is_main_process, resolve_device_name
 
 _CONFIG = typer.Option(None, "--config", "-c", help="magphase config YAML (its autoencoder section)")
@@ -38,34 +32,38 @@ def _device(cfg: MagphaseConfig, device: str | None) -> str:
 def train_autoencoder_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="run directory (writes RUN/autoencoder)"),
     config: Path | None = _CONFIG,
-    store: Path | None = typer.Option(None, "--store", help="patch store (default: from config / RUN)"),
-    resume: bool = typer.Option(False, "--resume", help="continue from RUN/autoencoder/checkpoint.pt"),
+    store: Path | None = typer.Option(
+        None, "--store", help="patch store (sets autoencoder.patch_store; default RUN/prepare/patches)"
+    ),
     overrides: list[str] | None = _SET,
     dry_run: bool = _DRY,
 ) -> None:
-    """Train the sequence-conditioned VAE (paper 2.2) on the patch store's train split."""
-    from magphase.training.progress import TqdmProgress
-
-    cfg = _config(config, overrides)
-    store_path = patch_store_path(cfg, out, store)
+    """The autoencoder stage: train the sequence-conditioned VAE (paper 2.2) on the patch store's train
+    split (resuming from RUN/autoencoder/checkpoint.pt), then Table 3 and Fig. 3 on its test split."""
+    cfg = _config(config, [*(overrides or []), *([f"autoencoder.patch_store={store}"] if store else [])])
+    layout = RunLayout(out)
+    store_path = Path(cfg.autoencoder.patch_store) if cfg.autoencoder.patch_store else layout.patches
     spec = network_spec(cfg.autoencoder)
     if dry_run:
         typer.echo(dump_config(cfg))
         t = cfg.autoencoder.train
         typer.echo(
             f"plan: train the {cfg.autoencoder.preset!r} CVAE {spec} on {store_path} (split train) for "
-            f"{t.steps} steps of batch {t.batch_size} -> {stage_dir(out)}"
+            f"{t.steps} steps of batch {t.batch_size} -> {layout.autoencoder}; evaluate -> "
+            f"{layout.autoencoder_eval}"
         )
         return
-    with TqdmProgress("autoencoder") as bar:
-        result = train_autoencoder(cfg, out, store=store, resume=resume, progress=bar)
+    if not store_path.is_dir():
+        raise ConfigError(f"autoencoder.patch_store: {store_path} is not a patch store (run prepare first)")
+    record = run_one_stage(cfg, out, "autoencoder")
     if not is_main_process():  # under torchrun: one report, from rank 0
         return
-    m = result.last_metrics
+    s = record["summary"]
+    m = s.get("last_metrics", {})
     typer.echo(
-        f"trained to step {result.step}: loss {m.get('loss', float('nan')):.4g} "
-        f"(recon {m.get('recon', float('nan')):.4g}); weights {result.ema_path}; "
-        f"curves {result.loss_plot_path}"
+        f"trained to step {s['step']}: loss {m.get('loss', float('nan')):.4g} "
+        f"(recon {m.get('recon', float('nan')):.4g}); weights {layout.autoencoder_weights}; "
+        f"evaluation {layout.autoencoder_eval}"
     )
 
 
@@ -90,14 +88,19 @@ def encode_cmd(
 ) -> None:
     """Write the latent store (mu, logvar N x 2 x 48 x 48, same manifest) for every split of the patch store,
     and for the external test store. Up-to-date outputs (same store and weights) are skipped."""
-    from magphase.generative.encode import encode_store
-    from magphase.models.autoencoder import load_autoencoder
+    from magphase.models.cvae import load_autoencoder
+    from magphase.stages.encode import encode_store
 
     cfg = _config(config, overrides)
-    run_dir = out.parent
-    weights = autoencoder if autoencoder is not None else stage_dir(run_dir)
-    jobs = [(patch_store_path(cfg, run_dir, store), out)]
-    ext = external_store if external_store is not None else external_store_path(cfg, run_dir)
+    layout = RunLayout(out.parent)
+    weights = autoencoder if autoencoder is not None else layout.autoencoder
+    default_store = Path(cfg.autoencoder.patch_store) if cfg.autoencoder.patch_store else layout.patches
+    jobs = [(store if store is not None else default_store, out)]
+    ext = external_store
+    if ext is None and cfg.autoencoder.external_store is not None:
+        ext = Path(cfg.autoencoder.external_store)
+    if ext is None and layout.external_patches.is_dir():
+        ext = layout.external_patches
     if ext is not None:
         ext_out = external_out if external_out is not None else out.with_name(f"{out.name}-external")
         jobs.append((ext, ext_out))
@@ -140,15 +143,17 @@ def evaluate_autoencoder_cmd(
 ) -> None:
     """Table 3 (phase coherence, magnitude SSIM and PSNR per sequence) and Fig. 3 on the test split."""
     from magphase.data.store import Store
-    from magphase.evaluation.autoencoder import evaluate_autoencoder
-    from magphase.models.autoencoder import load_autoencoder
+    from magphase.evaluation.reconstruction import evaluate_autoencoder
+    from magphase.models.cvae import load_autoencoder
     from magphase.models.weights import read_weights_metadata
 
     cfg = _config(config, overrides)
     ev = cfg.autoencoder.eval
-    weights = autoencoder if autoencoder is not None else stage_dir(out)
-    store_path = patch_store_path(cfg, out, store)
-    target = stage_dir(out) / "evaluation"
+    layout = RunLayout(out)
+    weights = autoencoder if autoencoder is not None else layout.autoencoder
+    default_store = Path(cfg.autoencoder.patch_store) if cfg.autoencoder.patch_store else layout.patches
+    store_path = store if store is not None else default_store
+    target = layout.autoencoder_eval
     if dry_run:
         typer.echo(dump_config(cfg))
         typer.echo(f"plan: evaluate {weights} on {store_path} (split {ev.split}) -> {target}")
@@ -160,11 +165,10 @@ def evaluate_autoencoder_cmd(
         raise ConfigError(f"autoencoder.eval.split: {store_path} has no patches in split {ev.split!r}")
     extra = {"autoencoder": str(weights), "patch_store": str(store_path)}
     extra["autoencoder_step"] = read_weights_metadata(weights).get("step")
-    done = stage_dir(out) / DONE_NAME
-    if autoencoder is None and done.is_file():
-        record = json.loads(done.read_text())
-        extra["train_time_s"] = record.get("train_time_s")
-        extra["train_patches"] = record.get("train_patches")
+    record = layout.read_marker("autoencoder")
+    if autoencoder is None and record is not None:
+        extra["train_time_s"] = record["summary"].get("train_time_s")
+        extra["train_patches"] = record["summary"].get("train_patches")
     with tqdm(total=n, desc="evaluate autoencoder", unit="patch", dynamic_ncols=True) as bar:
         result = evaluate_autoencoder(
             model,

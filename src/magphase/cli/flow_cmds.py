@@ -10,6 +10,7 @@ import typer
 from tqdm import tqdm
 
 from magphase.cli._app import app
+from magphase.cli._progress import run_one_stage
 from magphase.config import MagphaseConfig, dump_config, load_config
 from magphase.errors import ConfigError
 
@@ -36,25 +37,21 @@ def train_flow_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="run directory (writes RUN/flow/stage<N>)"),
     config: Path | None = _CONFIG,
     latents: Path | None = typer.Option(
-        None, "--latents", help="latent store (default: config, else RUN/latents)"
+        None, "--latents", help="latent store (sets flow.latent_store; default RUN/latents)"
     ),
-    resume: bool = typer.Option(False, "--resume", help="continue from the stage's checkpoints"),
     overrides: list[str] | None = _SET,
     dry_run: bool = _DRY,
 ) -> None:
-    """Train flow stage 1 (paper 2.3.1) or stage 2 (2.3.2, two phases) on the latent store's train split."""
-    from magphase.generative.flow import (
-        latent_store_path,
-        stage2_init_weights,
-        stage_dir,
-        train_stage1,
-        train_stage2,
-    )
-    from magphase.training.progress import TqdmProgress
+    """The flow1 / flow2 stage: train flow stage 1 (paper 2.3.1) or stage 2 (2.3.2, two phases) on the
+    latent store's train split, resuming from the stage's checkpoints; snapshot selection and the
+    stage-2 class probe when the config asks for them, as in `magphase run`."""
+    from magphase.rundir import RunLayout
+    from magphase.stages.flow2 import stage2_init_weights
 
-    cfg = load_config(config, overrides)
     stage = _stage(stage)
-    store = latent_store_path(cfg, out, latents)
+    cfg = load_config(config, [*(overrides or []), *([f"flow.latent_store={latents}"] if latents else [])])
+    layout = RunLayout(out)
+    store = Path(cfg.flow.latent_store) if cfg.flow.latent_store else layout.latents
     flow = cfg.flow
     if dry_run:
         typer.echo(dump_config(cfg))
@@ -64,41 +61,29 @@ def train_flow_cmd(
             typer.echo(
                 f"plan: stage 1, U-Net {flow.preset!r} {net} on {store} (split train), {t.steps} steps of "
                 f"batch {t.batch_size}, sequence dropout {flow.stage1.sequence_dropout} "
-                f"-> {stage_dir(out, 1)}"
+                f"-> {layout.flow(1)}"
             )
         else:
             s2 = flow.stage2
-            init = s2.init or f"{stage_dir(out, 1)} (selected snapshot, else final EMA)"
+            init = s2.init or f"{layout.flow(1)} (selected snapshot, else final EMA)"
             typer.echo(
                 f"plan: stage 2 from {init} on {store}: phase 1 ({s2.phase1.steps} steps, class embedding "
                 f"only), phase 2 ({s2.phase2.steps} steps, pretrained lr x {s2.pretrained_lr_scale}), class "
                 f"dropout {s2.class_dropout}, unknown sequences {list(s2.unknown_sequences)} "
-                f"-> {stage_dir(out, 2)}"
+                f"-> {layout.flow(2)}"
             )
         return
-    if stage == 1:
-        with TqdmProgress("flow stage 1") as bar:
-            result = train_stage1(cfg, out, latents=latents, resume=resume, progress=bar)
-    else:
-        stage2_init_weights(cfg, out)  # fail early (before phase 1) when stage 1 is missing
-        bars: dict[int, TqdmProgress] = {}
-
-        def progress(phase: int) -> TqdmProgress:
-            for b in bars.values():
-                b.close()
-            bars[phase] = TqdmProgress(f"flow stage 2 phase {phase}")
-            return bars[phase]
-
-        try:
-            result = train_stage2(cfg, out, latents=latents, resume=resume, progress=progress)
-        finally:
-            for b in bars.values():
-                b.close()
-    m = result.last_metrics
+    if not store.is_dir():
+        raise ConfigError(f"flow.latent_store: {store} is not a latent store (run encode first)")
+    if stage == 2:
+        stage2_init_weights(cfg, layout)  # fail early (before phase 1) when stage 1 is missing
+    record = run_one_stage(cfg, out, f"flow{stage}")
+    s = record["summary"]
+    m = s.get("last_metrics", {})
+    weights = layout.flow_weights(stage)
     typer.echo(
-        f"stage {stage} trained to step {result.step}: loss {m.get('loss', float('nan')):.4g}; "
-        f"EMA weights {result.ema_path}; {len(result.snapshots)} kept snapshots; "
-        f"curves {result.loss_plot_path}"
+        f"stage {stage} trained to step {s['step']}: loss {m.get('loss', float('nan')):.4g}; "
+        f"inference weights {weights}; {len(layout.flow_snapshots(stage))} kept snapshots"
     )
 
 
@@ -145,14 +130,10 @@ def sample_cmd(
 
     Runs under torchrun too: each rank integrates its share, rank 0 merges.
     """
-    from magphase.generative.flow import flow_stage_of, flow_weights, list_flow_snapshots, load_flow_model
-    from magphase.generative.sampling import (
-        AMP_CHOICES,
-        SampleGroup,
-        generate_synthetic_store,
-        parts_folder,
-        weights_provenance,
-    )
+    from magphase.generative.sampling import AMP_CHOICES, SampleGroup
+    from magphase.models.unet import flow_stage_of, load_flow_model
+    from magphase.rundir import RunLayout
+    from magphase.stages.sample import generate_synthetic_store, parts_folder, weights_provenance
     from magphase.training.distributed import init_distributed, shutdown_distributed
 
     cfg = load_config(config, overrides)
@@ -195,13 +176,13 @@ def sample_cmd(
     if checkpoint is not None and snapshot is not None:
         raise ConfigError("give --checkpoint or --snapshot, not both")
     if snapshot is not None:
-        snaps = list_flow_snapshots(run_dir, stage)
+        snaps = RunLayout(run_dir).flow_snapshots(stage)
         if snapshot not in snaps:
             raise ConfigError(f"--snapshot {snapshot}: stage {stage} of {run_dir} kept steps {sorted(snaps)}")
         weights = snaps[snapshot]
     else:
-        weights = checkpoint if checkpoint is not None else flow_weights(run_dir, stage)
-    ae_path = (autoencoder if autoencoder is not None else run_dir / "autoencoder") if decode else None
+        weights = checkpoint if checkpoint is not None else RunLayout(run_dir).flow_weights(stage)
+    ae_path = (autoencoder if autoencoder is not None else RunLayout(run_dir).autoencoder) if decode else None
     if dry_run:
         typer.echo(dump_config(cfg))
         typer.echo(
@@ -220,7 +201,7 @@ def sample_cmd(
         model = load_flow_model(weights, device=info.device)
         ae = None
         if ae_path is not None:
-            from magphase.models.autoencoder import load_autoencoder
+            from magphase.models.cvae import load_autoencoder
 
             ae = load_autoencoder(ae_path, device=info.device)
         if info.is_main and parts_folder(out).is_dir():
@@ -269,15 +250,16 @@ def flow_snapshots_cmd(
     criterion: str | None = typer.Option(None, "--criterion", help="why it was selected (stored with it)"),
 ) -> None:
     """List a flow stage's kept EMA snapshots (for model selection), or record the selected one."""
-    from magphase.generative.flow import flow_weights, list_flow_snapshots, select_flow_snapshot
+    from magphase.rundir import RunLayout
 
     stage = _stage(stage)
+    layout = RunLayout(out)
     if select is not None:
-        path = select_flow_snapshot(out, stage, select, criterion=criterion)
+        path = layout.select_flow_snapshot(stage, select, criterion=criterion)
         typer.echo(f"selected step {select}: {path}")
-    for step, path in list_flow_snapshots(out, stage).items():
+    for step, path in layout.flow_snapshots(stage).items():
         typer.echo(f"{step}\t{path}")
-    typer.echo(f"inference weights: {flow_weights(out, stage)}")
+    typer.echo(f"inference weights: {layout.flow_weights(stage)}")
 
 
 @app.command("flow-probe")
@@ -296,8 +278,9 @@ def flow_probe_cmd(
     """How much normal/abnormal information a stage-2 model carries: AUROC of its class likelihood."""
     import json
 
-    from magphase.generative.flow import LatentFlowDataset, load_flow_model
-    from magphase.generative.probe import class_probe
+    from magphase.data.datasets import LatentFlowDataset
+    from magphase.evaluation.probe import class_probe
+    from magphase.models.unet import load_flow_model
     from magphase.utils.atomic import atomic_write_text
 
     model = load_flow_model(weights)

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from magphase.cli._app import app
 from magphase.config import dump_config, load_config
 from magphase.errors import ConfigError
+from magphase.models.weights import EMA_WEIGHTS_NAME
 
 _CONFIG = typer.Option(None, "--config", "-c", help="magphase config YAML (its phasegen section)")
 _SET = typer.Option(None, "--set", help="override a config value, e.g. --set phasegen.train.steps=200")
@@ -28,23 +29,25 @@ def train_phasegen_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the resolved config and the plan"),
 ) -> None:
     """Train PhaseGen (magnitude-conditioned complex phase diffusion) on a patch store's train split."""
-    from magphase.generative.phasegen import patch_store_path, stage_dir, train_phasegen
+    from magphase.rundir import RunLayout
+    from magphase.stages.phasegen import train_phasegen
     from magphase.training.progress import TqdmProgress
 
     cfg = load_config(config, overrides)
     pg = cfg.phasegen
-    src = patch_store_path(cfg, out, store)
+    layout = RunLayout(out)
+    src = store or (Path(pg.patch_store) if pg.patch_store is not None else layout.patches)
     if dry_run:
         typer.echo(dump_config(cfg))
         d = pg.diffusion
         typer.echo(
             f"plan: complex U-Net {pg.preset!r} {pg.resolved_network().model_dump()} on {src} (split train); "
             f"T = {d.timesteps} ({d.schedule}), {d.noise} noise, {d.loss} loss; {pg.train.steps} steps of "
-            f"batch {pg.train.batch_size} -> {stage_dir(out)}"
+            f"batch {pg.train.batch_size} -> {layout.phasegen}"
         )
         return
     with TqdmProgress("phasegen") as bar:
-        result = train_phasegen(cfg, out, store=store, resume=resume, progress=bar)
+        result = train_phasegen(cfg, layout.phasegen, src, resume=resume, progress=bar)
     m = result.last_metrics
     typer.echo(
         f"PhaseGen trained to step {result.step}: loss {m.get('loss', float('nan')):.4g}; "
@@ -53,13 +56,13 @@ def train_phasegen_cmd(
 
 
 def _weights(run: Path | None, weights: Path | None) -> Path:
-    from magphase.generative.phasegen import stage_dir
+    from magphase.rundir import RunLayout
 
     if weights is not None:
         return weights
     if run is None:
         raise ConfigError("give --weights or --run (its phasegen/ema.safetensors is used)")
-    return stage_dir(run) / "ema.safetensors"
+    return RunLayout(run).phasegen / EMA_WEIGHTS_NAME
 
 
 @app.command("sample-phasegen")
@@ -83,7 +86,8 @@ def sample_phasegen_cmd(
 ) -> None:
     """Give every magnitude of a patch store a phase drawn by PhaseGen; the magnitude is kept exactly."""
     from magphase.data.store import Store
-    from magphase.generative.phasegen import generate_phasegen_store, load_phasegen
+    from magphase.models.complex_unet import load_phasegen
+    from magphase.stages.phasegen import generate_phasegen_store
     from magphase.training.distributed import resolve_device_name
 
     cfg = load_config(config, overrides)
@@ -138,7 +142,7 @@ def phasegen_figure_cmd(
     overrides: list[str] | None = _SET,
 ) -> None:
     """Real magnitude and phase beside PhaseGen phases drawn for the same magnitudes."""
-    from magphase.generative.phasegen import load_phasegen
+    from magphase.models.complex_unet import load_phasegen
     from magphase.stages.phasegen import phasegen_figure
 
     cfg = load_config(config, overrides)
@@ -166,7 +170,7 @@ def phasegen_eval_cmd(
     real: Path | None = typer.Option(None, "--real", help="real patch store (default: the one recorded)"),
 ) -> None:
     """Phase statistics of PhaseGen phases against the real phases of the same magnitudes."""
-    from magphase.generative.phasegen import evaluate_phasegen, phasegen_markdown
+    from magphase.evaluation.phase import evaluate_phasegen, phasegen_markdown
     from magphase.utils.atomic import atomic_write_text
 
     table = evaluate_phasegen(synthetic, real)

@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from magphase.cli._app import app
+from magphase.cli._progress import run_one_stage, stage_bars
 from magphase.config import dump_config, load_config
-
-
-def _bars() -> tuple[Any, list[Any]]:
-    """A progress factory for the pipeline plus the list of bars it opened (closed by the caller)."""
-    from tqdm.auto import tqdm
-
-    opened: list[Any] = []
-
-    def factory(desc: str, total: int | None):
-        bar = tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
-        opened.append(bar)
-
-        def update(n: int = 1, *_: Any) -> None:
-            bar.update(n if isinstance(n, int) else 1)
-
-        return update
-
-    return factory, opened
+from magphase.errors import ConfigError
 
 
 @app.command("run")
@@ -46,7 +29,7 @@ def run_cmd(
     report), skipping stages already finished with the same config and resuming interrupted ones."""
     import time
 
-    from magphase.pipeline import plan_run, run_pipeline
+    from magphase.run import plan_run, run_pipeline
 
     cfg = load_config(config_opt or config, overrides)
     plan = plan_run(cfg, out, start, until, force)
@@ -56,7 +39,7 @@ def run_cmd(
         for p in plan:
             typer.echo(f"{p.stage:18s} {p.action:5s} ({p.reason})")
         return
-    factory, opened = _bars()
+    factory, opened = stage_bars()
     t0 = time.perf_counter()
 
     def on_stage(stage: str, event: str) -> None:
@@ -85,11 +68,14 @@ def run_cmd(
 def report_cmd(
     run: Path = typer.Argument(..., help="Run folder written by `magphase run`."),
     config: Path = typer.Option(None, "--config", "-c", help="Config (default: RUN/config.yaml)."),
-    no_flow_figures: bool = typer.Option(False, "--no-flow-figures", help="Skip sampling Figs. 4-5."),
 ) -> None:
-    """Write RUN/report/report.md with Tables 1, 3, 4, the downstream results and Figs. 2-8."""
-    from magphase.report.report import write_report
+    """Write RUN/report/report.md with Tables 1, 3, 4, the downstream results and Figs. 2-8 (the report
+    stage: it reads what the other stages wrote and computes nothing)."""
+    from magphase.rundir import RunLayout
 
-    cfg = load_config(config) if config else None
-    path = write_report(run, cfg, draw_flow_figures=not no_flow_figures)
-    typer.echo(f"report: {path}")
+    layout = RunLayout(run)
+    if not layout.root.is_dir():
+        raise ConfigError(f"{run}: no such run folder")
+    cfg = load_config(config if config else (layout.config_file if layout.config_file.is_file() else None))
+    record = run_one_stage(cfg, run, "report")
+    typer.echo(f"report: {record['summary']['report']}")

@@ -56,6 +56,7 @@ from magphase.evaluation.classifier_train import (
     train_with_recipe,
     write_summary_files,
 )
+from magphase.evaluation.paper import PAPER_DOWNSTREAM
 from magphase.training.distributed import is_main_process
 from magphase.utils.atomic import atomic_write_csv
 from magphase.utils.seeds import derive_seed
@@ -65,14 +66,6 @@ log = logging.getLogger(__name__)
 LABELLED = ("normal", "abnormal")
 _RUN_TAG = 0xD0E5
 _SUBSET_TAG = 0x5B5E
-
-#: The paper's published downstream AUROCs (mean, std) named in its text (Sec. 3.3), by configuration.
-PAPER_DOWNSTREAM: dict[str, dict[str, tuple[float, float]]] = {
-    "real100": {"test": (0.842, 0.006), "external": (0.815, 0.008)},
-    "subst000": {"test": (0.880, 0.006), "external": (0.843, 0.019)},
-    "add080": {"test": (0.894, 0.003)},
-    "add090": {"external": (0.840, 0.004)},
-}
 
 
 # ------------------------------------------------------------------------------------------ plan
@@ -618,7 +611,6 @@ def select_stage2_checkpoint(
 
 
 __all__ = [
-    "PAPER_DOWNSTREAM",
     "DownstreamData",
     "DownstreamResult",
     "TrainingConfiguration",

@@ -60,18 +60,11 @@ from magphase.evaluation.classifier_train import (
     train_with_recipe,
     write_summary_files,
 )
+from magphase.evaluation.paper import PAPER_TABLE4
 from magphase.utils.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
-#: Paper Table 4: AUROC mean, std per sequence (5 classifiers x 4 synthetic test sets).
-PAPER_TABLE4: dict[str, tuple[float, float]] = {
-    "AXFLAIR": (0.635, 0.030),
-    "AXT1": (0.640, 0.026),
-    "AXT1POST": (0.555, 0.049),
-    "AXT1PRE": (0.502, 0.014),
-    "AXT2": (0.653, 0.014),
-}
 
 _SYNTHETIC_ARRAY_NAMES = ("z", "latents", "latent", "mu", "samples")
 _SEED_TAG = 0x4EA1
@@ -601,7 +594,6 @@ def select_stage1_checkpoint(
 
 
 __all__ = [
-    "PAPER_TABLE4",
     "RealFakeResult",
     "SelectionResult",
     "SequenceSplit",

@@ -19,7 +19,7 @@ Synthetic store layout (same manifest columns as the real stores)::
     meta.json  kind "synthetic" and the provenance (weights, step, autoencoder, settings)
 
 A model trained on phase-canonical latents (``model.canonical_phase``, see
-:mod:`magphase.generative.encode`) samples patches of global phase 0; decoded patches are then rotated by
+:mod:`magphase.stages.encode`) samples patches of global phase 0; decoded patches are then rotated by
 a uniformly random angle, seeded per sample by ``(seed, stage, sequence, i)`` (no class: the normal and the
 abnormal sample ``i`` of a stage-2 pair get the same angle). The manifest column ``global_phase`` holds that
 angle (only for such a model: one that generates the global phase itself gets no column); ``z`` stays
@@ -35,27 +35,19 @@ the rest; a different recipe discards them. Under ``torchrun`` rank ``r`` of ``W
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from magphase.conventions import CLASS_TOKEN_INDEX, SEQUENCE_INDEX, SEQUENCES
-from magphase.data.store import Store, StoreWriter, merge_stores
-from magphase.errors import ConfigError, DataError
+from magphase.errors import ConfigError
 from magphase.generative.guidance import guidance_conditions, guided_velocity
 from magphase.generative.solver import make_solver
-from magphase.models.weights import read_weights_metadata
 from magphase.mri.complex import rotate_phase
-from magphase.training.distributed import DistInfo, barrier, broadcast_object
-from magphase.utils.atomic import atomic_write_text
 from magphase.utils.precision import resolve_amp
 from magphase.utils.seeds import derive_seed
 
@@ -127,7 +119,7 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _latent_shape(model: nn.Module) -> tuple[int, int, int]:
+def model_latent_shape(model: nn.Module) -> tuple[int, int, int]:
     return (model.in_channels, model.input_size, model.input_size)  # type: ignore[return-value]
 
 
@@ -182,7 +174,7 @@ def sample_latents(
             f"'unknown' for {', '.join(unknown)} (flow.stage2.unknown_sequences); sample them as unknown"
         )
     device = _device_of(model)
-    shape = _latent_shape(model)
+    shape = model_latent_shape(model)
     scale = float(getattr(model, "latent_scale", 1.0))
     integrator = make_solver(solver, steps)  # type: ignore[arg-type]
     if noise is not None and tuple(noise.shape) != (stop - start, *shape):
@@ -264,271 +256,14 @@ def decode_samples(
     """Decode samples ``start .. start + len(z) - 1`` of ``group`` and give them their global phase
     (:func:`sample_phases`; none for a model that is not phase-canonical). float32 CPU ``(N, 2, 96, 96)``."""
     x = decode_latents(autoencoder, z, group.sequence, batch_size=batch_size)
-    return _with_phases(x, sample_phases(model, group, stage, seed, start, start + z.shape[0]))
+    return apply_phases(x, sample_phases(model, group, stage, seed, start, start + z.shape[0]))
 
 
-def _with_phases(x: Tensor, angles: np.ndarray) -> Tensor:
+def apply_phases(x: Tensor, angles: np.ndarray) -> Tensor:
     """``x`` rotated by ``angles`` (one per patch), unchanged when they are NaN (:func:`sample_phases`)."""
     if np.isnan(angles).all():
         return x
     return rotate_phase(x, torch.from_numpy(angles))
-
-
-def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Contiguous ``[start, stop)`` of ``n`` items for ``rank`` of ``world_size`` (sizes differ by <= 1)."""
-    return n * rank // world_size, n * (rank + 1) // world_size
-
-
-def _rows(
-    group: SampleGroup,
-    stage: int,
-    start: int,
-    stop: int,
-    *,
-    seed: int,
-    split: str,
-    guidance: float,
-    steps: int,
-    solver: str,
-    phases: np.ndarray,
-) -> list[dict[str, Any]]:
-    tag = group.label if group.label is not None else "any"
-    rows = []
-    for k, i in enumerate(range(start, stop)):
-        pid = f"syn{stage}-{group.sequence}-{tag}-s{seed}-{i:06d}"
-        rows.append(
-            dict(
-                patch_id=pid,
-                volume=pid,
-                sequence=group.sequence,
-                label=group.manifest_label,
-                split=split,
-                slice=-1,
-                row=-1,
-                col=-1,
-                box_overlap=-1.0,
-                synthetic=1,
-                stage=stage,
-                class_token=group.label if group.label is not None else "",
-                guidance=guidance,
-                steps=steps,
-                solver=solver,
-                seed=seed,
-                sample_index=i,
-            )
-        )
-        if not np.isnan(phases[k]):
-            rows[-1]["global_phase"] = float(phases[k])
-    return rows
-
-
-def generate_synthetic_store(
-    model: nn.Module,
-    out: str | Path,
-    groups: Sequence[SampleGroup],
-    *,
-    stage: int,
-    guidance: float,
-    steps: int,
-    solver: str = "heun",
-    seed: int = 0,
-    split: str = "train",
-    batch_size: int = 256,
-    autoencoder: nn.Module | None = None,
-    decode_batch_size: int = 64,
-    amp: str = "none",
-    provenance: dict[str, Any] | None = None,
-    dist: DistInfo | None = None,
-    overwrite: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> Path:
-    """Sample every group and write one synthetic store (latents ``z`` and, with an autoencoder,
-    decoded ``patches``); see the module docstring for the layout.
-
-    Args:
-        model: flow U-Net (EMA weights) on its device.
-        out: store folder to write (atomically).
-        groups: what to sample; the store holds the groups in order, each in sample order.
-        stage, guidance, steps, solver, seed, batch_size, amp: see :func:`sample_latents`.
-        split: value of the manifest's ``split`` column.
-        autoencoder: decoder for ``patches`` (``decode(z, seq)``); None writes latents only.
-        provenance: extra entries for meta.json (weights path, step, ...).
-        dist: rank / world size under ``torchrun`` (None: a single process).
-        overwrite: replace an existing store.
-        progress: called with the number of samples this rank finished.
-    Returns:
-        The store path (every rank returns it once rank 0 has merged).
-    """
-    out = Path(out)
-    groups = [g.validate(stage) for g in groups]
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: store already exists (pass overwrite)")
-    if batch_size < 1:
-        raise ConfigError(f"sampling batch_size must be >= 1, got {batch_size}")
-    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
-    shape = _latent_shape(model)
-    arrays: dict[str, tuple[int, ...]] = {LATENT_ARRAY: shape}
-    if autoencoder is not None:
-        arrays[PATCH_ARRAY] = (2, 96, 96)
-    meta = {
-        "synthetic": True,
-        "stage": stage,
-        "guidance": guidance,
-        "steps": steps,
-        "solver": solver,
-        "seed": seed,
-        "amp": amp,
-        "groups": [dict(sequence=g.sequence, label=g.label, n=g.n) for g in groups],
-        "decoded": autoencoder is not None,
-        "canonical_phase": bool(getattr(model, "canonical_phase", False)),
-        **(provenance or {}),
-    }
-    chunks = sample_chunks(groups, batch_size)
-    parts_dir = parts_folder(out)
-    # Everything a finished part depends on: parts of another recipe are discarded, not merged.
-    recipe = json.loads(
-        json.dumps({"meta": meta, "split": split, "batch_size": batch_size, "arrays": arrays}, default=str)
-    )
-    if rank == 0:
-        _prepare_parts(parts_dir, recipe)
-    if world > 1:
-        barrier(dist)
-    done = 0
-    for j in range(rank, len(chunks), world):
-        gi, a, b = chunks[j]
-        g = groups[gi]
-        part = parts_dir / f"part-{j:06d}"
-        if _complete_part(part, b - a):
-            done += b - a
-            if progress is not None:
-                progress(b - a)
-            continue
-        z = sample_latents(
-            model,
-            stage=stage,
-            group=g,
-            guidance=guidance,
-            steps=steps,
-            solver=solver,
-            seed=seed,
-            start=a,
-            stop=b,
-            batch_size=batch_size,
-            amp=amp,
-        )
-        payload = {LATENT_ARRAY: z.numpy()}
-        phases = sample_phases(model, g, stage, seed, a, b)
-        if autoencoder is not None:
-            x = decode_latents(autoencoder, z, g.sequence, batch_size=decode_batch_size)
-            payload[PATCH_ARRAY] = _with_phases(x, phases).numpy()
-        with StoreWriter(part, arrays, kind="synthetic-part", overwrite=True) as writer:
-            writer.append(
-                _rows(
-                    g,
-                    stage,
-                    a,
-                    b,
-                    seed=seed,
-                    split=split,
-                    guidance=guidance,
-                    steps=steps,
-                    solver=solver,
-                    phases=phases,
-                ),
-                **payload,
-            )
-        if progress is not None:
-            progress(b - a)
-    if done:
-        log.info("%s: %d samples of this rank were already sampled (resumed)", out, done)
-    error = None
-    if world > 1:
-        barrier(dist)
-    if rank == 0:
-        try:
-            parts = [parts_dir / f"part-{j:06d}" for j in range(len(chunks))]
-            missing = [
-                p.name for p, (_, a, b) in zip(parts, chunks, strict=True) if not _complete_part(p, b - a)
-            ]
-            if missing:
-                raise RuntimeError(f"{parts_dir}: parts missing after sampling: {missing[:5]}")
-            if parts:
-                merge_stores(parts, out, kind="synthetic", meta=meta, overwrite=True)
-            else:
-                with StoreWriter(out, arrays, kind="synthetic", meta=meta, overwrite=True):
-                    pass
-            shutil.rmtree(parts_dir)
-        except Exception as exc:  # every rank must hear of it, or the others wait forever
-            error = f"{type(exc).__name__}: {exc}"
-            if world == 1:
-                raise
-    if world > 1:
-        error = broadcast_object(error, dist)  # type: ignore[arg-type]
-        if error is not None:
-            raise RuntimeError(f"merging the synthetic store {out} failed on rank 0: {error}")
-    log.info(
-        "synthetic store %s: %d samples (stage %d, w=%g, K=%d)",
-        out,
-        sum(g.n for g in groups),
-        stage,
-        guidance,
-        steps,
-    )
-    return out
-
-
-def sample_chunks(groups: Sequence[SampleGroup], batch_size: int) -> list[tuple[int, int, int]]:
-    """The work units of a store: ``(group index, start, stop)`` of at most ``batch_size`` samples, in
-    store order. Rank ``r`` of ``W`` takes units ``r, r + W, ...``; each becomes one part store."""
-    return [
-        (gi, a, min(a + batch_size, g.n)) for gi, g in enumerate(groups) for a in range(0, g.n, batch_size)
-    ]
-
-
-def parts_folder(out: str | Path) -> Path:
-    """Where the finished parts of ``out`` are kept until they are merged (what a resumed run reuses)."""
-    out = Path(out)
-    return out.with_name(f"{out.name}.parts")
-
-
-def _prepare_parts(parts_dir: Path, recipe: dict[str, Any]) -> None:
-    """Keep ``parts_dir`` when it was filled with this recipe (a resumed run), else start it afresh."""
-    recipe_file = parts_dir / "recipe.json"
-    if parts_dir.is_dir():
-        try:
-            same = json.loads(recipe_file.read_text()) == recipe
-        except (OSError, ValueError):
-            same = False
-        if same:
-            n = len(list(parts_dir.glob("part-*[0-9]")))
-            log.info("%s: resuming (%d finished parts)", parts_dir, n)
-            return
-        log.info("%s: parts of another recipe, starting afresh", parts_dir)
-        shutil.rmtree(parts_dir)
-    parts_dir.mkdir(parents=True)
-    atomic_write_text(json.dumps(recipe, indent=2, sort_keys=True), recipe_file)
-
-
-def _complete_part(part: Path, n: int) -> bool:
-    if not part.is_dir():
-        return False
-    try:
-        store = Store(part)
-        ok = len(store) == n
-        store.close()
-        return ok
-    except (DataError, OSError):
-        return False
-
-
-def weights_provenance(path: str | Path) -> dict[str, Any]:
-    """meta.json entries describing a flow weights file (path, step, stage)."""
-    meta = read_weights_metadata(path)
-    return {
-        "flow_weights": str(path),
-        "flow_step": meta.get("step"),
-        "flow_stage": meta["model_config"]["stage"],
-    }
 
 
 def network_evaluations(steps: int, solver: str = "heun") -> int:
@@ -543,14 +278,9 @@ __all__ = [
     "SampleGroup",
     "decode_latents",
     "decode_samples",
-    "generate_synthetic_store",
     "initial_noise",
     "network_evaluations",
-    "parts_folder",
     "restored_phases",
-    "sample_chunks",
     "sample_latents",
     "sample_phases",
-    "shard_range",
-    "weights_provenance",
 ]

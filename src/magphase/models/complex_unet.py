@@ -27,13 +27,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from magphase.config.phasegen import DiffusionSettings
+from magphase.errors import DataError
 from magphase.models.unet import SinusoidalTimeFeatures
+from magphase.models.weights import load_ema_weights, read_weights_metadata
 from magphase.mri.fft import fft2c, ifft2c
 
 ACTIVATIONS = ("crelu", "modrelu")
@@ -279,6 +283,26 @@ def build_complex_unet(model_config: dict[str, Any]) -> ComplexUNet:
     if model_config.get("kind") != "phasegen_unet":
         raise ValueError(f"not a PhaseGen model config: {model_config}")
     return ComplexUNet(**model_config["network"])
+
+
+def load_phasegen(path: str | Path, device: str | torch.device = "cpu") -> ComplexUNet:
+    """Rebuild PhaseGen from exported EMA weights (eval mode); ``model.diffusion`` holds its settings.
+
+    Raises:
+        DataError: missing file or weights that are not a PhaseGen model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "ema.safetensors"
+    meta = read_weights_metadata(path)
+    cfg = meta.get("model_config")
+    if not isinstance(cfg, dict) or cfg.get("kind") != "phasegen_unet":
+        raise DataError(path, "model_config", "weights metadata does not describe a PhaseGen model")
+    model = build_complex_unet(cfg)
+    model.load_state_dict(load_ema_weights(path))
+    model.diffusion = DiffusionSettings(**cfg.get("diffusion", {}))  # type: ignore[assignment]
+    model.global_phase = cfg.get("global_phase", "keep")  # type: ignore[assignment]
+    return model.to(device).eval()
 
 
 __all__ = [

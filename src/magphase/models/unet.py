@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from magphase.conventions import CLASS_TOKENS, NULL_CLASS, SEQUENCE_TOKENS
+from magphase.conventions import CLASS_TOKENS, LATENT_SHAPE, NULL_CLASS, SEQUENCE_TOKENS
+from magphase.errors import DataError
+from magphase.models.weights import load_ema_weights, read_weights_metadata
 
 #: Parameter-name prefix of the stage-2 class embedding (the "new conditioning parameters").
 CLASS_EMBEDDING_PREFIX = "condition.class_embedding."
@@ -306,3 +310,39 @@ class VelocityUNet(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def build_flow_model(model_config: dict[str, Any]) -> VelocityUNet:
+    """The U-Net described by a weights file's ``model_config`` (random weights)."""
+    if model_config.get("kind") != "flow_unet":
+        raise ValueError(f"not a flow model config: {model_config}")
+    c, _, s = model_config.get("latent_shape", LATENT_SHAPE)
+    model = VelocityUNet(**model_config["unet"], in_channels=c, input_size=s)
+    model.latent_scale = float(model_config.get("latent_scale", 1.0))
+    model.canonical_phase = bool(model_config.get("canonical_phase", False))
+    if model_config.get("class_conditioning"):
+        model.add_class_embedding()
+        # Weights from before this was recorded: None (sampling cannot check the label).
+        unknown = model_config.get("unknown_sequences")
+        model.unknown_sequences = tuple(unknown) if unknown is not None else None
+    return model
+
+
+def load_flow_model(path: str | Path, device: str | torch.device = "cpu") -> VelocityUNet:
+    """Rebuild a flow U-Net from exported EMA weights (``ema.safetensors`` or a snapshot), eval mode.
+
+    Raises:
+        DataError: missing file, not safetensors, or no flow model config in its metadata.
+    """
+    meta = read_weights_metadata(path)
+    cfg = meta.get("model_config")
+    if not isinstance(cfg, dict) or cfg.get("kind") != "flow_unet":
+        raise DataError(path, "model_config", "weights metadata does not describe a flow U-Net")
+    model = build_flow_model(cfg)
+    model.load_state_dict(load_ema_weights(path))
+    return model.to(device).eval()
+
+
+def flow_stage_of(path: str | Path) -> int:
+    """The stage (1 or 2) a flow weights file was trained in."""
+    return int(read_weights_metadata(path)["model_config"]["stage"])

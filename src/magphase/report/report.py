@@ -1,9 +1,10 @@
 """``magphase report RUN``: one Markdown report with every table and figure of the paper.
 
-Reads what the stages wrote (see :mod:`magphase.pipeline` for the layout), draws Figs. 4-5 from the
-trained models, copies the other figures beside ``report.md`` so the folder stands alone, and puts
-the paper's published numbers next to this run's. Missing stages are listed, not fatal, so a
-partial run still gets a report of what exists.
+Reads only what the stages wrote (paths from :class:`magphase.rundir.RunLayout`): tables, JSON and
+PNGs. It trains and samples nothing: Figs. 4-5 come from the sample stage, the class probe from the
+flow2 stage. It copies every figure beside ``report.md`` so the folder stands alone, and puts the
+paper's published numbers (:mod:`magphase.evaluation.paper`) next to this run's. Missing stages are
+listed, not fatal, so a partial run still gets a report of what exists.
 """
 
 from __future__ import annotations
@@ -18,34 +19,12 @@ import pandas as pd
 
 from magphase.config import MagphaseConfig, load_config
 from magphase.conventions import SPLITS
+from magphase.evaluation.paper import PAPER_KEY_NUMBERS, PAPER_TABLE3, fmt_mean_std
+from magphase.rundir import FIG4_NAME, FIG5_NAME, RunLayout, hardware_summary
 from magphase.utils.atomic import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-#: Published values (paper Tables 3 and 4, Sec. 3.3) shown beside this run's.
-PAPER_TABLE3 = {
-    "AXFLAIR": ("0.9984 ± 0.0013", "0.955 ± 0.018", "35.8 ± 2.3"),
-    "AXT1": ("0.9983 ± 0.0008", "0.944 ± 0.029", "36.5 ± 3.3"),
-    "AXT1POST": ("0.9977 ± 0.0017", "0.932 ± 0.031", "35.0 ± 2.7"),
-    "AXT1PRE": ("0.9986 ± 0.0009", "0.930 ± 0.035", "35.0 ± 2.9"),
-    "AXT2": ("0.9979 ± 0.0009", "0.951 ± 0.019", "35.4 ± 1.5"),
-}
-PAPER_TABLE4 = {
-    "AXFLAIR": "0.635 ± 0.030",
-    "AXT1": "0.640 ± 0.026",
-    "AXT1POST": "0.555 ± 0.049",
-    "AXT1PRE": "0.502 ± 0.014",
-    "AXT2": "0.653 ± 0.014",
-}
-# (quantity, paper's value, this run's configuration: a name, or the added synthetic fraction, metric)
-PAPER_DOWNSTREAM: list[tuple[str, str, str | float, str]] = [
-    ("100 % real (baseline), fastMRI test", "0.842 ± 0.006", "real100", "auroc_test"),
-    ("0 % real (fully synthetic), fastMRI test", "0.880 ± 0.006", "subst000", "auroc_test"),
-    ("100 % real + 80 % synthetic added, fastMRI test", "0.894 ± 0.003", 0.8, "auroc_test"),
-    ("100 % real (baseline), external test", "0.815 ± 0.008", "real100", "auroc_external"),
-    ("0 % real (fully synthetic), external test", "0.843 ± 0.019", "subst000", "auroc_external"),
-    ("100 % real + 90 % synthetic added, external test", "0.840 ± 0.004", 0.9, "auroc_external"),
-]
 
 REQUIRED_SECTIONS = (
     "Table 1",
@@ -80,91 +59,31 @@ def _figure(lines: list[str], title: str, rel: str | None, missing: str) -> None
     lines.append(f"![{title}]({rel})\n" if rel else f"_{missing}_\n")
 
 
-def _draw_flow_figures(run_dir: Path, cfg: MagphaseConfig, report_dir: Path) -> dict[str, str | None]:
-    """Figs. 4-5 from the trained models (EMA / selected weights); None where a model is missing."""
-    from magphase.errors import DataError
-    from magphase.generative.flow import flow_weights, load_flow_model
-    from magphase.models.autoencoder import load_autoencoder
-    from magphase.stages.sample import figure4_from_models, figure5_from_models
-
-    out: dict[str, str | None] = {"fig4": None, "fig5": None}
-    ae_path = run_dir / "autoencoder" / "ema.safetensors"
-    patches = run_dir / "prepare" / "patches"
-    if not ae_path.is_file() or not patches.is_dir():
-        return out
-    autoencoder = load_autoencoder(ae_path)
-    steps = cfg.flow.sampling.steps
-    try:
-        flow1 = load_flow_model(flow_weights(run_dir, 1))
-        out["fig4"] = figure4_from_models(
-            flow1,
-            autoencoder,
-            patches,
-            report_dir / "fig4_stage1_samples.png",
-            guidance=cfg.evaluation.realfake.guidance,
-            steps=steps,
-            seed=cfg.seed,
-        ).name
-    except DataError as exc:
-        log.info("no Fig. 4: %s", exc)
-    try:
-        flow2 = load_flow_model(flow_weights(run_dir, 2))
-        out["fig5"] = figure5_from_models(
-            flow2,
-            autoencoder,
-            report_dir / "fig5_stage2_samples.png",
-            guidance=cfg.evaluation.downstream.guidance,
-            steps=steps,
-            seed=cfg.seed,
-        ).name
-    except DataError as exc:
-        log.info("no Fig. 5: %s", exc)
-    return out
-
-
-def _stage2_class_probe(run_dir: Path, cfg: MagphaseConfig) -> tuple[str | None, dict[str, Any] | None]:
-    """Markdown + numbers of :func:`magphase.generative.probe.class_probe` on val (and as many train
-    latents), or (None, None) where stage 2 or the latents are missing."""
-    from magphase.errors import DataError
-    from magphase.generative.flow import LatentFlowDataset, flow_weights, latent_store_path, load_flow_model
-    from magphase.generative.probe import class_probe
-
-    try:
-        model = load_flow_model(flow_weights(run_dir, 2))
-        store = latent_store_path(cfg, run_dir)
-        posterior = cfg.flow.latents == "posterior"  # probe on the latents the model trained on
-        val = class_probe(model, LatentFlowDataset(store, split="val"), seed=cfg.seed, posterior=posterior)
-        train = class_probe(
-            model,
-            LatentFlowDataset(store, split="train"),
-            max_items=max(val.n, 1),
-            seed=cfg.seed,
-            posterior=posterior,
-        )
-    except (DataError, ValueError) as exc:
-        log.info("no stage-2 class probe: %s", exc)
-        return None, None
+def _class_probe_text(probe: dict[str, Any]) -> str:
+    """Markdown of the flow2 stage's class probe record (``RUN/flow/stage2/class_probe.json``)."""
+    train, val = probe["train"], probe["val"]
 
     def fmt(x: float | None) -> str:
         return "–" if x is None else f"{x:.3f}"
 
-    rows = ["| split | latents (abnormal) | AUROC | " + " | ".join(val.per_sequence) + " |"]
-    rows.append("|---" * (3 + len(val.per_sequence)) + "|")
+    seqs = list(val["per_sequence"])
+    rows = ["| split | latents (abnormal) | AUROC | " + " | ".join(seqs) + " |"]
+    rows.append("|---" * (3 + len(seqs)) + "|")
     for r in (train, val):
-        cells = " | ".join(fmt(r.per_sequence.get(s)) for s in val.per_sequence)
-        rows.append(f"| {r.split} | {r.n} ({r.n_abnormal}) | {fmt(r.auroc)} | {cells} |")
+        cells = " | ".join(fmt(r["per_sequence"].get(s)) for s in seqs)
+        rows.append(f"| {r['split']} | {r['n']} ({r['n_abnormal']}) | {fmt(r['auroc'])} | {cells} |")
     text = (
         "Beyond the paper: the stage-2 model used as a classifier. Each labelled latent is scored by "
         "its flow-matching loss under the normal minus under the abnormal class token (shared noise "
-        f"and t, {val.repeats} draws). AUROC near 0.5 on val means the class condition carries no "
+        f"and t, {val['repeats']} draws). AUROC near 0.5 on val means the class condition carries no "
         "abnormality that generalises (Fig. 5's two halves then look alike); high on train but not "
         "on val means it memorised training volumes.\n\n" + "\n".join(rows) + "\n"
     )
-    return text, {"train": train.to_dict(), "val": val.to_dict()}
+    return text
 
 
-def _table3_with_paper(run_dir: Path) -> str | None:
-    path = run_dir / "autoencoder" / "evaluation" / "table3.csv"
+def _table3_with_paper(layout: RunLayout) -> str | None:
+    path = layout.autoencoder_eval / "table3.csv"
     if not path.is_file():
         return None
     return _read(path.with_suffix(".md"))
@@ -172,13 +91,15 @@ def _table3_with_paper(run_dir: Path) -> str | None:
 
 def _paper_table3() -> str:
     rows = ["| Sequence | Phase coherence | Mag. SSIM | Mag. PSNR (dB) |", "|---|---|---|---|"]
-    rows += [f"| {s} | {a} | {b} | {c} |" for s, (a, b, c) in PAPER_TABLE3.items()]
+    for seq, values in PAPER_TABLE3.items():
+        cells = [fmt_mean_std(values[m], d) for m, d in (("phase_coherence", 4), ("ssim", 3), ("psnr", 1))]
+        rows.append(f"| {seq} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 
-def _downstream_key_numbers(run_dir: Path) -> str | None:
+def _downstream_key_numbers(layout: RunLayout) -> str | None:
     """This run's numbers at the points the paper quotes, beside the paper's."""
-    path = run_dir / "evaluation" / "downstream" / "summary.csv"
+    path = layout.downstream / "summary.csv"
     if not path.is_file():
         return None
     summary = pd.read_csv(path)
@@ -200,7 +121,8 @@ def _downstream_key_numbers(run_dir: Path) -> str | None:
         if str(c).startswith("add") and str(c)[3:].isdigit()
     }
     rows = ["| Quantity | Paper (fastMRI) | This run |", "|---|---|---|"]
-    for name, paper, config, metric in PAPER_DOWNSTREAM:
+    for name, published, config, metric in PAPER_KEY_NUMBERS:
+        paper = fmt_mean_std(published)
         if isinstance(config, float):
             if not additive:
                 rows.append(f"| {name} | {paper} | n/a |")
@@ -258,7 +180,7 @@ def _protocol_table(cfg: MagphaseConfig) -> str:
     return lead + "\n\n" + "\n".join(out) + "\n"
 
 
-def _evaluation_sets(run_dir: Path) -> str | None:
+def _evaluation_sets(layout: RunLayout) -> str | None:
     """Volumes and patches the downstream AUROCs rest on, and the abnormal findings in each split.
 
     Volumes, not patches, are the independent units of the test AUROCs; a reader needs their number
@@ -267,9 +189,7 @@ def _evaluation_sets(run_dir: Path) -> str | None:
     """
     from magphase.data.store import Store
     from magphase.evaluation.downstream import LABELLED
-    from magphase.pipeline import RunLayout
 
-    layout = RunLayout(run_dir)
     lines: list[str] = []
     if (layout.patches / "manifest.csv").is_file():
         m = Store(layout.patches).manifest
@@ -308,10 +228,8 @@ def _evaluation_sets(run_dir: Path) -> str | None:
     return "\n".join(lines) + "\n"
 
 
-def _runtime_table(run_dir: Path) -> tuple[str, float]:
-    from magphase.pipeline import stage_records
-
-    records = stage_records(run_dir)
+def _runtime_table(layout: RunLayout) -> tuple[str, float]:
+    records = layout.stage_records()
     rows = ["| Stage | Seconds | Finished | Device |", "|---|---|---|---|"]
     total = 0.0
     for stage, rec in records.items():
@@ -323,17 +241,13 @@ def _runtime_table(run_dir: Path) -> tuple[str, float]:
     return "\n".join(rows) + "\n", total
 
 
-def write_report(
-    run_dir: str | Path, cfg: MagphaseConfig | None = None, draw_flow_figures: bool = True
-) -> Path:
+def write_report(run: RunLayout | str | Path, cfg: MagphaseConfig | None = None) -> Path:
     """Write ``RUN/report/report.md`` (+ figures beside it). Returns its path."""
-    from magphase.pipeline import hardware_summary
-
-    run_dir = Path(run_dir)
+    layout = run if isinstance(run, RunLayout) else RunLayout(Path(run))
     if cfg is None:
-        cfg_path = run_dir / "config.yaml"
+        cfg_path = layout.config_file
         cfg = load_config(cfg_path if cfg_path.is_file() else None)
-    report_dir = run_dir / "report"
+    report_dir = layout.report
     report_dir.mkdir(parents=True, exist_ok=True)
     missing: list[str] = []
     lines: list[str] = [f"# magphase report: {cfg.name}\n"]
@@ -360,24 +274,24 @@ def write_report(
 
     section(
         "Table 1: patches by class, sequence and split",
-        _read(run_dir / "prepare" / "table1.md"),
+        _read(layout.prepare / "table1.md"),
         "Paper (fastMRI): 70,794 patches; train 58,956 / val 5,584 / test 6,254.",
     )
-    ext = _read(run_dir / "prepare-external" / "table_external.md")
+    ext = _read(layout.prepare_external / "table_external.md")
     if ext:
         lines.append("### External test set (paper Table 2 analogue)\n")
         lines.append(ext.strip() + "\n")
     section(
         "Table 3: autoencoder reconstruction quality (test split)",
-        _table3_with_paper(run_dir),
+        _table3_with_paper(layout),
         "Paper Table 3:\n\n" + _paper_table3(),
     )
-    realfake = _read(run_dir / "evaluation" / "realfake" / "table4.md")
+    realfake = _read(layout.realfake / "table4.md")
     section("Table 4: real-vs-synthetic latent classifier AUROC", realfake)
-    downstream = _read(run_dir / "evaluation" / "downstream" / "summary.md")
+    downstream = _read(layout.downstream / "summary.md")
     section("Substitution and Additive experiments (downstream normal vs abnormal AUROC)", downstream)
     if cfg.pipeline.phasegen:
-        pg_dir = run_dir / "phasegen" / "evaluation"
+        pg_dir = layout.phasegen_eval
         section(
             "PhaseGen: generated phase for real magnitudes (test split)",
             _read(pg_dir / "phasegen_phase.md"),
@@ -393,39 +307,46 @@ def write_report(
         )
     lines.append("### Protocol beside the paper's\n")
     lines.append(_protocol_table(cfg))
-    sets = _evaluation_sets(run_dir) if downstream is not None else None
+    sets = _evaluation_sets(layout) if downstream is not None else None
     if sets:
         lines.append("### Evaluation sets\n")
         lines.append(sets)
-    key = _downstream_key_numbers(run_dir)
+    key = _downstream_key_numbers(layout)
     if key:
         lines.append("### Key numbers beside the paper's\n")
         lines.append(key)
     lines.append("## Figures\n")
-    fig_dir = run_dir / "evaluation" / "downstream"
+    fig_dir = layout.downstream
     _figure(
         lines,
         "Fig. 2: example training patches (magnitude, phase)",
-        _copy_figure(run_dir / "prepare" / "fig2_patches.png", report_dir),
+        _copy_figure(layout.prepare / "fig2_patches.png", report_dir),
         "prepare has not run",
     )
     _figure(
         lines,
         "Fig. 3: autoencoder reconstructions",
-        _copy_figure(run_dir / "autoencoder" / "evaluation" / "fig3_reconstructions.png", report_dir),
+        _copy_figure(layout.autoencoder_eval / "fig3_reconstructions.png", report_dir),
         "autoencoder evaluation has not run",
     )
-    flow_figs = _draw_flow_figures(run_dir, cfg, report_dir) if draw_flow_figures else {}
+    flow_figs = {
+        "fig4": _copy_figure(layout.sample_figures / FIG4_NAME, report_dir),
+        "fig5": _copy_figure(layout.sample_figures / FIG5_NAME, report_dir),
+    }
     _figure(
         lines,
         "Fig. 4: stage-1 samples beside real patches",
         flow_figs.get("fig4"),
-        "flow stage 1 has not run",
+        "the sample stage has not run",
     )
     _figure(
-        lines, "Fig. 5: stage-2 normal vs abnormal samples", flow_figs.get("fig5"), "flow stage 2 has not run"
+        lines,
+        "Fig. 5: stage-2 normal vs abnormal samples",
+        flow_figs.get("fig5"),
+        "the sample stage has not run",
     )
-    probe_text, probe = _stage2_class_probe(run_dir, cfg) if draw_flow_figures else (None, None)
+    probe = json.loads(layout.class_probe.read_text()) if layout.class_probe.is_file() else None
+    probe_text = _class_probe_text(probe) if probe else None
     if probe_text:
         lines.append("### Stage-2 class probe\n")
         lines.append(probe_text)
@@ -450,10 +371,10 @@ def write_report(
     for title, key_ in (("Fig. 2", None), ("Fig. 3", None), ("Fig. 4", "fig4"), ("Fig. 5", "fig5")):
         if key_ and not flow_figs.get(key_):
             missing.append(title)
-    runtime, total = _runtime_table(run_dir)
+    runtime, total = _runtime_table(layout)
     lines.append("## Run time and hardware\n")
     lines.append(runtime)
-    hw = hardware_summary()
+    hw = layout.read_hardware() or hardware_summary()
     lines.append("```\n" + json.dumps(hw, indent=2) + "\n```\n")
     if missing:
         lines.append("## Missing\n")

@@ -64,9 +64,7 @@ def choose_examples(manifest: pd.DataFrame, n: int, seed: int = 0) -> list[tuple
     ]
 
 
-def plot_example_patches(
-    store: PatchSource, out_png: str | Path, seed: int = 0, n_rows: int = 2
-) -> Path:
+def plot_example_patches(store: PatchSource, out_png: str | Path, seed: int = 0, n_rows: int = 2) -> Path:
     """Fig. 2: rows of [magnitude, phase] for a normal and an abnormal patch; written atomically.
 
     Abnormal patches get their annotation box outlined (dashed) when the manifest has box columns.

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from magphase.conventions import CLASS_TOKEN_INDEX, LABELLED_SEQUENCES
+from magphase.data.datasets import LatentFlowDataset
 from magphase.errors import ConfigError
-from magphase.generative.flow import LatentFlowDataset
 from magphase.generative.loss import per_sample_loss
 from magphase.generative.path import sample_path
 

@@ -13,17 +13,11 @@ import torch
 from magphase.config import load_config
 from magphase.config.autoencoder import AUTOENCODER_PRESETS, AutoencoderConfig
 from magphase.conventions import SEQUENCES
+from magphase.data.datasets import PatchDataset, random_flips, sequence_indices
 from magphase.data.store import Store, StoreWriter
 from magphase.errors import DataError
 from magphase.evaluation.metrics import patch_phase_coherence
-from magphase.generative.autoencoder import (
-    AutoencoderTask,
-    PatchDataset,
-    random_flips,
-    sequence_indices,
-)
-from magphase.generative.encode import encode_store
-from magphase.models.autoencoder import (
+from magphase.models.cvae import (
     AutoencoderSpec,
     ConditionalVAE,
     channel_to_space_shortcut,
@@ -31,6 +25,8 @@ from magphase.models.autoencoder import (
     space_to_channel_shortcut,
 )
 from magphase.models.losses import finite_differences, gradient_l1, kl_standard_normal, vae_loss
+from magphase.stages.autoencoder import AutoencoderTask
+from magphase.stages.encode import encode_store
 from magphase.training import TrainSettings, fit
 from magphase.training.checkpoint import export_ema
 

@@ -7,12 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from flow_fixtures import tiny_unet, write_latent_store
 from magphase.conventions import CLASS_TOKEN_INDEX
+from magphase.data.datasets import LatentFlowDataset
 from magphase.errors import ConfigError
-from magphase.generative.flow import LatentFlowDataset
-from magphase.generative.probe import class_probe, class_probe_scores
-
-from .conftest import tiny_unet, write_latent_store
+from magphase.evaluation.probe import class_probe, class_probe_scores
 
 
 class PointMassOracle(nn.Module):

@@ -1,4 +1,5 @@
-"""Small shared stand-ins for the flow tests (tiny networks, tiny latent stores) as fixtures."""
+"""Small shared stand-ins for the flow tests (tiny networks, tiny latent stores); the root conftest
+registers the fixtures for every test folder."""
 
 from __future__ import annotations
 
@@ -74,15 +75,6 @@ def write_latent_store(path, n_per_group: int = 6, size: int = 8, seed: int = 0,
     with StoreWriter(path, {"mu": (2, size, size), "logvar": (2, size, size)}, kind="latents") as w:
         w.append(rows, mu=mu, logvar=logvar)
     return path
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (and spin badly on a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

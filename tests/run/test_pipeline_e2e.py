@@ -11,9 +11,11 @@ from typer.testing import CliRunner
 
 from magphase.cli import app
 from magphase.config import load_config
-from magphase.pipeline import STAGES, RunLayout, plan_run, stage_status
+from magphase.run import plan_run, stage_status
+from magphase.rundir import STAGE_NAMES as STAGES
+from magphase.rundir import RunLayout
 
-MICRO = Path(__file__).resolve().parents[1] / "configs" / "micro.yaml"
+MICRO = Path(__file__).resolve().parents[2] / "configs" / "micro.yaml"
 
 REPORT_FIGURES = (
     "fig2_patches.png",

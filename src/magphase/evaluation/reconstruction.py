@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from magphase.conventions import SEQUENCES
+from magphase.data.datasets import PatchDataset
 from magphase.data.store import Store
 from magphase.evaluation.metrics import reconstruction_metrics, summarize
-from magphase.generative.autoencoder import PatchDataset
-from magphase.models.autoencoder import ConditionalVAE
+from magphase.evaluation.paper import PAPER_TABLE3
+from magphase.models.cvae import ConditionalVAE
 from magphase.mri.complex import channels_to_complex
 from magphase.utils.atomic import atomic_write_csv, atomic_write_text
 from magphase.viz.plotting import MAGNITUDE_CMAP, PHASE_CMAP, PHASE_RANGE, phase_colorbar, pyplot, save_figure
@@ -43,14 +44,6 @@ log = logging.getLogger(__name__)
 
 METRICS = ("phase_coherence", "ssim", "psnr")
 
-#: Paper Table 3 (mean, std) per sequence: phase coherence, magnitude SSIM, magnitude PSNR (dB).
-PAPER_TABLE3: dict[str, dict[str, tuple[float, float]]] = {
-    "AXFLAIR": {"phase_coherence": (0.9984, 0.0013), "ssim": (0.955, 0.018), "psnr": (35.8, 2.3)},
-    "AXT1": {"phase_coherence": (0.9983, 0.0008), "ssim": (0.944, 0.029), "psnr": (36.5, 3.3)},
-    "AXT1POST": {"phase_coherence": (0.9977, 0.0017), "ssim": (0.932, 0.031), "psnr": (35.0, 2.7)},
-    "AXT1PRE": {"phase_coherence": (0.9986, 0.0009), "ssim": (0.930, 0.035), "psnr": (35.0, 2.9)},
-    "AXT2": {"phase_coherence": (0.9979, 0.0009), "ssim": (0.951, 0.019), "psnr": (35.4, 1.5)},
-}
 #: The issue's acceptance targets (the paper's worst sequence, rounded): every sequence must reach them.
 TARGETS: dict[str, float] = {"phase_coherence": 0.997, "ssim": 0.93, "psnr": 35.0}
 _DECIMALS = {"phase_coherence": 4, "ssim": 3, "psnr": 1}
@@ -311,7 +304,7 @@ def evaluate_autoencoder(
     """Score ``split`` of the patch store, write Table 3 (CSV + Markdown), Fig. 3 and per-patch metrics.
 
     Args:
-        model: the trained autoencoder (:func:`magphase.models.autoencoder.load_autoencoder`).
+        model: the trained autoencoder (:func:`magphase.models.cvae.load_autoencoder`).
         store: the patch store.
         out_dir: output folder (created).
         extra: additional provenance written into ``metrics.json`` (weights, step, training time).
@@ -367,7 +360,6 @@ def evaluate_autoencoder(
 
 __all__ = [
     "METRICS",
-    "PAPER_TABLE3",
     "TARGETS",
     "AutoencoderEvaluation",
     "baseline_reconstruction",

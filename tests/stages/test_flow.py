@@ -6,43 +6,30 @@ import numpy as np
 import pytest
 import torch
 
+from flow_fixtures import TINY_UNET
 from magphase.config import MagphaseConfig
 from magphase.config.flow import UNetConfig
 from magphase.config.training import TrainSettings
 from magphase.conventions import CLASS_TOKEN_INDEX, NULL_CLASS, NULL_SEQUENCE, SEQUENCE_INDEX, UNKNOWN_CLASS
+from magphase.data.datasets import LatentFlowDataset, class_tokens, stage2_sample_weights
 from magphase.data.store import StoreWriter
 from magphase.errors import ConfigError, DataError
-from magphase.generative.flow import (
-    LatentFlowDataset,
-    Stage1Task,
+from magphase.generative.path import TimeSampler
+from magphase.generative.sampling import SampleGroup, sample_latents
+from magphase.models.unet import load_flow_model
+from magphase.models.weights import load_ema_weights
+from magphase.rundir import RunLayout
+from magphase.stages.flow1 import Stage1Task, estimate_latent_scale, train_stage1
+from magphase.stages.flow2 import (
     Stage2Task,
-    class_tokens,
-    estimate_latent_scale,
-    flow_weights,
     is_new_conditioning_parameter,
-    list_flow_snapshots,
-    load_flow_model,
-    select_flow_snapshot,
-    stage2_sample_weights,
-    train_stage1,
+    stage2_init_weights,
     train_stage2,
     weights_digest,
 )
-from magphase.generative.path import TimeSampler
-from magphase.generative.sampling import SampleGroup, sample_latents
-from magphase.models.weights import load_ema_weights
 from magphase.training import fit
 
-TINY = UNetConfig(
-    base_channels=8,
-    channel_mults=(1, 2),
-    num_res_blocks=1,
-    attention_resolutions=(4,),
-    num_heads=2,
-    emb_dim=16,
-    time_features=8,
-    groups=4,
-)
+TINY = UNetConfig(**{k: v for k, v in TINY_UNET.items() if k != "input_size"})
 SHAPE = (2, 8, 8)
 
 
@@ -198,6 +185,16 @@ def test_phase2_param_groups_lower_pretrained_lr(tmp_path, latent_store):
     assert len(changed) > len(weights) // 2  # pretrained weights train in phase 2
 
 
+def _stage1(cfg, run):
+    return train_stage1(cfg, RunLayout(run).flow(1), cfg.flow.latent_store)
+
+
+def _stage2(cfg, run, resume=False):
+    layout = RunLayout(run)
+    init = stage2_init_weights(cfg, layout)
+    return train_stage2(cfg, layout.flow(2), cfg.flow.latent_store, init, resume=resume)
+
+
 def _tiny_config(tmp_path, store, steps=40):
     cfg = MagphaseConfig()
     flow = cfg.flow.model_copy(
@@ -218,29 +215,28 @@ def _tiny_config(tmp_path, store, steps=40):
 def test_two_stages_train_reduce_loss_and_export(tmp_path, latent_store):
     cfg = _tiny_config(tmp_path, latent_store, steps=60)
     run = tmp_path / "run"
-    r1 = train_stage1(cfg, run)
+    r1 = _stage1(cfg, run)
     rows = [json.loads(line) for line in r1.metrics_path.read_text().splitlines()]
     assert rows[-1]["loss"] < 0.7 * rows[0]["loss"], (rows[0]["loss"], rows[-1]["loss"])
-    assert sorted(list_flow_snapshots(run, 1)) == [30, 60]
-    model1 = load_flow_model(flow_weights(run, 1))
+    assert sorted(RunLayout(run).flow_snapshots(1)) == [30, 60]
+    model1 = load_flow_model(RunLayout(run).flow_weights(1))
     assert not model1.class_conditioned
     assert np.isclose(model1.latent_scale, estimate_latent_scale(LatentFlowDataset(latent_store), seed=0))
     # Model selection: a recorded snapshot becomes the stage's weights (and stage 2's starting point).
-    select_flow_snapshot(run, 1, 30, criterion="realfake_auroc", value=0.61)
-    assert flow_weights(run, 1) == list_flow_snapshots(run, 1)[30]
+    RunLayout(run).select_flow_snapshot(1, 30, criterion="realfake_auroc", value=0.61)
+    assert RunLayout(run).flow_weights(1) == RunLayout(run).flow_snapshots(1)[30]
     with pytest.raises(ConfigError):
-        select_flow_snapshot(run, 1, 7)
+        RunLayout(run).select_flow_snapshot(1, 7)
 
-    r2 = train_stage2(cfg, run)
-    assert r2.step == 80 and sorted(list_flow_snapshots(run, 2)) == [40, 80]
-    model2 = load_flow_model(flow_weights(run, 2))
+    r2 = _stage2(cfg, run)
+    assert r2.step == 80 and sorted(RunLayout(run).flow_snapshots(2)) == [40, 80]
+    model2 = load_flow_model(RunLayout(run).flow_weights(2))
     assert model2.class_conditioned and model2.latent_scale == model1.latent_scale != 1.0
     assert model2.unknown_sequences == tuple(cfg.flow.stage2.unknown_sequences)  # sampling checks labels
     # Phase 1 started from the selected stage-1 snapshot and kept those weights.
-    start = load_ema_weights(list_flow_snapshots(run, 1)[30])
+    start = load_ema_weights(RunLayout(run).flow_snapshots(1)[30])
     phase1 = load_ema_weights(run / "flow" / "stage2" / "phase1" / "ema.safetensors")
     assert all(torch.equal(phase1[k], v) for k, v in start.items())
-    assert json.loads((run / "flow" / "stage2" / "done.json").read_text())["step"] == 80
     # The fixture's abnormal latents sit at +1.5, normal ones at -1.5: the class condition separates them.
     means = {
         label: sample_latents(model2, stage=2, group=SampleGroup("AXT1", label, 32), guidance=2.0, steps=10)
@@ -253,12 +249,12 @@ def test_two_stages_train_reduce_loss_and_export(tmp_path, latent_store):
 
     # Resuming with the same stage-1 weights continues; another stage-1 selection discards stage 2's
     # checkpoints (they belong to a model started from other weights) and trains it afresh from the new one.
-    assert train_stage2(cfg, run, resume=True).resumed_from == 80
-    select_flow_snapshot(run, 1, 60, criterion="realfake_auroc", value=0.55)
-    again = train_stage2(cfg, run, resume=True)
+    assert _stage2(cfg, run, resume=True).resumed_from == 80
+    RunLayout(run).select_flow_snapshot(1, 60, criterion="realfake_auroc", value=0.55)
+    again = _stage2(cfg, run, resume=True)
     assert again.resumed_from == 0 and again.step == 80
     phase1 = load_ema_weights(run / "flow" / "stage2" / "phase1" / "ema.safetensors")
-    start = load_ema_weights(list_flow_snapshots(run, 1)[60])
+    start = load_ema_weights(RunLayout(run).flow_snapshots(1)[60])
     assert all(torch.equal(phase1[k], v) for k, v in start.items())
     record = json.loads((run / "flow" / "stage2" / "init.json").read_text())
     assert record["sha256"] == weights_digest(start)
@@ -275,7 +271,7 @@ def test_loading_weights_that_are_not_a_flow_model_raises(tmp_path):
     with pytest.raises(DataError):
         load_flow_model(tmp_path / "missing.safetensors")
     with pytest.raises(DataError, match="stage 1"):
-        flow_weights(tmp_path / "run", 1)
+        RunLayout(tmp_path / "run").flow_weights(1)
 
 
 def test_canonical_phase_latents_mark_the_model_and_must_match_in_stage2(tmp_path, latent_store):
@@ -287,9 +283,9 @@ def test_canonical_phase_latents_mark_the_model_and_must_match_in_stage2(tmp_pat
     (canon / "meta.json").write_text(json.dumps({**meta, "canonical_phase": True}))
     cfg = _tiny_config(tmp_path, canon, steps=4)
     run = tmp_path / "run"
-    train_stage1(cfg, run)
-    assert load_flow_model(flow_weights(run, 1)).canonical_phase is True
+    _stage1(cfg, run)
+    assert load_flow_model(RunLayout(run).flow_weights(1)).canonical_phase is True
     # Stage 2 on latents that are not phase-canonical would learn another distribution: refused.
     plain = cfg.model_copy(update=dict(flow=cfg.flow.model_copy(update=dict(latent_store=str(latent_store)))))
     with pytest.raises(ConfigError, match="canonical_phase"):
-        train_stage2(plain, run)
+        _stage2(plain, run)

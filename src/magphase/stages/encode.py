@@ -1,4 +1,4 @@
-"""Patch store -> latent store with the trained autoencoder (``magphase encode``).
+"""Stage ``encode``: patch store -> latent store with the trained autoencoder (``magphase encode``).
 
 The latent store has the arrays ``mu`` and ``logvar`` (float32 ``N x 2 x 48 x 48``: the posterior
 ``N(mu, exp(logvar))`` of every patch) and the SAME manifest as the patch store, row for row, every
@@ -31,12 +31,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from magphase.config import MagphaseConfig
+from magphase.data.datasets import PatchDataset
 from magphase.data.store import META_FILE, Store, StoreWriter
 from magphase.errors import DataError
-from magphase.generative.autoencoder import PatchDataset
-from magphase.models.autoencoder import ConditionalVAE
+from magphase.models.cvae import ConditionalVAE
 from magphase.models.weights import EMA_WEIGHTS_NAME, read_weights_metadata
 from magphase.mri.complex import global_phase, rotate_phase
+from magphase.rundir import require_file
+from magphase.stages.base import RunContext, Stage
 
 log = logging.getLogger(__name__)
 
@@ -176,4 +179,54 @@ def encode_store(
     return out
 
 
-__all__ = ["LATENT_KIND", "encode_store", "file_sha256", "is_up_to_date", "provenance", "weights_file"]
+def run(ctx: RunContext) -> dict[str, Any]:
+    """Encode the patch store (and the external store, when there is one) with ``RUN/autoencoder``."""
+    from magphase.models.cvae import load_autoencoder
+
+    weights = require_file(
+        ctx.layout.autoencoder_weights, "no exported EMA weights: train the autoencoder first"
+    )
+    model = load_autoencoder(weights, device=ctx.device)
+    jobs = [(ctx.patches, ctx.layout.latents)]
+    if ctx.external_patches is not None:
+        jobs.append((ctx.external_patches, ctx.layout.external_latents))
+    out = {}
+    for source, target in jobs:
+        encode_store(
+            model,
+            source,
+            target,
+            autoencoder=ctx.layout.autoencoder,
+            batch_size=ctx.cfg.autoencoder.encode_batch_size,
+            sequence_aliases=ctx.cfg.autoencoder.sequence_aliases,
+            canonical_phase=ctx.cfg.autoencoder.canonical_phase,
+            progress=ctx.bar(f"encode {source.parent.name}", len(Store(source))),
+        )
+        out[str(target)] = len(Store(target))
+    return {"stores": out}
+
+
+def sections(cfg: MagphaseConfig) -> list[Any]:
+    return [cfg.autoencoder.sequence_aliases, cfg.autoencoder.canonical_phase]
+
+
+STAGE = Stage(
+    name="encode",
+    description="latent stores (mu, logvar 2x48x48) of the patch and external stores",
+    run=run,
+    sections=sections,
+    reads=("autoencoder_weights", "patches", "external_patches"),
+    writes=("latents", "external_latents"),
+)
+
+
+__all__ = [
+    "LATENT_KIND",
+    "STAGE",
+    "encode_store",
+    "file_sha256",
+    "is_up_to_date",
+    "provenance",
+    "run",
+    "weights_file",
+]

@@ -12,15 +12,15 @@ from typer.testing import CliRunner
 from magphase.cli import app
 from magphase.conventions import SEQUENCES
 from magphase.data.store import Store, StoreWriter
-from magphase.evaluation.autoencoder import (
-    PAPER_TABLE3,
+from magphase.evaluation.paper import PAPER_TABLE3
+from magphase.evaluation.reconstruction import (
     evaluate_autoencoder,
     pick_figure_patches,
     table3,
     table3_markdown,
     write_table3,
 )
-from magphase.models.autoencoder import AutoencoderSpec, ConditionalVAE
+from magphase.models.cvae import AutoencoderSpec, ConditionalVAE
 
 TINY = AutoencoderSpec(latent_res_channels=8, latent_res_blocks=1, groups=4)
 
@@ -149,13 +149,15 @@ def test_cli_train_evaluate_encode(tmp_path, patch_store):
 
     res = runner.invoke(app, ["train-autoencoder", "--out", str(run), *sets(6)])
     assert res.exit_code == 0, res.output
-    done = json.loads((run / "autoencoder" / "done.json").read_text())
+    # The verb is the autoencoder stage: one completion marker, Table 3 and Fig. 3 written.
+    done = json.loads((run / ".stages" / "autoencoder.json").read_text())["summary"]
     assert done["step"] == 6 and done["train_patches"] == 10
     assert len((run / "autoencoder" / "val.jsonl").read_text().splitlines()) == 2
-    # --resume with more steps continues from the checkpoint.
-    res = runner.invoke(app, ["train-autoencoder", "--out", str(run), "--resume", *sets(8)])
+    assert (run / "autoencoder" / "evaluation" / "table3.md").is_file()
+    # Run again with more steps: the stage resumes from its checkpoint.
+    res = runner.invoke(app, ["train-autoencoder", "--out", str(run), *sets(8)])
     assert res.exit_code == 0, res.output
-    assert json.loads((run / "autoencoder" / "done.json").read_text())["step"] == 8
+    assert json.loads((run / ".stages" / "autoencoder.json").read_text())["summary"]["step"] == 8
 
     res = runner.invoke(app, ["evaluate", "autoencoder", "--out", str(run), "--set", "device=cpu"])
     assert res.exit_code == 0, res.output

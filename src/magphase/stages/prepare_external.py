@@ -1,0 +1,50 @@
+"""Stage ``prepare-external``: the external test set (4x4 grid of centre patches per slice).
+
+Skipped when no external set is configured (``data.external_raw`` for real data, or
+``simulate.external_volumes`` for simulated data). Work: :func:`magphase.data.external.prepare_external`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from magphase.config import MagphaseConfig
+from magphase.stages.base import RunContext, Stage, counting_progress, jsonable
+
+log = logging.getLogger(__name__)
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    if ctx.external_raw is None or ctx.external_labels is None:
+        log.info("no external test set configured: skipping")
+        return {"skipped": "no external test set"}
+    from magphase.data.external import prepare_external
+
+    on_start, progress = counting_progress(ctx, "prepare-external")
+    summary = prepare_external(
+        ctx.external_raw,
+        ctx.external_labels,
+        ctx.layout.prepare_external,
+        facial_csv=ctx.external_facial,
+        cfg=ctx.cfg.prepare,
+        seed=ctx.cfg.seed,
+        device=ctx.device,
+        progress=progress,
+        on_start=on_start,
+    )
+    return {"summary": jsonable(summary)}
+
+
+def sections(cfg: MagphaseConfig) -> list[Any]:
+    return [cfg.data, cfg.prepare]
+
+
+STAGE = Stage(
+    name="prepare-external",
+    description="external test store (volume-level labels, centre patches), Table 2 analogue",
+    run=run,
+    sections=sections,
+    reads=("data",),
+    writes=("prepare_external", "external_patches"),
+)
