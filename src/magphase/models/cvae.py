@@ -318,8 +318,12 @@ def load_autoencoder(path: str | Path, device: str | torch.device = "cpu") -> Co
         DataError: no weights, no model config, a config of another model kind, or weights that do
             not fit the config.
     """
-    from magphase.models.weights import EMA_WEIGHTS_NAME, load_ema_weights, read_weights_metadata
-    from magphase.training.checkpoint import EMA_INFO_NAME
+    from magphase.models.weights import (
+        EMA_INFO_NAME,
+        EMA_WEIGHTS_NAME,
+        load_ema_weights,
+        read_weights_metadata,
+    )
 
     path = Path(path)
     weights = path / EMA_WEIGHTS_NAME if path.is_dir() else path

@@ -24,6 +24,7 @@ EMA_FORMAT = "magphase.train.ema/1"
 
 
 EMA_WEIGHTS_NAME = "ema.safetensors"
+EMA_INFO_NAME = "ema.json"
 
 
 def _cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

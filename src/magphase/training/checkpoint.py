@@ -21,12 +21,17 @@ import numpy as np
 import torch
 
 from magphase.errors import DataError
-from magphase.models.weights import EMA_FORMAT, EMA_WEIGHTS_NAME, save_weights, weights_metadata
+from magphase.models.weights import (
+    EMA_FORMAT,
+    EMA_INFO_NAME,
+    EMA_WEIGHTS_NAME,
+    save_weights,
+    weights_metadata,
+)
 from magphase.utils.atomic import atomic_path, atomic_write_text
 
 CHECKPOINT_FORMAT = "magphase.train.checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
-EMA_INFO_NAME = "ema.json"
 SNAPSHOT_DIR = "snapshots"
 _SNAPSHOT_RE = re.compile(r"^ema-step(\d+)\.safetensors$")
 _REQUIRED_KEYS = ("format", "step", "model", "optimizer", "scheduler", "ema", "scaler", "rng", "settings")
@@ -178,7 +183,6 @@ def list_snapshots(out_dir: str | Path) -> dict[int, Path]:
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_NAME",
-    "EMA_INFO_NAME",
     "atomic_torch_save",
     "atomic_write_text",
     "capture_rng_state",

@@ -30,11 +30,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from magphase.config.training import TrainSettings
 from magphase.errors import ConfigError, NonFiniteLossError
-from magphase.models.weights import EMA_WEIGHTS_NAME
+from magphase.models.weights import EMA_INFO_NAME, EMA_WEIGHTS_NAME
 from magphase.training.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
-    EMA_INFO_NAME,
     atomic_torch_save,
     capture_rng_state,
     export_ema,
