@@ -7,13 +7,8 @@ import pandas as pd
 import pytest
 
 from magphase.errors import DataError
-from magphase.evaluation.aggregate import (
-    external_auroc,
-    safe_auroc,
-    top_fraction_count,
-    top_fraction_mean,
-    volume_scores,
-)
+from magphase.evaluation.aggregate import external_auroc, top_fraction_count, top_fraction_mean, volume_scores
+from magphase.evaluation.metrics import safe_auroc
 
 
 @pytest.mark.parametrize(

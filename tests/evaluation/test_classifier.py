@@ -14,7 +14,6 @@ from eval_fixtures import (
 from magphase.config.evaluation import CLASSIFIER_PRESETS, ClassifierConfig, EvaluationConfig
 from magphase.data.store import Store
 from magphase.errors import DataError
-from magphase.evaluation.aggregate import safe_auroc
 from magphase.evaluation.classifier_train import (
     ArraySource,
     ClassifierDataset,
@@ -30,6 +29,7 @@ from magphase.evaluation.classifier_train import (
     prepare_input,
     train_classifier,
 )
+from magphase.evaluation.metrics import safe_auroc
 from magphase.models.classifier import (
     ResNetSEClassifier,
     SqueezeExcitation,

@@ -13,9 +13,9 @@ import math
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from magphase.errors import DataError
+from magphase.evaluation.metrics import safe_auroc
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,6 @@ def binary_targets(labels: pd.Series | np.ndarray, source: str = "manifest") -> 
     if bad.any():
         raise DataError(source, "label", f"expected normal/abnormal, found {arr[bad][0]!r}")
     return (arr == POSITIVE_LABEL).astype(np.float32)
-
-
-def safe_auroc(targets: np.ndarray, scores: np.ndarray) -> float:
-    """``sklearn.metrics.roc_auc_score``; NaN (with a warning) when only one class is present."""
-    t = np.asarray(targets).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if t.size != s.size:
-        raise ValueError(f"{t.size} targets but {s.size} scores")
-    if np.unique(t).size < 2:
-        log.warning("AUROC undefined: only one class among %d items", t.size)
-        return float("nan")
-    return float(roc_auc_score(t, s))
 
 
 def volume_scores(
@@ -121,7 +109,6 @@ def external_auroc(
 __all__ = [
     "binary_targets",
     "external_auroc",
-    "safe_auroc",
     "top_fraction_count",
     "top_fraction_mean",
     "volume_scores",

@@ -40,7 +40,7 @@ from magphase.config.evaluation import DownstreamConfig, EvaluationConfig
 from magphase.data.store import Store
 from magphase.data.subsets import Composition, additive_sets, stratum_counts, substitution_sets
 from magphase.errors import ConfigError, DataError
-from magphase.evaluation.aggregate import binary_targets, external_auroc, safe_auroc
+from magphase.evaluation.aggregate import binary_targets, external_auroc
 from magphase.evaluation.classifier_train import (
     ArraySource,
     ItemSet,
@@ -56,6 +56,7 @@ from magphase.evaluation.classifier_train import (
     train_with_recipe,
     write_summary_files,
 )
+from magphase.evaluation.metrics import safe_auroc
 from magphase.evaluation.paper import PAPER_DOWNSTREAM
 from magphase.training.distributed import is_main_process
 from magphase.utils.atomic import atomic_write_csv

@@ -14,6 +14,7 @@ Inputs are ``B x 2 x H x W`` tensors or arrays, channels ``[real, imag]``; compu
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -22,6 +23,8 @@ import torch.nn.functional as F
 
 from magphase.mri.complex import channels_to_complex, magnitude_phase
 from magphase.mri.metrics import phase_coherence
+
+log = logging.getLogger(__name__)
 
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5
@@ -141,6 +144,23 @@ def class_effect(normal: np.ndarray, abnormal: np.ndarray) -> float:
     diff = magnitude_phase(abnormal - normal)[0].mean()
     scale = magnitude_phase(normal)[0].mean()
     return float(diff / scale) if scale > 0 else float("nan")
+
+
+def safe_auroc(targets: np.ndarray, scores: np.ndarray, *, warn: bool = True) -> float:
+    """The one AUROC of magphase: ``sklearn.metrics.roc_auc_score``; NaN (with a warning unless
+    ``warn`` is off) when only one class is present."""
+    t = np.asarray(targets).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if t.size != s.size:
+        raise ValueError(f"{t.size} targets but {s.size} scores")
+    if np.unique(t).size < 2:
+        if not warn:
+            return float("nan")
+        log.warning("AUROC undefined: only one class among %d items", t.size)
+        return float("nan")
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(t, s))
 
 
 __all__ = [

@@ -9,6 +9,7 @@ import pandas as pd
 
 from magphase.data.store import Store
 from magphase.errors import DataError
+from magphase.mri.complex import channels_to_complex
 
 
 def patch_phase_smoothness(patches: np.ndarray, border: int | None = None) -> np.ndarray:
@@ -19,7 +20,7 @@ def patch_phase_smoothness(patches: np.ndarray, border: int | None = None) -> np
     phase; ~0: phase unrelated between neighbours. ``border=b`` counts only the neighbour pairs with both
     pixels within ``b`` pixels of the patch edge (where a network's padding or pooling shows).
     """
-    z = patches[:, 0] + 1j * patches[:, 1]
+    z = channels_to_complex(patches).astype(np.complex128)  # sums over many pixels: double precision
     h, w = z.shape[-2:]
     band = None
     if border is not None:
@@ -51,8 +52,8 @@ def phase_agreement(generated: np.ndarray, real: np.ndarray) -> np.ndarray:
     ``|sum m^2 exp(i (phi_g - phi_r))| / sum m^2``: 1 when the phases differ by a constant, ~0 when unrelated.
     ``generated`` and ``real`` are ``N x 2 x H x W`` (real, imaginary) with the same magnitudes.
     """
-    g = generated[:, 0] + 1j * generated[:, 1]
-    r = real[:, 0] + 1j * real[:, 1]
+    g = channels_to_complex(generated).astype(np.complex128)
+    r = channels_to_complex(real).astype(np.complex128)
     prod = g * np.conj(r)  # |g||r| = m^2, angle = phi_g - phi_r
     return np.abs(prod.sum(axis=(1, 2))) / np.maximum(np.abs(prod).sum(axis=(1, 2)), 1e-12)
 

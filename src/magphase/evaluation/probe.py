@@ -29,6 +29,7 @@ from torch import nn
 from magphase.conventions import CLASS_TOKEN_INDEX, LABELLED_SEQUENCES
 from magphase.data.datasets import LatentFlowDataset
 from magphase.errors import ConfigError
+from magphase.evaluation.metrics import safe_auroc
 from magphase.generative.loss import per_sample_loss
 from magphase.generative.path import sample_path
 
@@ -53,11 +54,8 @@ class ClassProbeResult:
 
 
 def _auroc(y: np.ndarray, score: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    if y.all() or not y.any():
-        return None
-    return float(roc_auc_score(y, score))
+    value = safe_auroc(y, score, warn=False)
+    return None if np.isnan(value) else value
 
 
 @torch.no_grad()

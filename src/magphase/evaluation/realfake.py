@@ -43,7 +43,6 @@ from magphase.config.evaluation import EvaluationConfig
 from magphase.conventions import SEQUENCE_INDEX, SEQUENCES
 from magphase.data.store import Store
 from magphase.errors import ConfigError, DataError
-from magphase.evaluation.aggregate import safe_auroc
 from magphase.evaluation.classifier_train import (
     ArraySource,
     ItemSet,
@@ -60,6 +59,7 @@ from magphase.evaluation.classifier_train import (
     train_with_recipe,
     write_summary_files,
 )
+from magphase.evaluation.metrics import safe_auroc
 from magphase.evaluation.paper import PAPER_TABLE4
 from magphase.utils.seeds import derive_seed
 

@@ -24,7 +24,7 @@ from magphase.generative.phase_diffusion import (
     training_target,
 )
 from magphase.models.complex_unet import ComplexUNet, complex_unet_config
-from magphase.mri.complex import channels_to_complex
+from magphase.mri.complex import channels_to_complex, complex_to_channels
 from magphase.stages.base import RunContext, Stage, engine_progress
 from magphase.training.engine import TrainResult, TrainTaskBase, fit
 from magphase.utils.atomic import atomic_write_text
@@ -70,7 +70,7 @@ def phasegen_figure(
     rows = []
     for d in range(draws):
         z = sample_phase(model, mag, sampler=sampler, steps=steps, seed=seed + d, amp=amp)
-        rows.append((f"PhaseGen #{d + 1}", torch.stack([z.real, z.imag], dim=1).numpy()))
+        rows.append((f"PhaseGen #{d + 1}", complex_to_channels(z).numpy()))
     seqs = store.manifest["sequence"].astype(str).to_numpy()[idx]
     label = f"{sampler}, K = {steps}" if sampler == "ddim" else "ddpm"
     return plot_phasegen(
@@ -219,7 +219,7 @@ def generate_phasegen_store(
                         "sample_index": a + k,
                     }
                 )
-            w.append(rows, patches=torch.stack([z.real, z.imag], dim=1).numpy())
+            w.append(rows, patches=complex_to_channels(z).numpy())
             if progress is not None:
                 progress(len(sel))
     log.info("PhaseGen store %s: %d patches (%s, K=%d)", out, idx.size, sampler, steps)
