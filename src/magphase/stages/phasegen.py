@@ -37,7 +37,7 @@ def pick_patches(store: Store, k: int, split: str | None = "test", seed: int = 0
     """``k`` store indices spread over the sequences (round robin, random within a sequence)."""
     idx = store.select(split=split) if split is not None else np.arange(len(store))
     if idx.size == 0:
-        raise ValueError(f"{store.path}: no patches in split {split!r}")
+        raise DataError(store.path, "split", f"no patches in split {split!r}")
     rng = np.random.default_rng([seed, 0x96])
     seqs = store.manifest["sequence"].astype(str).to_numpy()[idx]
     pools = {s: list(rng.permutation(idx[seqs == s])) for s in sorted(set(seqs))}

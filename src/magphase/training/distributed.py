@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from magphase.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -63,6 +65,10 @@ def resolve_device_name(requested: str | None) -> str:
     """
     if requested is None or requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(requested)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device: {requested!r} is not a device (auto, cpu, cuda, cuda:N, mps)") from exc
     return requested
 
 
@@ -77,7 +83,10 @@ def resolve_device(requested: str | None, local_rank: int = 0) -> torch.device:
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if req == "cuda":
         return torch.device(f"cuda:{local_rank}")
-    return torch.device(req)
+    try:
+        return torch.device(req)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device: {requested!r} is not a device (auto, cpu, cuda, cuda:N, mps)") from exc
 
 
 def init_distributed(device: str | None = "auto") -> DistInfo:
