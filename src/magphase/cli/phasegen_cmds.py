@@ -72,7 +72,9 @@ def sample_phasegen_cmd(
     run: Path | None = typer.Option(None, "--run", help="run directory holding phasegen/"),
     weights: Path | None = typer.Option(None, "--weights", "-w", help="PhaseGen EMA weights (.safetensors)"),
     split: str | None = typer.Option(None, "--split", help="only this split of the source (default: all)"),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="at most this many patches (evenly spaced)"),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="at most this many patches (evenly spaced)"
+    ),
     sampler: str | None = typer.Option(None, "--sampler", help="ddim | ddpm (default: config)"),
     steps: int | None = typer.Option(None, "--steps", "-k", min=1, help="ddim steps K (default: config)"),
     eta: float | None = typer.Option(None, "--eta", help="ddim stochasticity in [0, 1] (default: config)"),

@@ -77,6 +77,7 @@ from magphase.io.annotations import (
 )
 from magphase.mri.brainmask import BrainMaskParams, brain_mask, dice
 from magphase.utils.atomic import atomic_path, atomic_write_csv, atomic_write_text
+from magphase.utils.seeds import derived_rng
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def site_from_filename(name: str) -> str:
 def volume_rng(seed: int, volume: str) -> np.random.Generator:
     """The generator of one volume: depends on the run seed and the volume name only."""
     digest = hashlib.sha256(f"{seed}\x1f{volume_key(volume)}".encode()).digest()
-    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+    return derived_rng(seed, int.from_bytes(digest[:8], "little"))
 
 
 def discover_volumes(

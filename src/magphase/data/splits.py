@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from magphase.conventions import LABELS, SEQUENCES, SPLITS
+from magphase.utils.seeds import derived_rng
 
 #: Column titles of Table 1 for each split name.
 SPLIT_TITLES: dict[str, str] = {"train": "Train", "val": "Validation", "test": "Test"}
@@ -101,7 +102,7 @@ def assign_splits(
         names = sorted(group["volume"])
         fractions = unlabeled_fractions if label == "unlabeled" else labelled_fractions
         counts = split_counts(len(names), fractions, min_per_split)
-        rng = np.random.default_rng([seed, _stable_int(label, sequence)])
+        rng = derived_rng(seed, _stable_int(label, sequence))
         order = rng.permutation(len(names))
         finding_of = (
             dict(zip(group["volume"], group["finding"].fillna(""), strict=True)) if "finding" in group else {}

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from magphase.errors import DataError
+from magphase.utils.seeds import derived_rng
 
 #: Columns stratifying real volumes (``volume_class``: abnormal if any patch of the volume is abnormal).
 VOLUME_STRATA: tuple[str, ...] = ("sequence", "volume_class")
@@ -97,7 +98,7 @@ def volume_order(manifest: pd.DataFrame, seed: int) -> dict[tuple[str, ...], lis
     for key, group in vols.groupby(list(VOLUME_STRATA), sort=True):
         key = tuple(str(k) for k in (key if isinstance(key, tuple) else (key,)))
         names = sorted(group["volume"])
-        perm = np.random.default_rng([seed, _stable_int("volumes", *key)]).permutation(len(names))
+        perm = derived_rng(seed, _stable_int("volumes", *key)).permutation(len(names))
         order[key] = [names[i] for i in perm]
     return order
 
@@ -146,7 +147,7 @@ def item_order(manifest: pd.DataFrame, seed: int) -> dict[tuple[str, str], np.nd
         pos = np.asarray(pos, dtype=np.int64)  # positional row numbers
         if key_col is not None:
             pos = pos[np.argsort(key_col[pos], kind="stable")]
-        perm = np.random.default_rng([seed, _stable_int("items", *key)]).permutation(len(pos))
+        perm = derived_rng(seed, _stable_int("items", *key)).permutation(len(pos))
         out[key] = pos[perm]
     return out
 

@@ -53,6 +53,7 @@ from magphase.training import ProgressEvent, TrainResult, TrainTaskBase, fit
 from magphase.training.checkpoint import CHECKPOINT_NAME
 from magphase.training.distributed import barrier, is_main_process
 from magphase.utils.atomic import atomic_write_csv, atomic_write_text
+from magphase.utils.seeds import derived_rng
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +365,7 @@ def predict_probabilities(
     out: list[np.ndarray] = []
     try:
         for k, part in enumerate(parts):
-            rng = np.random.default_rng([posterior_seed, k])
+            rng = derived_rng(posterior_seed, k)
             for s in range(0, len(part), batch_size):
                 rows = part.rows[s : s + batch_size]
                 x = part.source.read(rows)

@@ -10,6 +10,7 @@ import pandas as pd
 from magphase.data.store import Store
 from magphase.errors import DataError
 from magphase.mri.complex import channels_to_complex
+from magphase.utils.seeds import derived_rng
 
 
 def patch_phase_smoothness(patches: np.ndarray, border: int | None = None) -> np.ndarray:
@@ -70,10 +71,7 @@ def random_phase(real: np.ndarray, seed: int = 0, start: int = 0) -> np.ndarray:
     """
     m = np.hypot(real[:, 0], real[:, 1])
     phi = np.stack(
-        [
-            np.random.default_rng([seed, start + j]).uniform(-np.pi, np.pi, size=m.shape[1:])
-            for j in range(len(m))
-        ]
+        [derived_rng(seed, start + j).uniform(-np.pi, np.pi, size=m.shape[1:]) for j in range(len(m))]
     )
     return np.stack([m * np.cos(phi), m * np.sin(phi)], axis=1).astype(np.float32)
 

@@ -61,7 +61,7 @@ from magphase.evaluation.classifier_train import (
 )
 from magphase.evaluation.metrics import safe_auroc
 from magphase.evaluation.paper import PAPER_TABLE4
-from magphase.utils.seeds import derive_seed
+from magphase.utils.seeds import derive_seed, derived_rng
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def _seeded_rows(manifest: pd.DataFrame, sequence: str, seed: int) -> np.ndarray
     rows = np.flatnonzero((manifest["sequence"] == sequence).to_numpy())
     if "patch_id" in manifest.columns:
         rows = rows[np.argsort(manifest["patch_id"].astype(str).to_numpy()[rows], kind="stable")]
-    perm = np.random.default_rng([seed, _SEED_TAG, SEQUENCE_INDEX.get(sequence, 99)]).permutation(rows.size)
+    perm = derived_rng(seed, _SEED_TAG, SEQUENCE_INDEX.get(sequence, 99)).permutation(rows.size)
     return rows[perm]
 
 

@@ -67,6 +67,7 @@ from magphase.simulate.tissue import (
     check_field_strength,
     relaxation,
 )
+from magphase.utils.seeds import derived_rng
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +389,7 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
     rng_scan = np.random.default_rng(scan_seq)
     # What differs between two acquisitions of the same subject on the same scanner: the
     # receiver's reference phase and the echo timing.
-    rng_acq = np.random.default_rng([spec.seed, ALL_SIMULATED_SEQUENCES.index(spec.sequence)])
+    rng_acq = derived_rng(spec.seed, ALL_SIMULATED_SEQUENCES.index(spec.sequence))
     b0 = check_field_strength(spec.field_strength_t)
     protocol = default_protocol(spec.sequence, b0, spec.tr_ms, spec.te_ms, spec.ti_ms, spec.flip_deg)
     # Scanner-to-scanner spread of the readout/echo offset.

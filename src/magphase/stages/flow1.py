@@ -40,6 +40,7 @@ from magphase.generative.path import TimeSampler, sample_path
 from magphase.models.unet import VelocityUNet
 from magphase.stages.base import RunContext, Stage, engine_progress
 from magphase.training import TrainResult, TrainTaskBase, fit
+from magphase.utils.seeds import derived_rng
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def estimate_latent_scale(
     range. Estimated from up to ``max_items`` items (seeded subset); for posterior draws the variance
     is ``var(mu) + mean(exp(logvar))``.
     """
-    rng = np.random.default_rng([seed, 0x5CA1E])
+    rng = derived_rng(seed, 0x5CA1E)
     n = len(dataset)
     pick = np.sort(rng.choice(n, size=min(n, max_items), replace=False))
     rows = dataset.indices[pick]

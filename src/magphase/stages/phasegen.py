@@ -28,6 +28,7 @@ from magphase.mri.complex import channels_to_complex, complex_to_channels
 from magphase.stages.base import RunContext, Stage, engine_progress
 from magphase.training.engine import TrainResult, TrainTaskBase, fit
 from magphase.utils.atomic import atomic_write_text
+from magphase.utils.seeds import derived_rng
 from magphase.viz.figures_phasegen import plot_phasegen
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def pick_patches(store: Store, k: int, split: str | None = "test", seed: int = 0
     idx = store.select(split=split) if split is not None else np.arange(len(store))
     if idx.size == 0:
         raise DataError(store.path, "split", f"no patches in split {split!r}")
-    rng = np.random.default_rng([seed, 0x96])
+    rng = derived_rng(seed, 0x96)
     seqs = store.manifest["sequence"].astype(str).to_numpy()[idx]
     pools = {s: list(rng.permutation(idx[seqs == s])) for s in sorted(set(seqs))}
     out: list[int] = []

@@ -40,6 +40,7 @@ from magphase.rundir import FIG4_NAME, FIG5_NAME, require_file
 from magphase.stages.base import RunContext, Stage
 from magphase.training.distributed import DistInfo, barrier, broadcast_object
 from magphase.utils.atomic import atomic_write_text
+from magphase.utils.seeds import derived_rng, offset_seed
 from magphase.viz.figures_flow import figure4, figure5
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def real_examples(
     idx = store.select(sequence=sequence, split=split, label=label)
     if idx.size < k:
         idx = store.select(sequence=sequence, label=label)
-    rng = np.random.default_rng([seed, 0xF16])
+    rng = derived_rng(seed, 0xF16)
     pick = np.sort(rng.choice(idx, size=min(k, idx.size), replace=False)) if idx.size else idx
     return store.read("patches", pick)
 
@@ -417,7 +418,7 @@ def sample_store(
     from magphase.models.unet import load_flow_model
 
     sampling = ctx.cfg.flow.sampling
-    seed = ctx.cfg.seed * 1000 + seed_offset
+    seed = offset_seed(ctx.cfg.seed, seed_offset)
     stat = weights.stat()
     # Everything the samples depend on: a store made from another recipe is resampled, not reused.
     recipe = {

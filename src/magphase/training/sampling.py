@@ -23,6 +23,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from magphase.utils.seeds import derived_rng
+
 _UNIFORM_TAG = 0x55
 _WEIGHTED_TAG = 0x57
 
@@ -96,10 +98,10 @@ class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
         """Epoch permutation (uniform) or block of draws (weighted), memoised for the two latest keys."""
         if key not in self._cache:
             if self.probabilities is None:
-                rng = np.random.default_rng([self.seed, _UNIFORM_TAG, key])
+                rng = derived_rng(self.seed, _UNIFORM_TAG, key)
                 chunk = rng.permutation(self.num_items)
             else:
-                rng = np.random.default_rng([self.seed, _WEIGHTED_TAG, key])
+                rng = derived_rng(self.seed, _WEIGHTED_TAG, key)
                 chunk = rng.choice(
                     self.num_items, size=self.block_steps * self.global_batch, p=self.probabilities
                 )

@@ -37,4 +37,11 @@ def derived_rng(*parts: int) -> np.random.Generator:
     return np.random.default_rng(_sequence(parts))
 
 
-__all__ = ["derive_seed", "derived_rng"]
+def offset_seed(seed: int, offset: int) -> int:
+    """``seed * 1000 + offset``: the seeds of the synthetic sample stores (one offset per store kind,
+    see :mod:`magphase.stages.sample`). Kept as arithmetic, not :func:`derive_seed`, so that stores
+    written before stay valid: their recipe records this seed."""
+    return int(seed) * 1000 + int(offset)
+
+
+__all__ = ["derive_seed", "derived_rng", "offset_seed"]
