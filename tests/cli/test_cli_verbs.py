@@ -77,8 +77,8 @@ VERBS: dict[tuple[str, ...], tuple[str, ...]] = {
     ),
     ("flow-snapshots",): ("--stage", "--out", "--select", "--criterion"),
     ("flow-probe",): ("--weights", "--latents", "--split", "--repeats", "--max-items", "--json"),
-    ("train-phasegen",): ("--out", "--store", "--resume", "--config", "--set", "--dry-run"),
-    ("sample-phasegen",): (
+    ("phasegen", "train"): ("--out", "--store", "--resume", "--config", "--set", "--dry-run"),
+    ("phasegen", "sample"): (
         "--source",
         "--out",
         "--run",
@@ -88,8 +88,8 @@ VERBS: dict[tuple[str, ...], tuple[str, ...]] = {
         "--split",
         "--limit",
     ),
-    ("phasegen-figure",): ("--source", "--out", "--run", "--weights", "--k", "--draws"),
-    ("phasegen-eval",): ("--synthetic", "--out", "--real"),
+    ("phasegen", "figure"): ("--source", "--out", "--run", "--weights", "--k", "--draws"),
+    ("phasegen", "eval"): ("--synthetic", "--out", "--real"),
     ("run",): ("--out", "--config", "--from", "--until", "--force", "--dry-run", "--set"),
     ("report",): ("--config",),
     ("evaluate", "autoencoder"): ("--out", "--config", "--store", "--autoencoder", "--dry-run"),
@@ -201,17 +201,17 @@ USER_ERRORS: dict[tuple[str, ...], tuple[list[str], tuple[str, ...]]] = {
         ["flow-probe", "--weights", "{tmp}/w.safetensors", "--latents", "{tmp}/latents"],
         ("w.safetensors",),
     ),
-    ("train-phasegen",): (["train-phasegen", "--out", "{tmp}/run"], ("not a magphase store",)),
-    ("sample-phasegen",): (
-        ["sample-phasegen", "--source", "{tmp}/p", "--out", "{tmp}/o", "--sampler", "bogus"],
+    ("phasegen", "train"): (["phasegen", "train", "--out", "{tmp}/run"], ("not a magphase store",)),
+    ("phasegen", "sample"): (
+        ["phasegen", "sample", "--source", "{tmp}/p", "--out", "{tmp}/o", "--sampler", "bogus"],
         ("--sampler", "bogus"),
     ),
-    ("phasegen-figure",): (
-        ["phasegen-figure", "--source", "{tmp}/p", "--out", "{tmp}/f.png"],
+    ("phasegen", "figure"): (
+        ["phasegen", "figure", "--source", "{tmp}/p", "--out", "{tmp}/f.png"],
         ("--weights",),
     ),
-    ("phasegen-eval",): (
-        ["phasegen-eval", "--synthetic", "{tmp}/s", "--out", "{tmp}/e"],
+    ("phasegen", "eval"): (
+        ["phasegen", "eval", "--synthetic", "{tmp}/s", "--out", "{tmp}/e"],
         ("not a magphase store",),
     ),
     ("run",): (
@@ -547,10 +547,11 @@ def _build_chain(c: Chain) -> None:
         "--out",
         c.root / "select2",
     )
-    c("train-phasegen", "train-phasegen", "--config", cfg, "--out", run)
+    c("phasegen train", "phasegen", "train", "--config", cfg, "--out", run)
     c(
-        "sample-phasegen",
-        "sample-phasegen",
+        "phasegen sample",
+        "phasegen",
+        "sample",
         "--config",
         cfg,
         "--source",
@@ -565,8 +566,9 @@ def _build_chain(c: Chain) -> None:
         run / "phasegen" / "test-samples",
     )
     c(
-        "phasegen-figure",
-        "phasegen-figure",
+        "phasegen figure",
+        "phasegen",
+        "figure",
         "--config",
         cfg,
         "--source",
@@ -583,8 +585,9 @@ def _build_chain(c: Chain) -> None:
         c.root / "phasegen.png",
     )
     c(
-        "phasegen-eval",
-        "phasegen-eval",
+        "phasegen eval",
+        "phasegen",
+        "eval",
         "--synthetic",
         run / "phasegen" / "test-samples",
         "--out",
@@ -723,26 +726,26 @@ def test_evaluate_select(chain: Chain, stage: str) -> None:
 
 @pytest.mark.slow
 def test_train_phasegen(chain: Chain) -> None:
-    assert "PhaseGen trained to step 2" in chain.ok("train-phasegen").output
+    assert "PhaseGen trained to step 2" in chain.ok("phasegen train").output
     assert (chain.run / "phasegen" / "ema.safetensors").is_file()
 
 
 @pytest.mark.slow
 def test_sample_phasegen(chain: Chain) -> None:
-    assert "4 patches" in chain.ok("sample-phasegen").output
+    assert "4 patches" in chain.ok("phasegen sample").output
     store = chain.run / "phasegen" / "test-samples"
     assert _is_store(store) and len(_manifest(store)) == 4
 
 
 @pytest.mark.slow
 def test_phasegen_figure(chain: Chain) -> None:
-    chain.ok("phasegen-figure")
+    chain.ok("phasegen figure")
     assert (chain.root / "phasegen.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
 def test_phasegen_eval(chain: Chain) -> None:
-    assert "all" in chain.ok("phasegen-eval").output
+    assert "all" in chain.ok("phasegen eval").output
     out = chain.run / "phasegen" / "evaluation"
     assert (out / "phasegen_phase.csv").is_file() and (out / "phasegen_phase.md").is_file()
 
@@ -810,7 +813,8 @@ def test_run(chain: Chain) -> None:
         (["flow-snapshots", "--stage", "1", "--out", "{run}", "--select", "99"], "99"),
         (
             [
-                "sample-phasegen",
+                "phasegen",
+                "sample",
                 "--source",
                 "{run}/prepare/patches",
                 "--run",
@@ -860,7 +864,8 @@ def test_user_error_on_a_real_run(chain, argv, needle, tmp_path, monkeypatch, ca
         ),
         pytest.param(
             [
-                "phasegen-figure",
+                "phasegen",
+                "figure",
                 "--source",
                 "{run}/prepare/patches",
                 "--run",
@@ -874,7 +879,8 @@ def test_user_error_on_a_real_run(chain, argv, needle, tmp_path, monkeypatch, ca
         ),
         pytest.param(
             [
-                "phasegen-figure",
+                "phasegen",
+                "figure",
                 "--source",
                 "{run}/prepare/patches",
                 "--run",
@@ -892,7 +898,8 @@ def test_user_error_on_a_real_run(chain, argv, needle, tmp_path, monkeypatch, ca
         ),
         pytest.param(
             [
-                "sample-phasegen",
+                "phasegen",
+                "sample",
                 "--source",
                 "{run}/prepare/patches",
                 "--run",

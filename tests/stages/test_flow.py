@@ -1,4 +1,4 @@
-"""Stage-1/stage-2 tasks on tiny latent stores through the real training engine."""
+"""The flow1 and flow2 stages: the training tasks on tiny latent stores through the real engine."""
 
 import json
 
@@ -10,9 +10,8 @@ from flow_fixtures import TINY_UNET
 from magphase.config import MagphaseConfig
 from magphase.config.flow import UNetConfig
 from magphase.config.training import TrainSettings
-from magphase.conventions import CLASS_TOKEN_INDEX, NULL_CLASS, NULL_SEQUENCE, SEQUENCE_INDEX, UNKNOWN_CLASS
-from magphase.data.datasets import LatentFlowDataset, class_tokens, stage2_sample_weights
-from magphase.data.store import StoreWriter
+from magphase.conventions import NULL_CLASS, NULL_SEQUENCE
+from magphase.data.datasets import LatentFlowDataset, stage2_sample_weights
 from magphase.errors import ConfigError, DataError
 from magphase.generative.path import TimeSampler
 from magphase.generative.sampling import SampleGroup, sample_latents
@@ -56,48 +55,6 @@ def _randomised_stage1_weights(seed=0):
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return model, {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def test_class_tokens_and_unknown_sequences():
-    seqs = np.array(["AXFLAIR", "AXT1", "AXT2", "AXT1PRE", "AXT1POST"])
-    labels = np.array(["normal", "abnormal", "abnormal", "normal", "unlabeled"])
-    tok = class_tokens(seqs, labels)
-    expected = [CLASS_TOKEN_INDEX[x] for x in ("normal", "abnormal", "unknown", "unknown", "unknown")]
-    np.testing.assert_array_equal(tok, expected)
-
-
-def test_dataset_items_and_balanced_weights(latent_store):
-    ds = LatentFlowDataset(latent_store, split="train")
-    item = ds[0]
-    assert item["mu"].shape == SHAPE and item["mu"].dtype == torch.float32
-    assert item["sequence"].dtype == torch.int64 and item["class_token"].dtype == torch.int64
-    w = stage2_sample_weights(ds)
-    assert np.isclose(w.sum(), 1)
-    for seq in np.unique(ds.sequences):  # every sequence equally often
-        assert np.isclose(w[ds.sequences == seq].sum(), 1 / 5)
-    axt1 = ds.sequences == SEQUENCE_INDEX["AXT1"]  # 6 normal vs 12 abnormal in the fixture
-    mass = {c: w[axt1 & (ds.class_tokens == CLASS_TOKEN_INDEX[c])].sum() for c in ("normal", "abnormal")}
-    assert np.isclose(mass["normal"], mass["abnormal"])
-    assert (ds.class_tokens[ds.sequences == SEQUENCE_INDEX["AXT2"]] == UNKNOWN_CLASS).all()
-
-
-def test_dataset_rejects_bad_stores(tmp_path, latent_store):
-    with StoreWriter(tmp_path / "p", {"patches": (2, 4, 4)}) as w:
-        w.append(
-            [dict(patch_id=0, sequence="AXT1", label="normal", split="train")], patches=np.zeros((1, 2, 4, 4))
-        )
-    with pytest.raises(DataError, match="mu"):
-        LatentFlowDataset(tmp_path / "p")
-    with pytest.raises(DataError, match="split"):
-        LatentFlowDataset(latent_store, split="test")
-    with StoreWriter(tmp_path / "q", {"mu": SHAPE, "logvar": SHAPE}) as w:
-        w.append(
-            [dict(patch_id=0, sequence="T2STAR", label="normal", split="train")],
-            mu=np.zeros((1, *SHAPE)),
-            logvar=np.zeros((1, *SHAPE)),
-        )
-    with pytest.raises(DataError, match="sequence"):
-        LatentFlowDataset(tmp_path / "q")
 
 
 def test_posterior_draws_are_fresh_and_mean_is_mu():

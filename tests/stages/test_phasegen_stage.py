@@ -97,7 +97,7 @@ def test_train_export_load_and_write_a_phasegen_store(tmp_path):
 
     # The CLI drives the same code.
     def cli(out_name, *extra):
-        args = ["sample-phasegen", "--source", str(store), "--out", str(tmp_path / out_name), *extra]
+        args = ["phasegen", "sample", "--source", str(store), "--out", str(tmp_path / out_name), *extra]
         return CliRunner().invoke(app, args)
 
     res = cli("cli", "--run", str(tmp_path / "run"), "--limit", "2", "--steps", "2")
@@ -112,13 +112,13 @@ def test_train_export_load_and_write_a_phasegen_store(tmp_path):
         table["agreement_constant"].between(0, 1).all() and table["smoothness_phasegen"].between(0, 1).all()
     )
     pd.testing.assert_frame_equal(evaluate_phasegen(out, chunk=3), table)
-    res = CliRunner().invoke(app, ["phasegen-eval", "--synthetic", str(out), "--out", str(tmp_path / "eval")])
+    res = CliRunner().invoke(app, ["phasegen", "eval", "--synthetic", str(out), "--out", str(tmp_path / "eval")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "eval" / "phasegen_phase.csv").is_file() and "agreement" in res.output
     with pytest.raises(DataError, match="source_patch_id"):
         evaluate_phasegen(store, store)
     png = tmp_path / "fig.png"
-    args = ["phasegen-figure", "--source", str(store), "--out", str(png), "--run", str(tmp_path / "run")]
+    args = ["phasegen", "figure", "--source", str(store), "--out", str(png), "--run", str(tmp_path / "run")]
     res = CliRunner().invoke(app, [*args, "--k", "3", "--draws", "1", "--steps", "2", "--split", "train"])
     assert res.exit_code == 0, res.output
     assert png.stat().st_size > 1000

@@ -15,3 +15,8 @@ evaluate_app = typer.Typer(
     help="Evaluate a trained stage (autoencoder, realfake, downstream).", no_args_is_help=True
 )
 app.add_typer(evaluate_app, name="evaluate")
+phasegen_app = typer.Typer(
+    help="PhaseGen: magnitude-conditioned phase diffusion (train, sample, eval, figure).",
+    no_args_is_help=True,
+)
+app.add_typer(phasegen_app, name="phasegen")

@@ -1,5 +1,4 @@
-"""CLI subcommands of the PhaseGen branch: ``train-phasegen``, ``sample-phasegen``, ``phasegen-figure``,
-``phasegen-eval``."""
+"""CLI subcommands of the PhaseGen branch: ``magphase phasegen train | sample | figure | eval``."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from pathlib import Path
 import typer
 from tqdm import tqdm
 
-from magphase.cli._app import app
+from magphase.cli._app import phasegen_app
 from magphase.config import dump_config, load_config
 from magphase.errors import ConfigError
 from magphase.models.weights import EMA_WEIGHTS_NAME
@@ -17,7 +16,7 @@ _CONFIG = typer.Option(None, "--config", "-c", help="magphase config YAML (its p
 _SET = typer.Option(None, "--set", help="override a config value, e.g. --set phasegen.train.steps=200")
 
 
-@app.command("train-phasegen")
+@phasegen_app.command("train")
 def train_phasegen_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="run directory (writes RUN/phasegen)"),
     store: Path | None = typer.Option(
@@ -65,7 +64,7 @@ def _weights(run: Path | None, weights: Path | None) -> Path:
     return RunLayout(run).phasegen / EMA_WEIGHTS_NAME
 
 
-@app.command("sample-phasegen")
+@phasegen_app.command("sample")
 def sample_phasegen_cmd(
     source: Path = typer.Option(..., "--source", help="patch store whose magnitudes get a new phase"),
     out: Path = typer.Option(..., "--out", "-o", help="synthetic store to write"),
@@ -129,7 +128,7 @@ def sample_phasegen_cmd(
     typer.echo(f"PhaseGen store: {written} ({n} patches, {sampler}, magnitudes of {source})")
 
 
-@app.command("phasegen-figure")
+@phasegen_app.command("figure")
 def phasegen_figure_cmd(
     source: Path = typer.Option(..., "--source", help="real patch store"),
     out: Path = typer.Option(..., "--out", "-o", help="PNG to write"),
@@ -165,9 +164,9 @@ def phasegen_figure_cmd(
     typer.echo(f"figure: {path}")
 
 
-@app.command("phasegen-eval")
+@phasegen_app.command("eval")
 def phasegen_eval_cmd(
-    synthetic: Path = typer.Option(..., "--synthetic", help="store written by sample-phasegen"),
+    synthetic: Path = typer.Option(..., "--synthetic", help="store written by magphase phasegen sample"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for phasegen_phase.csv / .md"),
     real: Path | None = typer.Option(None, "--real", help="real patch store (default: the one recorded)"),
 ) -> None:

@@ -98,8 +98,10 @@ def plot_loss_curves(metrics_path: str | Path, png_path: str | Path, title: str 
     ax_loss.grid(alpha=0.3)
 
     if any("grad_norm" in r for r in rows):
-        ax_grad.plot(steps, [r.get("grad_norm", math.nan) for r in rows], color="tab:red")
-        ax_grad.set_yscale("log")
+        norms = [r.get("grad_norm", math.nan) for r in rows]
+        ax_grad.plot(steps, norms, color="tab:red")
+        if any(n > 0 for n in norms):  # a log axis needs a positive value (a frozen model has none)
+            ax_grad.set_yscale("log")
     ax_grad.set(xlabel="step", ylabel="global grad L2 norm (pre-clip)", title="gradient norm")
     ax_grad.grid(alpha=0.3)
 
