@@ -24,8 +24,8 @@ output keeps the given magnitude EXACTLY and takes only the phase of the final e
 ``m exp(i angle(x_0_hat))``. Sample ``i`` draws its noise from its own generator seeded by ``(seed, i)``,
 so results do not depend on the batch size.
 
-Run layout: ``RUN/phasegen/`` is an engine run folder (checkpoint.pt, ema.safetensors + ema.json, metrics,
-loss curves) plus ``done.json``.
+Training (the task, the engine folder ``RUN/phasegen/``) and the phasegen store are the phasegen stage's:
+:mod:`magphase.stages.phasegen`; phase statistics: :mod:`magphase.evaluation.phase`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sampling synthetic latents (and decoded patches) from a trained flow model into a store.
+"""Sampling synthetic latents (and decoding them) from a trained flow model: tensors in, tensors out.
 
 A latent starts from ``x_0 ~ N(0, I)`` at t=0 and is integrated to t=1 with Heun's method (or
 Euler) under classifier-free guidance: stage 1 guides on the sequence, stage 2 on the class with
@@ -8,29 +8,13 @@ Reproducibility: the initial noise of sample ``i`` of a group (stage, sequence, 
 from its own generator seeded by ``(seed, stage, sequence, class, i)``, so a sample does not
 depend on the batch size or on how many ranks share the work, and two groups never share noise.
 
-Synthetic store layout (same manifest columns as the real stores)::
-
-    z          N x 2 x 48 x 48  the sampled latents (a draw, not a posterior: no logvar)
-    patches    N x 2 x 96 x 96  decoded by the autoencoder (only when one is given)
-    manifest   patch_id = volume = "syn<stage>-<SEQ>-<label>-s<seed>-<i>", sequence, label
-               (normal / abnormal / unlabeled), split, slice = row = col = -1, box_overlap = -1,
-               plus synthetic = 1, stage, class_token, guidance, steps, solver, seed, sample_index
-               (and global_phase, see below)
-    meta.json  kind "synthetic" and the provenance (weights, step, autoencoder, settings)
-
 A model trained on phase-canonical latents (``model.canonical_phase``, see
 :mod:`magphase.stages.encode`) samples patches of global phase 0; decoded patches are then rotated by
 a uniformly random angle, seeded per sample by ``(seed, stage, sequence, i)`` (no class: the normal and the
-abnormal sample ``i`` of a stage-2 pair get the same angle). The manifest column ``global_phase`` holds that
-angle (only for such a model: one that generates the global phase itself gets no column); ``z`` stays
-canonical and ``meta.json`` says ``canonical_phase``.
+abnormal sample ``i`` of a stage-2 pair get the same angle): :func:`sample_phases`, :func:`apply_phases`.
 
-Work is cut into units of at most ``batch_size`` samples of one group (:func:`sample_chunks`); each
-finished unit is published atomically as a small part store in ``OUT.parts/`` with the recipe beside it,
-and at the end the parts are merged in order into ``OUT`` (:func:`~magphase.data.store.merge_stores`)
-and removed. A killed run, started again with the same recipe, keeps its finished parts and samples only
-the rest; a different recipe discards them. Under ``torchrun`` rank ``r`` of ``W`` takes units
-``r, r + W, ...`` (shared file system) and rank 0 merges, so the store equals the single-process one.
+Writing samples into a synthetic store (layout, parts, torchrun) is the sample stage's job:
+:mod:`magphase.stages.sample`.
 """
 
 from __future__ import annotations

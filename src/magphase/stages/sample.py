@@ -1,8 +1,32 @@
 """Stage ``sample``: synthetic latent and patch stores from the flow models, and Figs. 4-5.
 
-The stage that samples draws the figures that need samples: Fig. 4 (stage-1 samples beside real
-patches, per sequence) and Fig. 5 (stage-2 normal vs abnormal from the same noise, so a pair differs
-only by the class condition). The report only copies them.
+The stage draws the real-vs-synthetic latent store (stage 1, w of ``evaluation.realfake``) and the
+decoded downstream store (stage 2, w of ``evaluation.downstream``; copied from the chosen selection
+candidate when that one was drawn with the very same recipe). It also draws the figures that need
+samples: Fig. 4 (stage-1 samples beside real patches, per sequence) and Fig. 5 (stage-2 normal vs
+abnormal from the same noise, so a pair differs only by the class condition). The report only
+copies them.
+
+Synthetic store layout (same manifest columns as the real stores)::
+
+    z          N x 2 x 48 x 48  the sampled latents (a draw, not a posterior: no logvar)
+    patches    N x 2 x 96 x 96  decoded by the autoencoder (only when one is given)
+    manifest   patch_id = volume = "syn<stage>-<SEQ>-<label>-s<seed>-<i>", sequence, label
+               (normal / abnormal / unlabeled), split, slice = row = col = -1, box_overlap = -1,
+               plus synthetic = 1, stage, class_token, guidance, steps, solver, seed, sample_index
+               (and global_phase, see below)
+    meta.json  kind "synthetic" and the provenance (weights, step, autoencoder, settings)
+
+The manifest column ``global_phase`` holds the angle a phase-canonical model's decoded patch was
+rotated by (see :mod:`magphase.generative.sampling`); ``z`` stays canonical and ``meta.json`` says
+``canonical_phase``.
+
+Work is cut into units of at most ``batch_size`` samples of one group (:func:`sample_chunks`); each
+finished unit is published atomically as a small part store in ``OUT.parts/`` with the recipe beside it,
+and at the end the parts are merged in order into ``OUT`` (:func:`~magphase.data.store.merge_stores`)
+and removed. A killed run, started again with the same recipe, keeps its finished parts and samples only
+the rest; a different recipe discards them. Under ``torchrun`` rank ``r`` of ``W`` takes units
+``r, r + W, ...`` (shared file system) and rank 0 merges, so the store equals the single-process one.
 """
 
 from __future__ import annotations
