@@ -11,21 +11,24 @@ from magphase.config import MagphaseConfig
 from magphase.stages.base import RunContext, Stage, counting_progress, jsonable
 
 
+def prepare_options(ctx: RunContext, desc: str) -> dict[str, Any]:
+    """What both prepare stages pass on: the prepare section, seed, device and a progress bar."""
+    on_start, progress = counting_progress(ctx, desc)
+    return dict(
+        cfg=ctx.cfg.prepare, seed=ctx.cfg.seed, device=ctx.device, progress=progress, on_start=on_start
+    )
+
+
 def run(ctx: RunContext) -> dict[str, Any]:
     from magphase.data.prepare import prepare
 
-    on_start, progress = counting_progress(ctx, "prepare")
     summary = prepare(
         ctx.raw,
         ctx.layout.prepare,
         annotations=ctx.annotations,
         file_list=ctx.file_list,
-        cfg=ctx.cfg.prepare,
-        seed=ctx.cfg.seed,
-        device=ctx.device,
         workers=ctx.cfg.pipeline.workers,
-        progress=progress,
-        on_start=on_start,
+        **prepare_options(ctx, "prepare"),
     )
     return {"summary": jsonable(summary)}
 

@@ -10,7 +10,8 @@ import logging
 from typing import Any
 
 from magphase.config import MagphaseConfig
-from magphase.stages.base import RunContext, Stage, counting_progress, jsonable
+from magphase.stages.base import RunContext, Stage, jsonable
+from magphase.stages.prepare import prepare_options
 
 log = logging.getLogger(__name__)
 
@@ -21,17 +22,12 @@ def run(ctx: RunContext) -> dict[str, Any]:
         return {"skipped": "no external test set"}
     from magphase.data.external import prepare_external
 
-    on_start, progress = counting_progress(ctx, "prepare-external")
     summary = prepare_external(
         ctx.external_raw,
         ctx.external_labels,
         ctx.layout.prepare_external,
         facial_csv=ctx.external_facial,
-        cfg=ctx.cfg.prepare,
-        seed=ctx.cfg.seed,
-        device=ctx.device,
-        progress=progress,
-        on_start=on_start,
+        **prepare_options(ctx, "prepare-external"),
     )
     return {"summary": jsonable(summary)}
 
