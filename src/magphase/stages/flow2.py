@@ -265,7 +265,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
     )
     info: dict[str, Any] = {"step": result.step, "last_metrics": result.last_metrics}
     snaps = layout.flow_snapshots(2)
-    if ctx.cfg.pipeline.select_stage2 and len(snaps) > 1:
+    if ctx.cfg.pipeline.select_stage2 and len(snaps) > 1 and not ctx.patches.is_dir():
+        # Selection trains downstream classifiers on decoded samples against the real patch store.
+        log.warning("flow stage 2: no patch store at %s, snapshot selection skipped", ctx.patches)
+    elif ctx.cfg.pipeline.select_stage2 and len(snaps) > 1:
         best = select_stage2(ctx, snaps)
         layout.select_flow_snapshot(
             2, best["step"], criterion="highest val downstream AUROC", value=best["value"]
