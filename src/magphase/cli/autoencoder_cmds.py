@@ -13,6 +13,7 @@ from magphase.config import MagphaseConfig, dump_config, load_config
 from magphase.errors import ConfigError
 from magphase.rundir import RunLayout
 from magphase.stages.autoencoder import network_spec
+from magphase.stages.base import patch_store
 from magphase.training.distributed import is_main_process, resolve_device_name
 
 _CONFIG = typer.Option(None, "--config", "-c", help="magphase config YAML (its autoencoder section)")
@@ -42,7 +43,7 @@ def train_autoencoder_cmd(
     split (resuming from RUN/autoencoder/checkpoint.pt), then Table 3 and Fig. 3 on its test split."""
     cfg = _config(config, [*(overrides or []), *([f"autoencoder.patch_store={store}"] if store else [])])
     layout = RunLayout(out)
-    store_path = Path(cfg.autoencoder.patch_store) if cfg.autoencoder.patch_store else layout.patches
+    store_path = patch_store(cfg, layout)
     spec = network_spec(cfg.autoencoder)
     if dry_run:
         typer.echo(dump_config(cfg))
@@ -94,7 +95,7 @@ def encode_cmd(
     cfg = _config(config, overrides)
     layout = RunLayout(out.parent)
     weights = autoencoder if autoencoder is not None else layout.autoencoder
-    default_store = Path(cfg.autoencoder.patch_store) if cfg.autoencoder.patch_store else layout.patches
+    default_store = patch_store(cfg, layout)
     jobs = [(store if store is not None else default_store, out)]
     ext = external_store
     if ext is None and cfg.autoencoder.external_store is not None:
@@ -151,7 +152,7 @@ def evaluate_autoencoder_cmd(
     ev = cfg.autoencoder.eval
     layout = RunLayout(out)
     weights = autoencoder if autoencoder is not None else layout.autoencoder
-    default_store = Path(cfg.autoencoder.patch_store) if cfg.autoencoder.patch_store else layout.patches
+    default_store = patch_store(cfg, layout)
     store_path = store if store is not None else default_store
     target = layout.autoencoder_eval
     if dry_run:

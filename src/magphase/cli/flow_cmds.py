@@ -46,12 +46,13 @@ def train_flow_cmd(
     latent store's train split, resuming from the stage's checkpoints; snapshot selection and the
     stage-2 class probe when the config asks for them, as in `magphase run`."""
     from magphase.rundir import RunLayout
+    from magphase.stages.base import latent_store
     from magphase.stages.flow2 import stage2_init_weights
 
     stage = _stage(stage)
     cfg = load_config(config, [*(overrides or []), *([f"flow.latent_store={latents}"] if latents else [])])
     layout = RunLayout(out)
-    store = Path(cfg.flow.latent_store) if cfg.flow.latent_store else layout.latents
+    store = latent_store(cfg, layout)
     flow = cfg.flow
     if dry_run:
         typer.echo(dump_config(cfg))

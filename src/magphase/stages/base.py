@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,18 @@ from magphase.rundir import RunLayout
 ProgressFactory = Callable[[str, int | None], Callable[..., None] | None]
 
 
+def patch_store(cfg: MagphaseConfig, layout: RunLayout) -> Path:
+    """The patch store of a run: ``autoencoder.patch_store``, else ``RUN/prepare/patches``."""
+    given = cfg.autoencoder.patch_store
+    return Path(given) if given is not None else layout.patches
+
+
+def latent_store(cfg: MagphaseConfig, layout: RunLayout) -> Path:
+    """The latent store of a run: ``flow.latent_store``, else ``RUN/latents``."""
+    given = cfg.flow.latent_store
+    return Path(given) if given is not None else layout.latents
+
+
 @dataclass
 class RunContext:
     """What a stage's ``run`` receives: the resolved config, the run layout and the device."""
@@ -32,7 +44,6 @@ class RunContext:
     layout: RunLayout
     device: str
     progress: ProgressFactory | None = None
-    timings: dict[str, float] = field(default_factory=dict)
 
     def bar(self, desc: str, total: int | None = None) -> Callable[..., None] | None:
         return self.progress(desc, total) if self.progress is not None else None
@@ -77,8 +88,7 @@ class RunContext:
     @property
     def patches(self) -> Path:
         """The patch store: ``autoencoder.patch_store``, else ``RUN/prepare/patches``."""
-        given = self.cfg.autoencoder.patch_store
-        return Path(given) if given is not None else self.layout.patches
+        return patch_store(self.cfg, self.layout)
 
     @property
     def external_patches(self) -> Path | None:
@@ -92,8 +102,7 @@ class RunContext:
     @property
     def latents(self) -> Path:
         """The latent store the flow stages train on: ``flow.latent_store``, else ``RUN/latents``."""
-        given = self.cfg.flow.latent_store
-        return Path(given) if given is not None else self.layout.latents
+        return latent_store(self.cfg, self.layout)
 
 
 @dataclass(frozen=True)
@@ -176,4 +185,13 @@ def _is_bulky(value: Any) -> bool:
     return isinstance(value, (pd.DataFrame, torch.nn.Module, torch.Tensor))
 
 
-__all__ = ["ProgressFactory", "RunContext", "Stage", "counting_progress", "engine_progress", "jsonable"]
+__all__ = [
+    "ProgressFactory",
+    "RunContext",
+    "Stage",
+    "counting_progress",
+    "engine_progress",
+    "jsonable",
+    "latent_store",
+    "patch_store",
+]

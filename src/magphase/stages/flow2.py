@@ -286,7 +286,8 @@ def write_class_probe(ctx: RunContext) -> dict[str, Any] | None:
 
     layout = ctx.layout
     layout.class_probe.unlink(missing_ok=True)
-    model = load_flow_model(layout.flow_weights(2), device=ctx.device)
+    weights = layout.flow_weights(2)
+    model = load_flow_model(weights, device=ctx.device)
     posterior = ctx.cfg.flow.latents == "posterior"  # probe on the latents the model trained on
     try:
         val = class_probe(
@@ -302,7 +303,7 @@ def write_class_probe(ctx: RunContext) -> dict[str, Any] | None:
     except (DataError, ValueError) as exc:
         log.info("no stage-2 class probe: %s", exc)
         return None
-    record = {"weights": str(layout.flow_weights(2)), "train": train.to_dict(), "val": val.to_dict()}
+    record = {"weights": str(weights), "train": train.to_dict(), "val": val.to_dict()}
     atomic_write_text(json.dumps(record, indent=2) + "\n", layout.class_probe)
     return record
 
