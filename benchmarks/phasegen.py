@@ -54,7 +54,7 @@ def _time(fn, device: torch.device, repeats: int) -> float:
 def bench(device: torch.device, preset: str, batch: int, repeats: int, amp: str) -> dict[str, Any]:
     torch.manual_seed(0)
     diffusion = DiffusionSettings()
-    task = PhaseGenTask(PHASEGEN_PRESETS[preset], diffusion)
+    task = PhaseGenTask(PHASEGEN_PRESETS[preset]["network"], diffusion)
     model = task.build_model().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     amp_dtype = resolve_amp(amp, device)

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from magphase.config.flow import UNET_PRESETS
+from magphase.config.flow import FLOW_PRESETS
 from magphase.conventions import LATENT_SHAPE
 from magphase.generative.guidance import guidance_conditions
 from magphase.generative.sampling import SampleGroup, decode_latents, network_evaluations, sample_latents
@@ -63,7 +63,7 @@ def _decoder(preset: str) -> tuple[nn.Module, str]:
     except ImportError:
         return UpsampleDecoder(), "stand-in upsampler (autoencoder module missing)"
     name = "paper" if preset == "paper" else "cpu"
-    return build_autoencoder(dict(AUTOENCODER_PRESETS[name])), f"CVAE decoder preset {name!r}"
+    return build_autoencoder(AUTOENCODER_PRESETS[name]["network"]), f"CVAE decoder preset {name!r}"
 
 
 def _sync(device: torch.device) -> None:
@@ -89,7 +89,7 @@ def _time(fn, device: torch.device, repeats: int) -> float:
 
 def bench_device(device: torch.device, preset: str, batch: int, repeats: int, amp: str) -> dict[str, Any]:
     torch.manual_seed(0)
-    model = VelocityUNet(**UNET_PRESETS[preset], input_size=LATENT_SHAPE[-1]).to(device).eval()
+    model = VelocityUNet(**FLOW_PRESETS[preset]["unet"], input_size=LATENT_SHAPE[-1]).to(device).eval()
     decoder, decoder_name = _decoder(preset)
     decoder = decoder.to(device).eval()
     group = SampleGroup("AXT1", None, batch)
@@ -156,12 +156,12 @@ def bench_device(device: torch.device, preset: str, batch: int, repeats: int, am
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="cpu-small", choices=sorted(UNET_PRESETS))
+    parser.add_argument("--preset", default="cpu-small", choices=sorted(FLOW_PRESETS))
     parser.add_argument("--batch", type=int, default=32, help="latents per batch (the network sees 2x)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (1: stable on a shared box)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="CPU autocast")
-    parser.add_argument("--gpu-preset", default="paper", choices=sorted(UNET_PRESETS))
+    parser.add_argument("--gpu-preset", default="paper", choices=sorted(FLOW_PRESETS))
     parser.add_argument("--gpu-amp", default="bf16", choices=["none", "bf16", "fp16"])
     parser.add_argument("--gpu-batch", type=int, default=256)
     args = parser.parse_args()

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from magphase.config.autoencoder import AUTOENCODER_PRESETS, TRAIN_PRESETS
+from magphase.config.autoencoder import AUTOENCODER_PRESETS
 from magphase.conventions import SEQUENCES
 from magphase.data.datasets import PatchDataset
 from magphase.data.store import StoreWriter
@@ -91,7 +91,7 @@ def benchmark(
     steps_per_round: int,
     workers: int,
 ) -> dict[str, Any]:
-    spec = AutoencoderSpec(**AUTOENCODER_PRESETS[preset])
+    spec = AutoencoderSpec(**AUTOENCODER_PRESETS[preset]["network"])
     task = AutoencoderTask(spec, lambda_grad=0.5, lambda_kl=1e-4, augmentation="flips")
     torch.manual_seed(0)
     model = task.build_model().to(device)
@@ -187,11 +187,12 @@ def main() -> None:
         store = write_store(Path(tmp) / "patches", n=512)
         for device in devices:
             for preset in args.presets:
-                batch = TRAIN_PRESETS[preset]["batch_size"]
+                batch = AUTOENCODER_PRESETS[preset]["train"]["batch_size"]
                 if device.type == "cpu" and preset == "paper":
                     batch = min(batch, args.paper_cpu_batch)
                 # Loader workers only where compute runs elsewhere (GPU); on a CPU they would compete with it.
-                workers = TRAIN_PRESETS[preset].get("num_workers", 0) if device.type == "cuda" else 0
+                train = AUTOENCODER_PRESETS[preset]["train"]
+                workers = train.get("num_workers", 0) if device.type == "cuda" else 0
                 rows.append(
                     benchmark(preset, device, store, batch, args.rounds, args.steps_per_round, workers)
                 )

@@ -229,6 +229,10 @@ class RunLayout:
     def report(self) -> Path:
         return self.root / "report"
 
+    @property
+    def report_file(self) -> Path:
+        return self.report / "report.md"
+
     # -------------------------------------------------------------------------------- markers
     @property
     def markers(self) -> Path:

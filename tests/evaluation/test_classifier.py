@@ -11,7 +11,7 @@ from eval_fixtures import (
     write_latent_store,
 )
 
-from magphase.config.evaluation import CLASSIFIER_PRESETS, ClassifierConfig, EvaluationConfig
+from magphase.config.evaluation import EVALUATION_PRESETS, ClassifierConfig, EvaluationConfig
 from magphase.data.store import Store
 from magphase.errors import DataError
 from magphase.evaluation.classifier_train import (
@@ -63,7 +63,7 @@ def test_classifier_shapes_for_latents_and_patches(size, stride):
 
 
 def test_presets_and_model_config_round_trip():
-    small = ResNetSEClassifier(2, **CLASSIFIER_PRESETS["cpu-small"])
+    small = ResNetSEClassifier(2, **EVALUATION_PRESETS["cpu-small"]["classifier"])
     assert 50_000 < count_parameters(small) < 150_000
     task = ClassifierTask(TINY_NET, (2, 96, 96))
     cfg = task.model_config()

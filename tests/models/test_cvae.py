@@ -100,8 +100,8 @@ def test_shapes(spec):
 
 
 def test_presets_build_with_the_paper_latent():
-    for name, sizes in AUTOENCODER_PRESETS.items():
-        model = ConditionalVAE(AutoencoderSpec(**sizes))
+    for name, preset in AUTOENCODER_PRESETS.items():
+        model = ConditionalVAE(AutoencoderSpec(**preset["network"]))
         assert model.latent_shape == (2, 48, 48), name
 
 
@@ -299,11 +299,11 @@ def test_patch_dataset_rejects_bad_stores(tmp_path, rng):
 
 def test_config_presets_and_overrides():
     cfg = AutoencoderConfig()
-    assert cfg.train.steps == 800 and cfg.network_sizes().latent_res_channels == 32
+    assert cfg.train.steps == 800 and cfg.network.latent_res_channels == 32
     paper = AutoencoderConfig(preset="paper", train={"steps": 5000})
     assert paper.train.steps == 5000 and paper.train.batch_size == 64  # explicit wins, preset fills the rest
     full = load_config(overrides=["autoencoder.preset=paper", "autoencoder.loss.lambda_kl=0.01"])
-    assert full.autoencoder.network_sizes().full_res_blocks == 2 and full.autoencoder.loss.lambda_kl == 0.01
+    assert full.autoencoder.network.full_res_blocks == 2 and full.autoencoder.loss.lambda_kl == 0.01
 
 
 # ------------------------------------------------------------------------------------------ encode

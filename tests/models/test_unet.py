@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from magphase.config.flow import UNET_PRESETS, UNetConfig
+from magphase.config.flow import FLOW_PRESETS, UNetConfig
 from magphase.conventions import CLASS_TOKEN_INDEX, NULL_SEQUENCE
 from magphase.models.unet import SelfAttention, VelocityUNet, count_parameters
 
@@ -52,7 +52,7 @@ def test_output_shape_dtype_and_scalar_time():
 
 
 def test_paper_latent_size_and_presets_build():
-    cfg = UNetConfig(**UNET_PRESETS["cpu-small"])
+    cfg = UNetConfig(**FLOW_PRESETS["cpu-small"]["unet"])
     model = VelocityUNet(**cfg.model_dump())
     x = torch.randn(2, 2, 48, 48)
     assert model(x, torch.rand(2), torch.tensor([0, 4])).shape == x.shape

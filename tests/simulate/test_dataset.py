@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from magphase.cli import app
 from magphase.config import MagphaseConfig, dump_config, load_config
-from magphase.config.simulate import PRESETS, SimulateConfig
+from magphase.config.simulate import SIMULATE_PRESETS, SimulateConfig
 from magphase.errors import ConfigError, DataError
 from magphase.io.annotations import read_annotations, read_file_list
 from magphase.io.fastmri import open_volume, scan_folder
@@ -149,14 +149,14 @@ def test_external_plan_matches_table2_and_other_protocols():
 
 def test_presets_resolve_and_explicit_values_win(tmp_path):
     demo = SimulateConfig(preset="demo")
-    assert demo.volumes == PRESETS["demo"]["volumes"] and set(demo.coils) <= {4, 8}
+    assert demo.volumes == SIMULATE_PRESETS["demo"]["volumes"] and set(demo.coils) <= {4, 8}
     mine = SimulateConfig(preset="demo", volumes=7, external={"site": 301})
     assert mine.volumes == 7 and mine.external.site == 301 and mine.external.coils == demo.external.coils
     # a resolved config dumps and reloads unchanged (run folders store config.yaml)
     path = tmp_path / "config.yaml"
     path.write_text("simulate:\n  preset: reproduce\n  n_slices: 10\n")
     cfg = load_config(path)
-    assert cfg.simulate.volumes == PRESETS["reproduce"]["volumes"] and cfg.simulate.n_slices == 10
+    assert cfg.simulate.volumes == SIMULATE_PRESETS["reproduce"]["volumes"] and cfg.simulate.n_slices == 10
     assert MagphaseConfig.model_validate(yaml.safe_load(dump_config(cfg))).simulate == cfg.simulate
     with pytest.raises(ValueError):
         SimulateConfig(preset="huge")

@@ -12,7 +12,16 @@ from magphase.errors import ConfigError
 
 
 def _config(tmp_path, latent_store):
-    train = dict(steps=6, batch_size=8, lr=2e-3, checkpoint_every=6, keep_every=3, log_every=3, device="cpu")
+    train = dict(
+        steps=6,
+        batch_size=8,
+        lr=2e-3,
+        warmup_steps=0,
+        checkpoint_every=6,
+        keep_every=3,
+        log_every=3,
+        device="cpu",
+    )
     cfg = {
         "device": "cpu",
         "flow": {
@@ -24,6 +33,7 @@ def _config(tmp_path, latent_store):
                 emb_dim=16,
                 time_features=8,
                 groups=4,
+                patch_size=1,
             ),
             "latent_store": str(latent_store),
             "stage1": {"train": train},

@@ -112,7 +112,8 @@ def test_train_export_load_and_write_a_phasegen_store(tmp_path):
         table["agreement_constant"].between(0, 1).all() and table["smoothness_phasegen"].between(0, 1).all()
     )
     pd.testing.assert_frame_equal(evaluate_phasegen(out, chunk=3), table)
-    res = CliRunner().invoke(app, ["phasegen", "eval", "--synthetic", str(out), "--out", str(tmp_path / "eval")])
+    args = ["phasegen", "eval", "--synthetic", str(out), "--out", str(tmp_path / "eval")]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "eval" / "phasegen_phase.csv").is_file() and "agreement" in res.output
     with pytest.raises(DataError, match="source_patch_id"):
@@ -130,7 +131,7 @@ def test_config_overrides_keep_the_phasegen_training_defaults():
     cfg = load_config(None, ["phasegen.train.log_every=10"])
     assert cfg.phasegen.train.log_every == 10
     assert cfg.phasegen.train.steps == 2000 and cfg.phasegen.train.batch_size == 16
-    assert cfg.phasegen.resolved_network().base_channels == 8
+    assert cfg.phasegen.network.base_channels == 8
     with pytest.raises(ConfigError):
         load_config(None, ["phasegen.network.time_features=7"])
 

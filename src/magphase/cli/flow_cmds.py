@@ -56,7 +56,7 @@ def train_flow_cmd(
     flow = cfg.flow
     if dry_run:
         typer.echo(dump_config(cfg))
-        net = flow.network().model_dump()
+        net = flow.unet.model_dump()
         if stage == 1:
             t = flow.stage1.train
             typer.echo(

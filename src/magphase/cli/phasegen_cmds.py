@@ -40,7 +40,7 @@ def train_phasegen_cmd(
         typer.echo(dump_config(cfg))
         d = pg.diffusion
         typer.echo(
-            f"plan: complex U-Net {pg.preset!r} {pg.resolved_network().model_dump()} on {src} (split train); "
+            f"plan: complex U-Net {pg.preset!r} {pg.network.model_dump()} on {src} (split train); "
             f"T = {d.timesteps} ({d.schedule}), {d.noise} noise, {d.loss} loss; {pg.train.steps} steps of "
             f"batch {pg.train.batch_size} -> {layout.phasegen}"
         )
@@ -171,12 +171,7 @@ def phasegen_eval_cmd(
     real: Path | None = typer.Option(None, "--real", help="real patch store (default: the one recorded)"),
 ) -> None:
     """Phase statistics of PhaseGen phases against the real phases of the same magnitudes."""
-    from magphase.evaluation.phase import evaluate_phasegen, phasegen_markdown
-    from magphase.utils.atomic import atomic_write_text
+    from magphase.evaluation.phase import evaluate_phasegen
+    from magphase.stages.phasegen import write_phasegen_eval
 
-    table = evaluate_phasegen(synthetic, real)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(table.to_csv(index=False), out / "phasegen_phase.csv")
-    md = phasegen_markdown(table)
-    atomic_write_text(md, out / "phasegen_phase.md")
-    typer.echo(md)
+    typer.echo(write_phasegen_eval(evaluate_phasegen(synthetic, real), out))

@@ -10,6 +10,7 @@ from magphase.cli._app import app
 from magphase.cli._progress import run_one_stage, stage_bars
 from magphase.config import dump_config, load_config
 from magphase.errors import ConfigError
+from magphase.rundir import RunLayout
 
 
 @app.command("run")
@@ -58,7 +59,7 @@ def run_cmd(
     finally:
         for bar in opened:
             bar.close()
-    report = out / "report" / "report.md"
+    report = RunLayout(out).report_file
     typer.echo(f"finished in {time.perf_counter() - t0:.0f} s")
     if report.is_file():
         typer.echo(f"report: {report}")
@@ -71,8 +72,6 @@ def report_cmd(
 ) -> None:
     """Write RUN/report/report.md with Tables 1, 3, 4, the downstream results and Figs. 2-8 (the report
     stage: it reads what the other stages wrote and computes nothing)."""
-    from magphase.rundir import RunLayout
-
     layout = RunLayout(run)
     if not layout.root.is_dir():
         raise ConfigError(f"{run}: no such run folder")

@@ -12,21 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from magphase.config.autoencoder import AutoencoderConfig
 from magphase.config.evaluation import EvaluationConfig
 from magphase.config.flow import FlowConfig
 from magphase.config.phasegen import PhaseGenConfig
 from magphase.config.prepare import PrepareConfig
+from magphase.config.presets import PresetTable, Section, section_type
 from magphase.config.simulate import SimulateConfig
 from magphase.errors import ConfigError
 
 
-class DataPaths(BaseModel):
+class DataPaths(Section):
     """Where the raw data lives. Relative paths resolve against the run directory's parent cwd."""
 
-    model_config = ConfigDict(extra="forbid")
     raw: str | None = Field(None, description="folder of fastMRI-format .h5 files (None: simulate)")
     annotations: str | None = Field(None, description="fastMRI+ brain.csv")
     file_list: str | None = Field(None, description="fastMRI+ brain_file_list.csv")
@@ -34,10 +34,9 @@ class DataPaths(BaseModel):
     external_labels: str | None = Field(None, description="external test set volume labels CSV")
 
 
-class PipelineConfig(BaseModel):
+class PipelineConfig(Section):
     """How ``magphase run`` chains the stages (paper 2.4.3 model selection included)."""
 
-    model_config = ConfigDict(extra="forbid")
     workers: int = Field(1, ge=1, le=512, description="processes for prepare (simulate has its own)")
     select_stage1: bool = Field(
         True, description="pick the stage-1 snapshot with the lowest validation real-vs-synthetic AUROC"
@@ -53,10 +52,9 @@ class PipelineConfig(BaseModel):
     )
 
 
-class MagphaseConfig(BaseModel):
+class MagphaseConfig(Section):
     """The whole configuration of a run. Every random choice derives from ``seed``."""
 
-    model_config = ConfigDict(extra="forbid")
     name: str = "default"
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -68,6 +66,16 @@ class MagphaseConfig(BaseModel):
     evaluation: EvaluationConfig = EvaluationConfig()
     phasegen: PhaseGenConfig = PhaseGenConfig()
     pipeline: PipelineConfig = PipelineConfig()
+
+
+def preset_tables() -> dict[str, PresetTable]:
+    """Every section's preset table, by section name."""
+    tables: dict[str, PresetTable] = {}
+    for name, field in MagphaseConfig.model_fields.items():
+        table = getattr(section_type(field.annotation), "PRESETS", None)
+        if table is not None:
+            tables[name] = table
+    return tables
 
 
 def _deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
@@ -149,4 +157,5 @@ __all__ = [
     "dump_config",
     "load_config",
     "parse_overrides",
+    "preset_tables",
 ]

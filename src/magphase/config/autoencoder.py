@@ -1,24 +1,24 @@
 """Config section `autoencoder` (owned by the autoencoder stage): the sequence-conditioned CVAE (paper 2.2).
 
-Network sizes come from a named preset (:data:`AUTOENCODER_PRESETS`) unless ``network`` spells them
-out. ``train`` is the shared engine's :class:`~magphase.config.training.TrainSettings`; its defaults
-depend on the preset (:data:`TRAIN_PRESETS`) unless given explicitly in the YAML.
+A preset (:data:`AUTOENCODER_PRESETS`) sets the network sizes and the engine settings (``train``, the
+shared :class:`~magphase.config.training.TrainSettings`); keys given under ``network`` or ``train``
+override the preset's one by one (:mod:`magphase.config.presets`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
+from magphase.config.presets import PresetTable, Section
 from magphase.config.training import TrainSettings
 from magphase.conventions import SEQUENCES
 
 
-class AutoencoderNetwork(BaseModel):
-    """Sizes of :class:`magphase.models.autoencoder.ConditionalVAE` (see its module docstring)."""
+class AutoencoderNetwork(Section):
+    """Sizes of :class:`magphase.models.cvae.ConditionalVAE` (see its module docstring)."""
 
-    model_config = ConfigDict(extra="forbid")
     latent_channels: int = Field(2, ge=1, description="latent channels (paper: 2 -> 2 x 48 x 48)")
     full_res_channels: int = Field(32, ge=1, description="width of the 96 x 96 blocks")
     full_res_blocks: int = Field(0, ge=0, description="residual blocks at 96 x 96 per encoder/decoder")
@@ -30,75 +30,77 @@ class AutoencoderNetwork(BaseModel):
     )
 
 
-#: Named network presets, each with what it measured when last run (dev box: 2 shared CPU cores).
-AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
-    # 0.082 M params; everything at 48 x 48 (pixel-unshuffle stem): the demo/reproduce CPU budget.
-    # Simulated reproduce-preset data (120 volumes, 1,899 train patches), 800 steps x 32, 8.7 min on the
-    # shared 2-core dev box: test gamma 0.9996, SSIM 0.983, PSNR 44.7 dB (every sequence >= 0.9995 /
-    # 0.967 / 40.6 dB); no-training shortcut reference 0.9994 / 0.977 / 41.9 dB. See docs/autoencoder.md.
-    "cpu": dict(
-        latent_channels=2,
-        full_res_channels=16,
-        full_res_blocks=0,
-        latent_res_channels=32,
-        latent_res_blocks=2,
-        groups=8,
-        shortcut=True,
-    ),
-    # 9.2 M params; full-resolution blocks before the 2x2 down-sampling, wide 48 x 48 trunk (one GPU).
-    # Not trained to convergence here (no GPU in development); CPU throughput in docs/autoencoder.md.
-    "paper": dict(
-        latent_channels=2,
-        full_res_channels=64,
-        full_res_blocks=2,
-        latent_res_channels=192,
-        latent_res_blocks=6,
-        groups=32,
-        shortcut=True,
-    ),
-}
+#: Named presets (network sizes + engine settings), each with what it measured when last run (dev box:
+#: 2 shared CPU cores).
+AUTOENCODER_PRESETS = PresetTable(
+    "autoencoder",
+    {
+        # 0.082 M params; everything at 48 x 48 (pixel-unshuffle stem): the demo/reproduce CPU budget.
+        # Simulated reproduce-preset data (120 volumes, 1,899 train patches), 800 steps x 32, 8.7 min on the
+        # shared 2-core dev box: test gamma 0.9996, SSIM 0.983, PSNR 44.7 dB (every sequence >= 0.9995 /
+        # 0.967 / 40.6 dB); no-training shortcut reference 0.9994 / 0.977 / 41.9 dB. See docs/autoencoder.md.
+        "cpu": {
+            "network": dict(
+                latent_channels=2,
+                full_res_channels=16,
+                full_res_blocks=0,
+                latent_res_channels=32,
+                latent_res_blocks=2,
+                groups=8,
+                shortcut=True,
+            ),
+            "train": dict(
+                steps=800,
+                batch_size=32,
+                lr=2e-3,
+                warmup_steps=50,
+                min_lr_ratio=0.05,
+                ema_decay=0.995,
+                checkpoint_every=200,
+                log_every=25,
+            ),
+        },
+        # 9.2 M params; full-resolution blocks before the 2x2 down-sampling, wide 48 x 48 trunk (one GPU).
+        # Not trained to convergence here (no GPU in development); CPU throughput in docs/autoencoder.md.
+        "paper": {
+            "network": dict(
+                latent_channels=2,
+                full_res_channels=64,
+                full_res_blocks=2,
+                latent_res_channels=192,
+                latent_res_blocks=6,
+                groups=32,
+                shortcut=True,
+            ),
+            "train": dict(
+                steps=100_000,
+                batch_size=64,
+                lr=2e-4,
+                warmup_steps=1000,
+                min_lr_ratio=0.05,
+                ema_decay=0.999,
+                checkpoint_every=5000,
+                keep_every=20_000,
+                log_every=100,
+                num_workers=4,
+            ),
+        },
+    },
+)
 
-#: Engine settings per preset (used when ``train`` is not given in the config).
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": dict(
-        steps=800,
-        batch_size=32,
-        lr=2e-3,
-        warmup_steps=50,
-        min_lr_ratio=0.05,
-        ema_decay=0.995,
-        checkpoint_every=200,
-        log_every=25,
-    ),
-    "paper": dict(
-        steps=100_000,
-        batch_size=64,
-        lr=2e-4,
-        warmup_steps=1000,
-        min_lr_ratio=0.05,
-        ema_decay=0.999,
-        checkpoint_every=5000,
-        keep_every=20_000,
-        log_every=100,
-        num_workers=4,
-    ),
-}
 
-
-class AutoencoderLoss(BaseModel):
+class AutoencoderLoss(Section):
     """Weights of paper Eq. 1 (normalisations: :mod:`magphase.models.losses`)."""
 
-    model_config = ConfigDict(extra="forbid")
     lambda_grad: float = Field(0.5, ge=0, description="weight of the finite-difference L1 term")
     lambda_kl: float = Field(
         1e-4, ge=0, description="weight of the KL term (mean per latent element, not sum per sample)"
     )
 
 
-class AutoencoderEval(BaseModel):
+class AutoencoderEval(Section):
     """Settings of ``magphase evaluate autoencoder`` (Table 3, Fig. 3)."""
 
-    model_config = ConfigDict(extra="forbid")
     split: str = Field("test", description="manifest split evaluated")
     batch_size: int = Field(64, ge=1)
     decode_mean: bool = Field(True, description="reconstruct from mu (True) or from one posterior draw")
@@ -115,12 +117,15 @@ class AutoencoderEval(BaseModel):
         return v
 
 
-class AutoencoderConfig(BaseModel):
+class AutoencoderConfig(Section):
     """Settings of the autoencoder stage (run seed and device come from the top-level config)."""
 
-    model_config = ConfigDict(extra="forbid")
-    preset: Literal["cpu", "paper"] = Field("cpu", description="network size + training preset")
-    network: AutoencoderNetwork | None = Field(None, description="explicit network sizes (overrides preset)")
+    PRESETS: ClassVar[PresetTable] = AUTOENCODER_PRESETS
+    preset: Literal["cpu", "paper"] = Field("cpu", description="network sizes + engine settings")
+    network: AutoencoderNetwork = Field(
+        default_factory=lambda: AutoencoderNetwork(**AUTOENCODER_PRESETS["cpu"]["network"]),
+        description="network sizes (the preset's, key by key overridable)",
+    )
     patch_store: str | None = Field(
         None, description="patch store to train on (None: RUN/prepare/patches, else RUN/patches)"
     )
@@ -132,7 +137,7 @@ class AutoencoderConfig(BaseModel):
         "flips", description="flips: random horizontal/vertical flips of the training patches"
     )
     loss: AutoencoderLoss = AutoencoderLoss()
-    train: TrainSettings = Field(default_factory=lambda: TrainSettings(**TRAIN_PRESETS["cpu"]))
+    train: TrainSettings = Field(default_factory=lambda: TrainSettings(**AUTOENCODER_PRESETS["cpu"]["train"]))
     eval: AutoencoderEval = AutoencoderEval()
     encode_batch_size: int = Field(128, ge=1, description="patches encoded per forward pass")
     canonical_phase: bool = Field(
@@ -146,18 +151,6 @@ class AutoencoderConfig(BaseModel):
         "(the external test set's T1-TSE / T2-TIRM; case and separators are ignored)",
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _train_from_preset(cls, data: Any) -> Any:
-        # The preset picks the engine defaults; fields given explicitly under `train` still win.
-        if isinstance(data, dict):
-            preset = data.get("preset", "cpu")
-            if preset in TRAIN_PRESETS:
-                given = data.get("train")
-                if given is None or isinstance(given, dict):
-                    data = {**data, "train": {**TRAIN_PRESETS[preset], **(given or {})}}
-        return data
-
     @field_validator("sequence_aliases")
     @classmethod
     def _aliases_known(cls, v: dict[str, str]) -> dict[str, str]:
@@ -166,16 +159,9 @@ class AutoencoderConfig(BaseModel):
             raise ValueError(f"aliases must map to one of {SEQUENCES}, got {bad}")
         return v
 
-    def network_sizes(self) -> AutoencoderNetwork:
-        """The resolved network sizes: ``network`` if given, else the preset's."""
-        if self.network is not None:
-            return self.network
-        return AutoencoderNetwork(**AUTOENCODER_PRESETS[self.preset])
-
 
 __all__ = [
     "AUTOENCODER_PRESETS",
-    "TRAIN_PRESETS",
     "AutoencoderConfig",
     "AutoencoderEval",
     "AutoencoderLoss",

@@ -15,18 +15,18 @@ network sizes from ``preset``; a demo shrinks ``runs``, the fraction lists and `
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from magphase.config.presets import PresetTable, Section
 from magphase.config.training import TrainSettings
 from magphase.conventions import SEQUENCES
 
 
-class ClassifierConfig(BaseModel):
+class ClassifierConfig(Section):
     """Sizes of :class:`magphase.models.classifier.ResNetSEClassifier`."""
 
-    model_config = ConfigDict(extra="forbid")
     widths: tuple[int, ...] = Field((16, 32, 64), description="channels of each residual stage")
     blocks: tuple[int, ...] = Field((1, 1, 1), description="residual blocks per stage")
     se_reduction: int = Field(8, ge=1, description="squeeze-excitation bottleneck = channels / this")
@@ -46,16 +46,21 @@ class ClassifierConfig(BaseModel):
         return self
 
 
-#: Named classifier sizes. Parameter counts for 2-channel input:
-CLASSIFIER_PRESETS: dict[str, dict[str, Any]] = {
+#: Classifier sizes of the evaluation presets. Parameter counts for 2-channel input:
+_CLASSIFIER_SIZES: dict[str, dict[str, Any]] = {
     # 0.08 M parameters.
     "cpu-small": dict(widths=(16, 32, 64), blocks=(1, 1, 1), se_reduction=8, dropout=0.0),
     # 11.3 M parameters: ResNet-18 widths and depths with SE (the paper names ResNet + SE, no sizes).
     "paper": dict(widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), se_reduction=16, dropout=0.1),
 }
 
+#: The evaluation section's presets: each sets the classifier sizes.
+EVALUATION_PRESETS = PresetTable(
+    "evaluation", {name: {"classifier": sizes} for name, sizes in _CLASSIFIER_SIZES.items()}
+)
 
-class AugmentConfig(BaseModel):
+
+class AugmentConfig(Section):
     """Patch augmentation (paper 2.4.2), identical for every training configuration.
 
     Per item: horizontal / vertical flip (each with p = 0.5), a rotation by k * 90 degrees with k uniform
@@ -64,7 +69,6 @@ class AugmentConfig(BaseModel):
     alike (so the phase is unchanged), and optionally (``global_phase``) a random constant phase offset.
     """
 
-    model_config = ConfigDict(extra="forbid")
     flips: bool = True
     rot90: bool = True
     zoom: tuple[float, float] = Field((1.0, 1.2), description="zoom factor range (>= 1: centre crop)")
@@ -130,10 +134,9 @@ def _check_fractions(v: tuple[float, ...], name: str, allow_zero: bool) -> tuple
     return tuple(sorted(v, reverse=True))
 
 
-class RealFakeConfig(BaseModel):
+class RealFakeConfig(Section):
     """Real vs synthetic latent classification (paper 2.4.1, Table 4)."""
 
-    model_config = ConfigDict(extra="forbid")
     train: TrainSettings = Field(default_factory=_realfake_train)
     runs: int = Field(5, ge=1, description="classifiers per sequence, each with its own seed")
     n_test_sets: int = Field(4, ge=1, description="independent synthetic test sets per sequence")
@@ -166,10 +169,9 @@ class RealFakeConfig(BaseModel):
         return v
 
 
-class DownstreamConfig(BaseModel):
+class DownstreamConfig(Section):
     """Normal vs abnormal classification on decoded patches (paper 2.4.2, Figs. 6-8)."""
 
-    model_config = ConfigDict(extra="forbid")
     train: TrainSettings = Field(default_factory=_downstream_train)
     runs: int = Field(5, ge=1, description="classifiers per configuration (seed = run index)")
     guidance: float = Field(2.0, description="w of the stage-2 samples (paper: 2)")
@@ -209,12 +211,15 @@ class DownstreamConfig(BaseModel):
         return tuple(sorted(_check_fractions(v, "additive_fractions", allow_zero=False)))
 
 
-class EvaluationConfig(BaseModel):
+class EvaluationConfig(Section):
     """Settings of the evaluation stage (classifier sizes, recipe, both experiments)."""
 
-    model_config = ConfigDict(extra="forbid")
+    PRESETS: ClassVar[PresetTable] = EVALUATION_PRESETS
     preset: Literal["cpu-small", "paper"] = Field("cpu-small", description="classifier size preset")
-    classifier: ClassifierConfig | None = Field(None, description="explicit sizes (overrides preset)")
+    classifier: ClassifierConfig = Field(
+        default_factory=lambda: ClassifierConfig(**EVALUATION_PRESETS["cpu-small"]["classifier"]),
+        description="classifier sizes (the preset's, key by key overridable)",
+    )
     mixup_alpha: float = Field(0.2, ge=0, description="mixup lambda ~ Beta(alpha, alpha); 0 disables")
     balance_classes: bool = Field(True, description="class-balanced sampling (weights 1 / class count)")
     augment: AugmentConfig = AugmentConfig()
@@ -231,17 +236,9 @@ class EvaluationConfig(BaseModel):
     realfake: RealFakeConfig = RealFakeConfig()
     downstream: DownstreamConfig = DownstreamConfig()
 
-    def network(self) -> ClassifierConfig:
-        """The resolved classifier sizes: ``classifier`` if given, else the preset's."""
-        return (
-            self.classifier
-            if self.classifier is not None
-            else ClassifierConfig(**CLASSIFIER_PRESETS[self.preset])
-        )
-
 
 __all__ = [
-    "CLASSIFIER_PRESETS",
+    "EVALUATION_PRESETS",
     "AugmentConfig",
     "ClassifierConfig",
     "DownstreamConfig",

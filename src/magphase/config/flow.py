@@ -1,6 +1,7 @@
 """Config section `flow` (owned by the flow stage): two-stage latent flow matching (paper Sec. 2.3).
 
-Network sizes come from a named preset (``UNET_PRESETS``) unless ``unet`` spells one out. Stage 1
+Network sizes come from a named preset (:data:`FLOW_PRESETS`); keys given under ``unet`` override
+the preset's one by one (:mod:`magphase.config.presets`). Stage 1
 trains on the sequence condition; stage 2 fine-tunes it with a class condition in two phases
 (``phase1``: only the new class embedding; ``phase2``: everything, pretrained weights at a lower
 learning rate). ``sampling`` holds the sampler defaults of ``magphase sample``.
@@ -8,18 +9,18 @@ learning rate). ``sampling`` holds the sampler defaults of ``magphase sample``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from magphase.config.presets import PresetTable, Section
 from magphase.config.training import TrainSettings
 from magphase.conventions import SEQUENCES
 
 
-class UNetConfig(BaseModel):
+class UNetConfig(Section):
     """Sizes of the velocity U-Net (:class:`magphase.models.unet.VelocityUNet`)."""
 
-    model_config = ConfigDict(extra="forbid")
     base_channels: int = Field(16, ge=1)
     channel_mults: tuple[int, ...] = (1, 2, 4)
     num_res_blocks: int = Field(1, ge=1)
@@ -34,8 +35,9 @@ class UNetConfig(BaseModel):
     )
 
 
-#: Named network presets (timings on the dev box: 2 CPU cores, torch 2.13 CPU, as stated per preset).
-UNET_PRESETS: dict[str, dict[str, Any]] = {
+#: U-Net sizes of the flow presets (timings on the dev box: 2 CPU cores, torch 2.13 CPU, as stated per
+#: preset).
+_UNET_SIZES: dict[str, dict[str, Any]] = {
     # 1.25 M params with the input folded 2 x 2 (the levels run at 24, 12, 6): 0.13 s per training step
     # at batch 32 on 2 CPU threads, 2.0 ms per sample forward (2026-11 box; the 2026-12-04 box: 0.35 s
     # float32, 0.27 s under bf16 autocast). Replaces a full-resolution 0.72 M preset
@@ -69,13 +71,15 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
 # batch 32 on 2 CPU threads under bf16 autocast (AVX512-BF16 CPU; 2026-12-04). On phase-canonical
 # reproduce latents, 4000 steps give Fig. 4 samples with sulcal CSF patterns (AXT2), skull rims and
 # ventricle-like shapes that the 32-channel preset only blurs.
-UNET_PRESETS["cpu-medium"] = {**UNET_PRESETS["cpu-small"], "base_channels": 48, "num_res_blocks": 2}
+_UNET_SIZES["cpu-medium"] = {**_UNET_SIZES["cpu-small"], "base_channels": 48, "num_res_blocks": 2}
+
+#: The flow section's presets: each sets the U-Net sizes.
+FLOW_PRESETS = PresetTable("flow", {name: {"unet": sizes} for name, sizes in _UNET_SIZES.items()})
 
 
-class TimeSamplingConfig(BaseModel):
+class TimeSamplingConfig(Section):
     """Distribution of the training time t in [0, 1] (t=0 noise, t=1 data)."""
 
-    model_config = ConfigDict(extra="forbid")
     distribution: Literal["uniform", "logit_normal"] = Field(
         "logit_normal", description="uniform, or t = sigmoid(N(loc, scale^2)) (SD3-style, mid-t emphasis)"
     )
@@ -117,19 +121,17 @@ def _phase2_train() -> TrainSettings:
     )
 
 
-class Stage1Config(BaseModel):
+class Stage1Config(Section):
     """Stage 1: sequence-conditioned training from scratch."""
 
-    model_config = ConfigDict(extra="forbid")
     train: TrainSettings = Field(default_factory=_stage1_train)
     sequence_dropout: float = Field(0.1, ge=0, le=1, description="P(sequence -> null token) per sample")
     balance_sequences: bool = Field(False, description="weighted sampling: every sequence equally often")
 
 
-class Stage2Config(BaseModel):
+class Stage2Config(Section):
     """Stage 2: class-conditioned fine-tuning of a stage-1 model, two phases."""
 
-    model_config = ConfigDict(extra="forbid")
     init: str | None = Field(
         None,
         description="stage-1 weights to start from (.safetensors or snapshot .pt); "
@@ -157,10 +159,9 @@ class Stage2Config(BaseModel):
         return v
 
 
-class SamplingConfig(BaseModel):
+class SamplingConfig(Section):
     """Defaults of ``magphase sample`` (each is also a command-line option)."""
 
-    model_config = ConfigDict(extra="forbid")
     solver: Literal["heun", "euler"] = "heun"
     steps: int = Field(25, ge=1, description="integration steps K (Heun: 2K - 1 network evaluations)")
     guidance_stage1: float = Field(
@@ -175,14 +176,17 @@ class SamplingConfig(BaseModel):
     )
 
 
-class FlowConfig(BaseModel):
+class FlowConfig(Section):
     """Settings of the flow stage."""
 
-    model_config = ConfigDict(extra="forbid")
+    PRESETS: ClassVar[PresetTable] = FLOW_PRESETS
     preset: Literal["cpu-small", "cpu-medium", "paper"] = Field(
         "cpu-small", description="network size preset"
     )
-    unet: UNetConfig | None = Field(None, description="explicit network sizes (overrides preset)")
+    unet: UNetConfig = Field(
+        default_factory=lambda: UNetConfig(**FLOW_PRESETS["cpu-small"]["unet"]),
+        description="network sizes (the preset's, key by key overridable)",
+    )
     latent_store: str | None = Field(None, description="latent store to train on (None: <run>/latents)")
     latents: Literal["posterior", "mean"] = Field(
         "posterior", description="train on a fresh z ~ N(mu, sigma^2) per draw, or on mu"
@@ -198,13 +202,9 @@ class FlowConfig(BaseModel):
     stage2: Stage2Config = Stage2Config()
     sampling: SamplingConfig = SamplingConfig()
 
-    def network(self) -> UNetConfig:
-        """The resolved network sizes: ``unet`` if given, else the preset's."""
-        return self.unet if self.unet is not None else UNetConfig(**UNET_PRESETS[self.preset])
-
 
 __all__ = [
-    "UNET_PRESETS",
+    "FLOW_PRESETS",
     "FlowConfig",
     "SamplingConfig",
     "Stage1Config",

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import field_validator, model_validator
+
+from magphase.config.presets import Section
 
 #: Volume classes an annotation set assigns (``excluded`` volumes are dropped by prepare).
 VOLUME_CLASSES: tuple[str, ...] = ("normal", "abnormal", "excluded", "unlabeled")
@@ -33,7 +35,7 @@ PAPER_ABNORMAL_LABELS: tuple[str, ...] = (
 )
 
 
-class LabelRules(BaseModel):
+class LabelRules(Section):
     """Which fastMRI+ labels make a volume normal or abnormal (paper 2.1.1). Matching is
     case-insensitive and whitespace-trimmed (:func:`normalize_label`).
 
@@ -49,8 +51,6 @@ class LabelRules(BaseModel):
             (reviewed, no annotation at all). Default ``unlabeled``: the paper defines normal only
             by an explicit label, and every other normal brain study carries "Normal for age".
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     normal_study_labels: list[str] = ["Normal for age"]
     normal_image_labels: list[str] = ["Normal variant"]

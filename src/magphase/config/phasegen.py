@@ -1,22 +1,23 @@
 """Config section `phasegen`: magnitude-conditioned complex phase diffusion (PhaseGen, arXiv 2504.07560).
 
-Network sizes come from a named preset (:data:`PHASEGEN_PRESETS`) unless ``network`` spells them out;
-``train`` is the shared engine's :class:`~magphase.config.training.TrainSettings`.
+Network sizes come from a named preset (:data:`PHASEGEN_PRESETS`); keys given under ``network``
+override the preset's one by one (:mod:`magphase.config.presets`). ``train`` is the shared engine's
+:class:`~magphase.config.training.TrainSettings` with PhaseGen's own defaults (:data:`TRAIN_DEFAULTS`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from magphase.config.presets import PresetTable, Section
 from magphase.config.training import TrainSettings
 
 
-class PhaseGenNetwork(BaseModel):
+class PhaseGenNetwork(Section):
     """Sizes of :class:`magphase.models.complex_unet.ComplexUNet`."""
 
-    model_config = ConfigDict(extra="forbid")
     base_channels: int = Field(16, ge=1, description="complex channels of the first level")
     channel_mults: tuple[int, ...] = Field((1, 2, 4), min_length=1, description="width multipliers per level")
     num_res_blocks: int = Field(1, ge=1, description="residual blocks per level")
@@ -31,7 +32,7 @@ class PhaseGenNetwork(BaseModel):
 
 
 #: Network presets (complex channels; a complex weight counts as two real parameters).
-PHASEGEN_PRESETS: dict[str, dict[str, Any]] = {
+_NETWORK_SIZES: dict[str, dict[str, Any]] = {
     # 0.87 M real parameters; 96 -> 48 -> 24 -> 12 with spectral pooling: the CPU demo / reproduce budget
     # (1.0 s per batch-16 step on one contended core; bf16 forward 18 ms/patch).
     "cpu": dict(
@@ -44,16 +45,21 @@ PHASEGEN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The phasegen section's presets: each sets the network sizes.
+PHASEGEN_PRESETS = PresetTable(
+    "phasegen", {name: {"network": sizes} for name, sizes in _NETWORK_SIZES.items()}
+)
+
+
 #: Engine settings of PhaseGen training (CPU budget); fields under ``phasegen.train`` override them.
 TRAIN_DEFAULTS: dict[str, Any] = dict(
     steps=2000, batch_size=16, lr=1e-3, warmup_steps=100, ema_decay=0.995, checkpoint_every=500, log_every=25
 )
 
 
-class DiffusionSettings(BaseModel):
+class DiffusionSettings(Section):
     """The forward process ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n`` over T integer steps."""
 
-    model_config = ConfigDict(extra="forbid")
     timesteps: int = Field(1000, ge=2, description="T (PhaseGen: 1000)")
     schedule: Literal["cosine", "linear"] = Field("cosine", description="beta schedule (PhaseGen: cosine)")
     cosine_offset: float = Field(0.008, gt=0, description="s of the cosine schedule")
@@ -65,10 +71,9 @@ class DiffusionSettings(BaseModel):
     loss: Literal["l1", "l2"] = Field("l1", description="noise-prediction loss (PhaseGen: L1)")
 
 
-class PhaseGenSampling(BaseModel):
-    """Defaults of ``magphase sample-phasegen`` (each is also a command-line option)."""
+class PhaseGenSampling(Section):
+    """Defaults of ``magphase phasegen sample`` (each is also a command-line option)."""
 
-    model_config = ConfigDict(extra="forbid")
     sampler: Literal["ddim", "ddpm"] = Field(
         "ddim", description="ddim: K of the T steps (fast); ddpm: all T ancestral steps (PhaseGen)"
     )
@@ -81,12 +86,15 @@ class PhaseGenSampling(BaseModel):
     )
 
 
-class PhaseGenConfig(BaseModel):
+class PhaseGenConfig(Section):
     """Settings of the PhaseGen branch."""
 
-    model_config = ConfigDict(extra="forbid")
+    PRESETS: ClassVar[PresetTable] = PHASEGEN_PRESETS
     preset: Literal["cpu", "paper"] = Field("cpu", description="network size preset")
-    network: PhaseGenNetwork | None = Field(None, description="explicit sizes (override the preset)")
+    network: PhaseGenNetwork = Field(
+        default_factory=lambda: PhaseGenNetwork(**PHASEGEN_PRESETS["cpu"]["network"]),
+        description="network sizes (the preset's, key by key overridable)",
+    )
     patch_store: str | None = Field(None, description="patch store to train on (None: <run>/prepare/patches)")
     global_phase: Literal["canonical", "random", "keep"] = Field(
         "canonical",
@@ -97,29 +105,14 @@ class PhaseGenConfig(BaseModel):
         512, ge=1, description="test patches given a PhaseGen phase by `magphase run` (None: all)"
     )
     diffusion: DiffusionSettings = DiffusionSettings()
-    train: TrainSettings = TrainSettings(**TRAIN_DEFAULTS)
+    train: TrainSettings = Field(default_factory=lambda: TrainSettings(**TRAIN_DEFAULTS))
     sampling: PhaseGenSampling = PhaseGenSampling()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _train_defaults(cls, data: Any) -> Any:
-        # Fields given under `train` override PhaseGen's engine defaults, not the engine's generic ones.
-        if isinstance(data, dict):
-            given = data.get("train")
-            if given is None or isinstance(given, dict):
-                data = {**data, "train": {**TRAIN_DEFAULTS, **(given or {})}}
-        return data
 
     @model_validator(mode="after")
     def _check(self) -> PhaseGenConfig:
-        net = self.resolved_network()
-        if net.time_features % 2:
-            raise ValueError(f"phasegen.network.time_features must be even, got {net.time_features}")
+        if self.network.time_features % 2:
+            raise ValueError(f"phasegen.network.time_features must be even, got {self.network.time_features}")
         return self
-
-    def resolved_network(self) -> PhaseGenNetwork:
-        """``network`` if given, else the preset's sizes."""
-        return self.network if self.network is not None else PhaseGenNetwork(**PHASEGEN_PRESETS[self.preset])
 
 
 __all__ = [

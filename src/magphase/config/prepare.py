@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from magphase.config.labels import LabelRules
+from magphase.config.presets import Section
 
 
 def _check_range(v: tuple[int, int]) -> tuple[int, int]:
@@ -20,10 +21,9 @@ def _check_range(v: tuple[int, int]) -> tuple[int, int]:
     return v
 
 
-class BrainMaskConfig(BaseModel):
+class BrainMaskConfig(Section):
     """Parameters of the magnitude brain mask (:mod:`magphase.mri.brainmask`); lengths in mm."""
 
-    model_config = ConfigDict(extra="forbid")
     smoothing_mm: float = Field(0.7, ge=0)
     core_radius_fraction: float = Field(0.5, gt=0, le=1, description="central disc that sets the brain level")
     tissue_fraction: float = Field(0.75, gt=0, description="tissue = magnitude > this x brain level")
@@ -36,10 +36,9 @@ class BrainMaskConfig(BaseModel):
     max_head_fraction: float = Field(0.9, gt=0, le=1, description="a larger 'head' is noise, not anatomy")
 
 
-class SplitConfig(BaseModel):
+class SplitConfig(Section):
     """Volume-level split fractions (train, val, test)."""
 
-    model_config = ConfigDict(extra="forbid")
     labelled: tuple[float, float, float] = (0.70, 0.15, 0.15)
     unlabeled: tuple[float, float, float] = (0.95, 0.025, 0.025)
     min_volumes_per_split: int = Field(
@@ -59,10 +58,9 @@ class SplitConfig(BaseModel):
         return v
 
 
-class ExternalConfig(BaseModel):
+class ExternalConfig(Section):
     """External test preprocessing (2.1.4): k-space to ``matrix``, centre patches of a grid."""
 
-    model_config = ConfigDict(extra="forbid")
     matrix: tuple[int, int] = (320, 320)
     grid: int = Field(4, ge=1, description="patches per axis of the overlapping grid")
     stride: int = Field(75, ge=1)
@@ -84,10 +82,8 @@ class ExternalConfig(BaseModel):
         return self
 
 
-class PrepareConfig(BaseModel):
+class PrepareConfig(Section):
     """Settings of the prepare stage (the run seed and device come from the top-level config)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     labels: LabelRules = LabelRules()
     min_brain_fraction: float = Field(

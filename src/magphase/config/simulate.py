@@ -1,19 +1,20 @@
 """Config section `simulate` (owned by the simulate stage): the built-in simulated brain dataset.
 
 Mixes (``coils``, ``field_strengths_t``, ``sequence_mix``, ``class_fractions``, lesion weights) are
-relative weights, normalised where used. Named presets (:data:`PRESETS`) are dicts of overrides that
-fill every field the input does not give (``external`` merged key by key) while the section is
-validated, so a loaded config holds the resolved values and dumping + reloading it changes nothing.
+relative weights, normalised where used. Named presets (:data:`SIMULATE_PRESETS`) fill every field the
+input does not give (``external`` merged key by key, :mod:`magphase.config.presets`) while the section
+is validated, so a loaded config holds the resolved values and dumping + reloading it changes nothing.
 Each preset records what it measured when last run.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from magphase.config.labels import PAPER_ABNORMAL_LABELS, VOLUME_CLASSES
+from magphase.config.presets import PresetTable, Section
 from magphase.conventions import SEQUENCES
 
 #: Sequences of the training-like set (fastMRI brain) and of the external "other institution" set.
@@ -47,10 +48,9 @@ def _check_range(v: tuple[float, float], what: str) -> tuple[float, float]:
     return v
 
 
-class ExternalSimulateConfig(BaseModel):
+class ExternalSimulateConfig(Section):
     """The external test set: another institution, other protocols (paper 2.1.4, Table 2)."""
 
-    model_config = ConfigDict(extra="forbid")
     sequence_mix: dict[str, float] = Field(
         {"T1TSE": 16, "T2TIRM": 80}, description="weights per sequence (Table 2: 16 vs 80 of 96)"
     )
@@ -108,10 +108,46 @@ class ExternalSimulateConfig(BaseModel):
         return _check_range(v, "slab_offset_mm")
 
 
-class SimulateConfig(BaseModel):
+#: Named presets: overrides of :class:`SimulateConfig`, each with what it measured when last run.
+SIMULATE_PRESETS = PresetTable(
+    "simulate",
+    {
+        # The demo dataset: every Table-1 cell filled with >= 3 volumes (>= 1 excluded), 4-8 coils,
+        # 8 slices. Weighted towards the three labelled sequences so each (class, sequence) stratum has
+        # 12-13 volumes and the 70/15/15 split leaves 2 abnormal and 2 normal test volumes per sequence
+        # (with 3 per stratum, one test volume per sequence decided the downstream AUROC). 8 slices keep
+        # the simulation time down.
+        # Measured (2 shared CPU cores, 2 workers): see docs/simulated-data-acquisition.md "Presets".
+        "demo": {
+            "volumes": 96,
+            "external_volumes": 6,
+            "n_slices": 8,
+            "coils": {4: 0.85, 8: 0.15},
+            "sequence_mix": {"AXFLAIR": 0.27, "AXT1": 0.27, "AXT1POST": 0.30, "AXT1PRE": 0.04, "AXT2": 0.12},
+            "class_fractions": {"normal": 0.45, "abnormal": 0.45, "excluded": 0.03, "unlabeled": 0.07},
+            "external": {"coils": {6: 1.0}},
+        },
+        # The paper's protocol at a scale 2 CPU cores finish in the reproduce budget; 4 coils keep the raw
+        # data near 80 MB per volume. Sequences and classes follow the paper's Table 1 (labelled AXFLAIR and
+        # AXT1 are ~19 % and ~17 % of its patches, AXT2 ~38 %), not the raw fastMRI mix, so every labelled
+        # cell gets tens of volumes. Measured: see docs/simulated-data-acquisition.md "Presets".
+        "reproduce": {
+            "volumes": 200,
+            "external_volumes": 48,
+            "n_slices": 12,
+            "coils": {4: 1.0},
+            "sequence_mix": {"AXFLAIR": 0.19, "AXT1": 0.17, "AXT1POST": 0.22, "AXT1PRE": 0.04, "AXT2": 0.38},
+            "class_fractions": {"normal": 0.4, "abnormal": 0.4, "excluded": 0.06, "unlabeled": 0.14},
+            "external": {"coils": {6: 1.0}},
+        },
+    },
+)
+
+
+class SimulateConfig(Section):
     """Settings of the simulate stage (``magphase simulate``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    PRESETS: ClassVar[PresetTable] = SIMULATE_PRESETS
     preset: Literal["demo", "reproduce"] | None = Field(
         None, description="named override set applied to every field not set explicitly"
     )
@@ -223,21 +259,6 @@ class SimulateConfig(BaseModel):
             raise ValueError("site numbers must be >= 0")
         return _check_range(v, "sites")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _apply_preset(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("preset") not in PRESETS:
-            return data  # no preset, or an unknown name that field validation reports
-        merged = dict(data)
-        for key, value in PRESETS[data["preset"]].items():
-            given = merged.get(key)
-            if key not in merged:
-                merged[key] = value
-            elif key == "external":
-                given = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else dict(given)
-                merged[key] = {**value, **given}
-        return merged
-
     @model_validator(mode="after")
     def _slices(self) -> SimulateConfig:
         if self.n_slices_min is not None and self.n_slices_min > self.n_slices:
@@ -245,43 +266,11 @@ class SimulateConfig(BaseModel):
         return self
 
 
-#: Named presets: overrides of :class:`SimulateConfig`, each with what it measured when last run.
-PRESETS: dict[str, dict[str, Any]] = {
-    # The demo dataset: every Table-1 cell filled with >= 3 volumes (>= 1 excluded), 4-8 coils, 8 slices.
-    # Weighted towards the three labelled sequences so each (class, sequence) stratum has 12-13 volumes and
-    # the 70/15/15 split leaves 2 abnormal and 2 normal test volumes per sequence (with 3 per stratum, one
-    # test volume per sequence decided the downstream AUROC). 8 slices keep the simulation time down.
-    # Measured (2 shared CPU cores, 2 workers): see docs/simulated-data-acquisition.md "Presets".
-    "demo": {
-        "volumes": 96,
-        "external_volumes": 6,
-        "n_slices": 8,
-        "coils": {4: 0.85, 8: 0.15},
-        "sequence_mix": {"AXFLAIR": 0.27, "AXT1": 0.27, "AXT1POST": 0.30, "AXT1PRE": 0.04, "AXT2": 0.12},
-        "class_fractions": {"normal": 0.45, "abnormal": 0.45, "excluded": 0.03, "unlabeled": 0.07},
-        "external": {"coils": {6: 1.0}},
-    },
-    # The paper's protocol at a scale 2 CPU cores finish in the reproduce budget; 4 coils keep the raw
-    # data near 80 MB per volume. Sequences and classes follow the paper's Table 1 (labelled AXFLAIR and
-    # AXT1 are ~19 % and ~17 % of its patches, AXT2 ~38 %), not the raw fastMRI mix, so every labelled
-    # cell gets tens of volumes. Measured: see docs/simulated-data-acquisition.md "Presets".
-    "reproduce": {
-        "volumes": 200,
-        "external_volumes": 48,
-        "n_slices": 12,
-        "coils": {4: 1.0},
-        "sequence_mix": {"AXFLAIR": 0.19, "AXT1": 0.17, "AXT1POST": 0.22, "AXT1PRE": 0.04, "AXT2": 0.38},
-        "class_fractions": {"normal": 0.4, "abnormal": 0.4, "excluded": 0.06, "unlabeled": 0.14},
-        "external": {"coils": {6: 1.0}},
-    },
-}
-
-
 __all__ = [
     "ABNORMAL_LESIONS",
     "EXCLUDED_LESIONS",
     "EXTERNAL_SEQUENCES",
-    "PRESETS",
+    "SIMULATE_PRESETS",
     "SIMULATED_SEQUENCES",
     "VOLUME_CLASSES",
     "ExternalSimulateConfig",

@@ -10,20 +10,20 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from magphase.config.presets import Section
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
 
-class TrainSettings(BaseModel):
+class TrainSettings(Section):
     """Optimisation, precision, checkpointing and logging of one training run.
 
     ``seed`` and ``device`` may be left ``None`` to inherit the run-wide values; call
     :meth:`resolved` with ``MagphaseConfig.seed`` / ``MagphaseConfig.device`` before :func:`fit`
     (``fit`` itself falls back to seed 0 and device ``"auto"``).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     steps: int = Field(1000, ge=1, description="optimiser updates in the whole run (not per resume)")
     batch_size: int = Field(32, ge=1, description="GLOBAL batch: split evenly over the DDP ranks")

@@ -448,7 +448,7 @@ def train_with_recipe(
     result = train_classifier(
         items,
         run_dir,
-        network=cfg.network(),
+        network=cfg.classifier,
         settings=run_settings(experiment.train, run_seed, device),
         mixup_alpha=cfg.mixup_alpha,
         augment=cfg.augment if experiment.augment else None,
@@ -497,7 +497,7 @@ def settings_hash(*parts: Any) -> str:
 def recipe_hash(cfg: EvaluationConfig, experiment: ExperimentConfig, *parts: Any) -> str:
     """:func:`settings_hash` of the recipe :func:`train_with_recipe` uses, followed by ``parts``."""
     return settings_hash(
-        cfg.network(),
+        cfg.classifier,
         cfg.mixup_alpha,
         cfg.balance_classes,
         cfg.augment if experiment.augment else None,

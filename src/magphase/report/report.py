@@ -379,7 +379,7 @@ def write_report(run: RunLayout | str | Path, cfg: MagphaseConfig | None = None)
     if missing:
         lines.append("## Missing\n")
         lines.append("\n".join(f"- {m}" for m in missing) + "\n")
-    path = atomic_write_text("\n".join(lines), report_dir / "report.md")
+    path = atomic_write_text("\n".join(lines), layout.report_file)
     meta: dict[str, Any] = {"missing": missing, "total_seconds": total, "hardware": hw, "class_probe": probe}
     atomic_write_text(json.dumps(meta, indent=2) + "\n", report_dir / "report.json")
     log.info("wrote %s", path)

@@ -53,7 +53,7 @@ VAL_MAX_PATCHES = 256
 # -------------------------------------------------------------------------------------------- task
 def network_spec(cfg: AutoencoderConfig) -> AutoencoderSpec:
     """The :class:`AutoencoderSpec` of a config (preset or explicit ``network``)."""
-    net = cfg.network_sizes()
+    net = cfg.network
     return AutoencoderSpec(**net.model_dump())
 
 

@@ -193,7 +193,7 @@ def train_stage1(
     dataset = LatentFlowDataset(latents, split="train")
     scale = flow.latent_scale or estimate_latent_scale(dataset, flow.latents, seed=cfg.seed)
     task = Stage1Task(
-        flow.network(),
+        flow.unet,
         _time_sampler(flow),
         dataset.latent_shape,
         latents=flow.latents,

@@ -189,10 +189,10 @@ def train_stage2(
     flow, s2 = cfg.flow, cfg.flow.stage2
     root, init_path = Path(root), Path(init_path)
     meta = read_weights_metadata(init_path)
-    if meta.get("model_config", {}).get("unet") != flow.network().model_dump(mode="json"):
+    if meta.get("model_config", {}).get("unet") != flow.unet.model_dump(mode="json"):
         raise ConfigError(
             f"flow: stage-1 weights {init_path} were trained with network {meta.get('model_config')}, "
-            f"but the config asks for {flow.network().model_dump(mode='json')}"
+            f"but the config asks for {flow.unet.model_dump(mode='json')}"
         )
     dataset = LatentFlowDataset(latents, split="train", unknown_sequences=s2.unknown_sequences)
     weights = stage2_sample_weights(dataset, s2.balance_sequences, s2.balance_classes)
@@ -225,7 +225,7 @@ def train_stage2(
         out = root / f"phase{phase}"
         init_weights = stage1_weights if phase == 1 else load_ema_weights(root / "phase1" / EMA_WEIGHTS_NAME)
         task = Stage2Task(
-            flow.network(),
+            flow.unet,
             _time_sampler(flow),
             dataset.latent_shape,
             init_weights,

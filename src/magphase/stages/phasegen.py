@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -116,6 +117,17 @@ class PhaseGenTask(TrainTaskBase):
         return cfg
 
 
+def write_phasegen_eval(table: pd.DataFrame, out: Path) -> str:
+    """Write ``phasegen_phase.csv`` and ``.md`` (what the report reads) into ``out``; returns the Markdown."""
+    from magphase.evaluation.phase import phasegen_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(table.to_csv(index=False), out / "phasegen_phase.csv")
+    md = phasegen_markdown(table)
+    atomic_write_text(md, out / "phasegen_phase.md")
+    return md
+
+
 def train_phasegen(
     cfg: MagphaseConfig,
     out: str | Path,
@@ -128,7 +140,7 @@ def train_phasegen(
     (``RUN/phasegen`` in a run)."""
     pg: PhaseGenConfig = cfg.phasegen
     dataset = PatchDataset(store, split="train")
-    task = PhaseGenTask(pg.resolved_network().model_dump(mode="json"), pg.diffusion, pg.global_phase)
+    task = PhaseGenTask(pg.network.model_dump(mode="json"), pg.diffusion, pg.global_phase)
     log.info("PhaseGen: %d training patches -> %s", len(dataset), out)
     return fit(
         task, dataset, pg.train.resolved(cfg.seed, cfg.device), Path(out), resume=resume, progress=progress
@@ -231,7 +243,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     """PhaseGen: train, give the test split's magnitudes a generated phase, evaluate, draw."""
     if not ctx.cfg.pipeline.phasegen:
         return {"skipped": "pipeline.phasegen is off"}
-    from magphase.evaluation.phase import evaluate_phasegen, phasegen_markdown
+    from magphase.evaluation.phase import evaluate_phasegen
     from magphase.models.complex_unet import load_phasegen
 
     pg, layout = ctx.cfg.phasegen, ctx.layout
@@ -276,10 +288,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
             progress=ctx.bar("phasegen test phases", min(n, limit) if limit is not None else n),
         )
     out = layout.phasegen_eval
-    out.mkdir(parents=True, exist_ok=True)
     table = evaluate_phasegen(store, ctx.patches)
-    atomic_write_text(table.to_csv(index=False), out / "phasegen_phase.csv")
-    atomic_write_text(phasegen_markdown(table), out / "phasegen_phase.md")
+    write_phasegen_eval(table, out)
     fig = phasegen_figure(
         model,
         ctx.patches,
