@@ -1,6 +1,6 @@
 """Run stages in order, skipping the ones finished with this config, resuming the others.
 
-A stage's hash covers the config pieces it declares (``Stage.sections``) and the hash of every
+A stage's hash covers the config keys it declares (``Stage.config``) and the hash of every
 earlier stage, so a change upstream reruns everything after it. A finished stage's marker
 (:meth:`magphase.rundir.RunLayout.write_marker`) holds that hash; ``run_pipeline`` skips stages whose
 marker matches. Each stage's own work resumes (training from its last checkpoint, prepare per volume,

@@ -207,16 +207,12 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return {**summary, "evaluation": jsonable(evaluation)}
 
 
-def sections(cfg: MagphaseConfig) -> list[Any]:
-    # canonical_phase only changes what the encode stage writes, not the trained autoencoder.
-    return [cfg.autoencoder.model_dump(mode="json", exclude={"canonical_phase"})]
-
-
 STAGE = Stage(
     name="autoencoder",
     description="train the sequence-conditioned VAE, evaluate it (Table 3, Fig. 3)",
     run=run,
-    sections=sections,
+    config=("autoencoder",),
+    config_exclude=("autoencoder.canonical_phase",),  # changes what encode writes, not the model
     reads=("patches",),
     writes=("autoencoder", "autoencoder_eval"),
 )

@@ -112,9 +112,23 @@ class Stage:
     name: str
     description: str
     run: Callable[[RunContext], dict[str, Any]]
-    sections: Callable[[MagphaseConfig], list[Any]]
+    config: tuple[str, ...]  # dotted config keys the stage's output depends on (hashed into its marker)
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
+    config_exclude: tuple[str, ...] = ()  # dotted keys inside `config` that do not change the output
+
+    def sections(self, cfg: MagphaseConfig) -> list[Any]:
+        """The values of :attr:`config` in ``cfg`` (a section minus its excluded keys as a JSON dict)."""
+        out = []
+        for key in self.config:
+            value: Any = cfg
+            for part in key.split("."):
+                value = getattr(value, part)
+            drop = {k[len(key) + 1 :] for k in self.config_exclude if k.startswith(key + ".")}
+            if drop:
+                value = value.model_dump(mode="json", exclude=drop)
+            out.append(value)
+        return out
 
 
 def engine_progress(bar: Callable[..., None] | None) -> Callable[..., None] | None:

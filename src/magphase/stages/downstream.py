@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from magphase.config import MagphaseConfig
 from magphase.stages.base import RunContext, Stage, jsonable
 
 
@@ -27,15 +26,11 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return {"result": jsonable(result)}
 
 
-def sections(cfg: MagphaseConfig) -> list[Any]:
-    return [cfg.evaluation]
-
-
 STAGE = Stage(
     name="downstream",
     description="downstream substitution / additive / magnitude-only AUROC, Figs. 6-8",
     run=run,
-    sections=sections,
+    config=("evaluation",),
     reads=("patches", "external_patches", "downstream_samples"),
     writes=("downstream",),
 )

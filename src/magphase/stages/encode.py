@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from magphase.config import MagphaseConfig
 from magphase.data.datasets import PatchDataset
 from magphase.data.store import META_FILE, Store, StoreWriter
 from magphase.errors import DataError
@@ -206,15 +205,11 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return {"stores": out}
 
 
-def sections(cfg: MagphaseConfig) -> list[Any]:
-    return [cfg.autoencoder.sequence_aliases, cfg.autoencoder.canonical_phase]
-
-
 STAGE = Stage(
     name="encode",
     description="latent stores (mu, logvar 2x48x48) of the patch and external stores",
     run=run,
-    sections=sections,
+    config=("autoencoder.sequence_aliases", "autoencoder.canonical_phase"),
     reads=("autoencoder_weights", "patches", "external_patches"),
     writes=("latents", "external_latents"),
 )

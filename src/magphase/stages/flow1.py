@@ -234,15 +234,11 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return info
 
 
-def sections(cfg: MagphaseConfig) -> list[Any]:
-    return [cfg.flow, cfg.pipeline.select_stage1, cfg.evaluation.realfake]
-
-
 STAGE = Stage(
     name="flow1",
     description="stage-1 latent flow (sequence-conditioned); optional snapshot selection",
     run=run,
-    sections=sections,
+    config=("flow", "pipeline.select_stage1", "evaluation.realfake"),
     reads=("latents",),
     writes=("flow(1)", "selection"),
 )

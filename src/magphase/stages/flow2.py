@@ -308,15 +308,11 @@ def write_class_probe(ctx: RunContext) -> dict[str, Any] | None:
     return record
 
 
-def sections(cfg: MagphaseConfig) -> list[Any]:
-    return [cfg.flow, cfg.pipeline.select_stage2, cfg.evaluation.downstream]
-
-
 STAGE = Stage(
     name="flow2",
     description="stage-2 latent flow (sequence + class); optional snapshot selection; class probe",
     run=run,
-    sections=sections,
+    config=("flow", "pipeline.select_stage2", "evaluation.downstream"),
     reads=("latents", "flow(1)"),
     writes=("flow(2)", "selection", "class_probe"),
 )

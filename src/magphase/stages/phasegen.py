@@ -305,15 +305,11 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return {"step": result.step, "table": table.to_dict("records"), "figure": str(fig)}
 
 
-def sections(cfg: MagphaseConfig) -> list[Any]:
-    return [cfg.pipeline.phasegen, cfg.phasegen]
-
-
 STAGE = Stage(
     name="phasegen",
     description="PhaseGen (if pipeline.phasegen): model, test-split phases, phase statistics, figure",
     run=run,
-    sections=sections,
+    config=("pipeline.phasegen", "phasegen"),
     reads=("patches",),
     writes=("phasegen", "phasegen_samples", "phasegen_eval"),
 )

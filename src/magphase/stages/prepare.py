@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from magphase.config import MagphaseConfig
 from magphase.stages.base import RunContext, Stage, counting_progress, jsonable
 
 
@@ -33,15 +32,11 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return {"summary": jsonable(summary)}
 
 
-def sections(cfg: MagphaseConfig) -> list[Any]:
-    return [cfg.data, cfg.prepare]
-
-
 STAGE = Stage(
     name="prepare",
     description="coil combination, brain mask, labels and splits -> patch store (2x96x96), Table 1, Fig. 2",
     run=run,
-    sections=sections,
+    config=("data", "prepare"),
     reads=("data",),
     writes=("prepare", "patches"),
 )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from magphase.config import MagphaseConfig
 from magphase.stages.base import RunContext, Stage, jsonable
 from magphase.stages.prepare import prepare_options
 
@@ -32,15 +31,11 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return {"summary": jsonable(summary)}
 
 
-def sections(cfg: MagphaseConfig) -> list[Any]:
-    return [cfg.data, cfg.prepare]
-
-
 STAGE = Stage(
     name="prepare-external",
     description="external test store (volume-level labels, centre patches), Table 2 analogue",
     run=run,
-    sections=sections,
+    config=("data", "prepare"),
     reads=("data",),
     writes=("prepare_external", "external_patches"),
 )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from magphase.config import MagphaseConfig
 from magphase.stages.base import RunContext, Stage, jsonable
 
 
@@ -25,15 +24,11 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return {"result": jsonable(result)}
 
 
-def sections(cfg: MagphaseConfig) -> list[Any]:
-    return [cfg.evaluation]
-
-
 STAGE = Stage(
     name="realfake",
     description="real-vs-synthetic latent classifier AUROC per sequence (Table 4)",
     run=run,
-    sections=sections,
+    config=("evaluation",),
     reads=("latents", "realfake_samples"),
     writes=("realfake",),
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from magphase.config import MagphaseConfig
 from magphase.stages.base import RunContext, Stage
 
 
@@ -14,14 +13,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return {"report": str(write_report(ctx.layout, ctx.cfg))}
 
 
-def sections(cfg: MagphaseConfig) -> list[Any]:
-    return []
-
-
 STAGE = Stage(
     name="report",
     description="every table and figure with the paper's numbers beside (Markdown, JSON, PNG)",
     run=run,
-    sections=sections,
+    config=(),
     writes=("report",),
 )

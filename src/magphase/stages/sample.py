@@ -42,7 +42,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from magphase.config import MagphaseConfig
 from magphase.conventions import LABELLED_SEQUENCES, SEQUENCES
 from magphase.data.store import Store, StoreWriter, merge_stores
 from magphase.errors import ConfigError, DataError
@@ -583,15 +582,11 @@ def run(ctx: RunContext) -> dict[str, Any]:
     }
 
 
-def sections(cfg: MagphaseConfig) -> list[Any]:
-    return [cfg.flow.sampling, cfg.evaluation]
-
-
 STAGE = Stage(
     name="sample",
     description="synthetic stores (w = 1 latents for Table 4; w = 2 decoded for downstream), Figs. 4-5",
     run=run,
-    sections=sections,
+    config=("flow.sampling", "evaluation"),
     reads=("flow(1)", "flow(2)", "autoencoder_weights", "latents", "patches"),
     writes=("realfake_samples", "downstream_samples", "sample_figures"),
 )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from magphase.config import MagphaseConfig
 from magphase.stages.base import RunContext, Stage, jsonable
 
 log = logging.getLogger(__name__)
@@ -31,14 +30,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return {"volumes": len(plan.all_volumes), "summary": jsonable(summary)}
 
 
-def sections(cfg: MagphaseConfig) -> list[Any]:
-    return [cfg.data, cfg.simulate]
-
-
 STAGE = Stage(
     name="simulate",
     description="simulated multi-coil k-space volumes (fastMRI .h5) + brain.csv, unless data.raw is given",
     run=run,
-    sections=sections,
+    config=("data", "simulate"),
     writes=("data",),
 )
