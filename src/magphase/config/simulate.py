@@ -200,6 +200,12 @@ class SimulateConfig(Section):
         description="label weights of abnormal lesions (fastMRI+ frequencies, rare ones boosted)",
     )
     lesions_per_volume: tuple[int, int] = Field((1, 4), description="[low, high] lesions per abnormal volume")
+    lesion_model: Literal["fastmri_plus", "config"] = Field(
+        "fastmri_plus",
+        description="abnormal volumes: labels, lesion counts and sizes drawn from the statistics fitted to "
+        "the real fastMRI+ brain.csv per sequence (simulate/findings.py), or from lesion_weights, "
+        "lesions_per_volume and each label's built-in size range",
+    )
     excluded_normal_for_age: float = Field(
         0.3, ge=0, le=1, description="fraction of excluded volumes that also carry 'Normal for age'"
     )

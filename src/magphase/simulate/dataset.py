@@ -60,6 +60,7 @@ from magphase.simulate.acquisition import (
     truth_path_for,
     write_acquisition,
 )
+from magphase.simulate.findings import draw_abnormal_lesions, load_findings
 from magphase.simulate.phantom import GroundTruthVolume, VolumeSpec, render_volume
 from magphase.utils.atomic import atomic_write_text
 from magphase.utils.seeds import derive_seed, derived_rng
@@ -149,10 +150,16 @@ class PlannedVolume:
     render_seed: int
     acquire_seed: int
     external: bool = False
+    lesion_radii_mm: tuple[float, ...] = ()  # one per lesion (fitted sizes), or empty: built-in sizes
+    lesion_slices: tuple[int, ...] = ()  # slice each fitted lesion is centred on, or empty
 
     def plan_hash(self) -> str:
         """Short hash of every field: a kept volume must have been made from the same assignment."""
-        blob = json.dumps(asdict(self), sort_keys=True, default=list).encode()
+        fields = asdict(self)
+        for key in ("lesion_radii_mm", "lesion_slices"):
+            if not fields[key]:
+                del fields[key]  # volumes without fitted lesions keep the hash they had before
+        blob = json.dumps(fields, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def volume_spec(self) -> VolumeSpec:
@@ -168,6 +175,8 @@ class PlannedVolume:
             slice_gap_mm=self.slice_gap_mm,
             slab_offset_mm=self.slab_offset_mm,
             lesions=self.lesions,
+            lesion_radii_mm=self.lesion_radii_mm,
+            lesion_slices=self.lesion_slices,
         )
 
 
@@ -246,6 +255,8 @@ class SimulatedDatasetPlan:
         def volume(d: dict[str, Any]) -> PlannedVolume:
             d = dict(d)
             d["lesions"] = tuple(d["lesions"])
+            d["lesion_radii_mm"] = tuple(d.get("lesion_radii_mm", ()))
+            d["lesion_slices"] = tuple(d.get("lesion_slices", ()))
             d["matrix"] = tuple(d["matrix"])
             d["fov_mm"] = tuple(d["fov_mm"])
             return PlannedVolume(**d)
@@ -330,6 +341,7 @@ def _plan_training(cfg: SimulateConfig, seed: int, sites: dict[int, SiteProfile]
     fields, field_w = _weights(cfg.field_strengths_t)
     coil_counts, coil_w = _weights(cfg.coils)
     lesion_labels, lesion_w = _weights(cfg.lesion_weights)
+    findings = load_findings()
 
     volumes = []
     for index, (volume_class, sequence) in enumerate(assignment):
@@ -339,8 +351,17 @@ def _plan_training(cfg: SimulateConfig, seed: int, sites: dict[int, SiteProfile]
         n_coils = int(coil_counts[rng.choice(len(coil_counts), p=coil_w)])
         n_slices = int(rng.integers(cfg.n_slices_min, cfg.n_slices + 1)) if cfg.n_slices_min else cfg.n_slices
         lesions: tuple[str, ...] = ()
+        radii: tuple[float, ...] = ()
+        centres: tuple[int, ...] = ()
         normal_for_age = volume_class == "normal"
-        if volume_class == "abnormal":
+        fitted = cfg.lesion_model == "fastmri_plus" and sequence in findings.sequences
+        if volume_class == "abnormal" and fitted:
+            pitch = cfg.slice_thickness_mm + cfg.slice_gap_mm
+            drawn = draw_abnormal_lesions(findings, sequence, rng, pitch, n_slices)
+            lesions = tuple(lesion.label for lesion in drawn)
+            radii = tuple(round(lesion.radius_mm, 3) for lesion in drawn)
+            centres = tuple(lesion.slice for lesion in drawn)
+        elif volume_class == "abnormal":
             n_les = int(rng.integers(cfg.lesions_per_volume[0], cfg.lesions_per_volume[1] + 1))
             lesions = tuple(str(lesion_labels[i]) for i in rng.choice(len(lesion_labels), n_les, p=lesion_w))
         elif volume_class == "excluded":
@@ -353,7 +374,9 @@ def _plan_training(cfg: SimulateConfig, seed: int, sites: dict[int, SiteProfile]
                 stem=f"file_brain_{sequence}_{site}_{_TRAIN_ID_BASE + index}",
                 sequence=sequence,
                 volume_class=volume_class,
-                lesions=tuple(sorted(lesions)),
+                lesions=lesions if radii else tuple(sorted(lesions)),
+                lesion_radii_mm=radii,
+                lesion_slices=centres,
                 normal_for_age=normal_for_age,
                 field_strength_t=field_t,
                 n_coils=n_coils,
@@ -448,7 +471,19 @@ def fragment_path(out_dir: Path, volume: PlannedVolume) -> Path:
     return folder / FRAGMENTS_DIRNAME / f"{volume.stem}.json"
 
 
-def lesion_boxes(stem: str, lesion_masks: np.ndarray, labels: Iterable[str], margin: int = 1) -> list[Box]:
+#: An annotator boxes a lesion on the slices where its section is a fair part of its largest one, not
+#: on the thin caps at its poles: fraction of the largest section's area below which a slice's section
+#: gets no box. Calibrated with benchmarks/annotations.py against the real fastMRI+ slices per volume.
+ANNOTATOR_MIN_SECTION = 0.25
+
+
+def lesion_boxes(
+    stem: str,
+    lesion_masks: np.ndarray,
+    labels: Iterable[str],
+    margin: int = 1,
+    min_section: float = ANNOTATOR_MIN_SECTION,
+) -> list[Box]:
     """One fastMRI+ box per lesion per slice: the bounding box of the lesion's mask in that slice.
 
     Args:
@@ -456,6 +491,8 @@ def lesion_boxes(stem: str, lesion_masks: np.ndarray, labels: Iterable[str], mar
         lesion_masks: bool ``(L, S, H, W)`` on the stored (recon) array.
         labels: the L lesion labels.
         margin: pixels added on every side (clipped to the image), as annotators draw around a finding.
+        min_section: slices where the lesion's section area is below this fraction of its largest
+            section get no box (:data:`ANNOTATOR_MIN_SECTION`).
 
     Returns:
         Boxes in the flipped-image convention (:func:`magphase.io.annotations.array_to_box`).
@@ -463,7 +500,10 @@ def lesion_boxes(stem: str, lesion_masks: np.ndarray, labels: Iterable[str], mar
     boxes = []
     _, _, h, w = lesion_masks.shape if lesion_masks.ndim == 4 else (0, 0, 0, 0)
     for mask, label in zip(lesion_masks, labels, strict=True):
-        for s in np.nonzero(mask.any(axis=(1, 2)))[0]:
+        area = mask.sum(axis=(1, 2))
+        if not area.any():
+            continue
+        for s in np.nonzero(area >= max(min_section * area.max(), 1))[0]:
             rows = np.nonzero(mask[s].any(axis=1))[0]
             cols = np.nonzero(mask[s].any(axis=0))[0]
             row0, row1 = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, h)

@@ -154,12 +154,22 @@ def _edema(rho_inner: float, rho_outer: float) -> Shell:
     )
 
 
-def _design(label: str, rng: np.random.Generator) -> tuple[np.ndarray, list[Shell], float, float]:
-    """Size (radii mm), shells, shape irregularity and mass-effect strength for a label."""
+def _design(
+    label: str, rng: np.random.Generator, radius_mm: float | None = None
+) -> tuple[np.ndarray, list[Shell], float, float]:
+    """Size (radii mm), shells, shape irregularity and mass-effect strength for a label.
+
+    ``radius_mm`` replaces the label's built-in size range (the fitted fastMRI+ sizes, see
+    :mod:`magphase.simulate.findings`); the shape, shells and everything else stay the label's.
+    """
     u = rng.uniform
+
+    def size(low: float, high: float) -> float:
+        return u(low, high) if radius_mm is None else float(radius_mm)
+
     edema_w = (("wm", 1.0), ("deep_gm", 0.8), ("gm", 0.25))  # gliosis around a resection
     if label == "Mass":
-        r = u(9.0, 22.0)
+        r = size(9.0, 22.0)
         radii = r * np.array([u(0.8, 1.1), u(0.9, 1.25), u(0.8, 1.1)])
         core = u(0.35, 0.65) if rng.random() < 0.75 else 0.0
         shells = [Shell("tumour", core, 1.0, INTRACRANIAL)]
@@ -168,39 +178,39 @@ def _design(label: str, rng: np.random.Generator) -> tuple[np.ndarray, list[Shel
         shells.append(_edema(1.0, u(1.5, 2.4)))
         return radii, shells, 0.18, u(1.25, 1.5)
     if label == "Extra-axial mass":
-        r = u(8.0, 20.0)
+        r = size(8.0, 20.0)
         radii = r * np.array([u(0.8, 1.0), u(0.9, 1.2), u(0.9, 1.2)])
         shells = [Shell("meningioma", 0.0, 1.0, EXTRA_AXIAL_SPACE)]
         if rng.random() < 0.3:
             shells.append(_edema(1.0, u(1.2, 1.5)))
         return radii, shells, 0.08, u(1.15, 1.35)
     if label == "Nonspecific white matter lesion":
-        r = u(1.5, 5.0)
+        r = size(1.5, 5.0)
         radii = r * np.array([u(0.8, 1.6), u(0.7, 1.3), u(0.7, 1.3)])
         return radii, [Shell("wm_lesion", 0.0, 1.0, BRAIN_TISSUES)], 0.15, 1.0
     if label == "Nonspecific lesion":
-        r = u(3.0, 9.0)
+        r = size(3.0, 9.0)
         radii = r * np.array([u(0.8, 1.2), u(0.8, 1.2), u(0.8, 1.2)])
         shells = [Shell("gliosis", 0.0, 1.0, BRAIN_TISSUES)]
         if rng.random() < 0.4:
             shells = [Shell("tumour", 0.0, 0.45, BRAIN_TISSUES), Shell("gliosis", 0.45, 1.0, BRAIN_TISSUES)]
         return radii, shells, 0.15, 1.0
     if label == "Encephalomalacia":
-        r = u(10.0, 22.0)
+        r = size(10.0, 22.0)
         radii = r * np.array([u(0.7, 1.0), u(0.9, 1.3), u(0.9, 1.3)])
         shells = [Shell("csf", 0.0, 1.0, BRAIN_TISSUES), Shell("gliosis", 1.0, u(1.2, 1.4), BRAIN_TISSUES)]
         return radii, shells, 0.25, 0.85
     if label == "Lacunar infarct":
-        r = u(2.0, 6.0)
+        r = size(2.0, 6.0)
         radii = r * np.array([u(0.9, 1.5), u(0.8, 1.2), u(0.8, 1.2)])
         shells = [Shell("csf", 0.0, 1.0, BRAIN_TISSUES), Shell("gliosis", 1.0, u(1.3, 1.6), BRAIN_TISSUES)]
         return radii, shells, 0.12, 1.0
     if label == "Likely cysts":
-        r = u(4.0, 12.0)
+        r = size(4.0, 12.0)
         radii = r * np.array([u(0.85, 1.15), u(0.85, 1.15), u(0.85, 1.15)])
         return radii, [Shell("cyst", 0.0, 1.0, INTRACRANIAL)], 0.04, u(1.0, 1.15)
     if label == "Metastasis":
-        r = u(2.5, 11.0)
+        r = size(2.5, 11.0)
         radii = r * np.array([u(0.85, 1.15), u(0.85, 1.15), u(0.85, 1.15)])
         shells = [Shell("tumour", 0.0, 1.0, INTRACRANIAL)]
         if r > 6.0:
@@ -209,7 +219,7 @@ def _design(label: str, rng: np.random.Generator) -> tuple[np.ndarray, list[Shel
         shells.append(_edema(1.0, u(1.6, 3.2)))
         return radii, shells, 0.1, u(1.05, 1.25)
     if label == "Posttreatment change":
-        r = u(10.0, 20.0)
+        r = size(10.0, 20.0)
         radii = r * np.array([u(0.8, 1.1), u(0.9, 1.2), u(0.8, 1.1)])
         rim = u(0.72, 0.85)
         shells = [
@@ -219,7 +229,7 @@ def _design(label: str, rng: np.random.Generator) -> tuple[np.ndarray, list[Shel
         ]
         return radii, shells, 0.2, 0.9
     if label == "Possible artifact":
-        r = u(2.5, 5.0)
+        r = size(2.5, 5.0)
         radii = r * np.array([u(0.8, 1.2), u(0.8, 1.4), u(0.8, 1.2)])
         return radii, [Shell(CSF_INFLOW, 0.0, 1.0, ("csf",))], 0.2, 1.0
     raise ValueError(f"lesion label {label!r}: known labels are {LESION_LABELS}")
@@ -255,18 +265,27 @@ def plan_lesions(
     geometry: SubjectGeometry,
     slice_z_mm: np.ndarray,
     fov_half_mm: tuple[float, float],
+    radii_mm: tuple[float, ...] = (),
+    target_slices: tuple[int, ...] = (),
 ) -> list[LesionPlan]:
     """Place one lesion per entry of `labels` so that each crosses at least one slice.
 
-    slice_z_mm: (S,) scanner z of the slice centres. Lesions avoid each other (no overlap of
-    their annotated parts). Raises ValueError for unknown labels; a label whose site cannot be
-    found in the slab after many tries is placed at the best candidate found.
+    slice_z_mm: (S,) scanner z of the slice centres. radii_mm: optional size per lesion (empty: each
+    label's built-in range). target_slices: optional slice index per lesion that its centre should lie
+    on (empty: any slice; how the fitted statistics cluster a label's lesions on its annotated slices).
+    Lesions avoid each other (no overlap of their annotated parts). Raises ValueError for unknown
+    labels; a label whose site cannot be found in the slab after many tries is placed at the best
+    candidate found.
     """
+    if radii_mm and len(radii_mm) != len(labels):
+        raise ValueError(f"{len(radii_mm)} lesion sizes for {len(labels)} lesions")
+    if target_slices and len(target_slices) != len(labels):
+        raise ValueError(f"{len(target_slices)} target slices for {len(labels)} lesions")
     plans: list[LesionPlan] = []
-    for label in labels:
+    for i, label in enumerate(labels):
         if label not in _SITE_BY_LABEL:
             raise ValueError(f"lesion label {label!r}: known labels are {LESION_LABELS}")
-        radii, shells, irregularity, mass_factor = _design(label, rng)
+        radii, shells, irregularity, mass_factor = _design(label, rng, radii_mm[i] if radii_mm else None)
         site = str(rng.choice(_SITE_BY_LABEL[label]))
         candidates = anatomy.sites[site]
         pick = rng.choice(len(candidates), size=min(400, len(candidates)), replace=False)
@@ -280,7 +299,11 @@ def plan_lesions(
             anat = anat + normals * offset * r_mean
         scanner = anatomy_to_scanner(anat, geometry)
         rz = float(radii.max()) * 0.6
-        dz = np.min(np.abs(scanner[:, :1] - slice_z_mm[None, :]), axis=1)
+        if target_slices:
+            target = slice_z_mm[min(max(int(target_slices[i]), 0), len(slice_z_mm) - 1)]
+            dz = np.abs(scanner[:, 0] - target)
+        else:
+            dz = np.min(np.abs(scanner[:, :1] - slice_z_mm[None, :]), axis=1)
         inside_fov = (np.abs(scanner[:, 1]) < fov_half_mm[0] - radii.max()) & (
             np.abs(scanner[:, 2]) < fov_half_mm[1] - radii.max()
         )

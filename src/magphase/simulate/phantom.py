@@ -101,6 +101,8 @@ class VolumeSpec:
     slice_gap_mm: float = 1.0
     slab_offset_mm: float = 0.0
     lesions: tuple[str, ...] = ()
+    lesion_radii_mm: tuple[float, ...] = ()  # one per lesion, or empty: each label's built-in sizes
+    lesion_slices: tuple[int, ...] = ()  # slice index per lesion its centre should lie on, or empty
     tr_ms: float | None = None
     te_ms: float | None = None
     ti_ms: float | None = None
@@ -161,6 +163,17 @@ def _validate(spec: VolumeSpec) -> None:
     unknown = [lab for lab in spec.lesions if lab not in LESION_LABELS]
     if unknown:
         raise ConfigError(f"lesions={unknown}: known labels are {LESION_LABELS}")
+    if spec.lesion_radii_mm and (
+        len(spec.lesion_radii_mm) != len(spec.lesions) or min(spec.lesion_radii_mm) <= 0
+    ):
+        raise ConfigError(
+            f"lesion_radii_mm={spec.lesion_radii_mm}: expected one positive size per lesion "
+            f"({len(spec.lesions)} lesions)"
+        )
+    if spec.lesion_slices and len(spec.lesion_slices) != len(spec.lesions):
+        raise ConfigError(
+            f"lesion_slices={spec.lesion_slices}: expected one slice per lesion ({len(spec.lesions)})"
+        )
 
 
 def slice_positions_mm(spec: VolumeSpec, slab_centre_mm: float = 0.0) -> np.ndarray:
@@ -410,6 +423,8 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
         geometry,
         z_mm,
         (spec.fov_mm[0] / 2, spec.fov_mm[1] / 2),
+        tuple(spec.lesion_radii_mm),
+        tuple(spec.lesion_slices),
     )
     geometry = geometry.with_scalings(tuple(p.mass_effect for p in plans if p.mass_effect is not None))
 

@@ -1,0 +1,133 @@
+"""Finding statistics fitted to the real fastMRI+ CSV, and the simulator's draws from them."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from magphase.config.labels import PAPER_ABNORMAL_LABELS
+from magphase.config.simulate import SimulateConfig
+from magphase.errors import ConfigError
+from magphase.io.annotations import Box, read_annotations, write_annotations
+from magphase.simulate.dataset import SimulatedDatasetPlan
+from magphase.simulate.findings import (
+    FINDINGS_FILE,
+    annotation_statistics,
+    draw_abnormal_lesions,
+    fit_findings,
+    load_findings,
+)
+from magphase.simulate.phantom import VolumeSpec, render_volume
+
+
+def test_shipped_fit_is_the_fit_of_the_real_csv(fastmri_plus_dir: Path):
+    shipped = json.loads(FINDINGS_FILE.read_text())
+    fit = fit_findings(fastmri_plus_dir / "brain.csv", fastmri_plus_dir / "brain_file_list.csv")
+    assert json.loads(json.dumps(fit)) == shipped, "re-run: python -m magphase.simulate.findings BRAIN_CSV"
+    assert "MIT" in shipped["licence"]
+    assert set(shipped["sequences"]) == {"AXFLAIR", "AXT1", "AXT1POST"}  # the annotated sequences
+    assert set(shipped["labels"]) == set(PAPER_ABNORMAL_LABELS)
+
+
+def test_fit_matches_an_independent_count_of_the_real_csv(fastmri_plus_dir: Path):
+    import csv
+
+    rows = list(csv.DictReader((fastmri_plus_dir / "brain.csv").open()))
+    wml = [r for r in rows if r["label"] == "Nonspecific white matter lesion" and r["study_level"] == "No"]
+    fit = load_findings().data["labels"]["Nonspecific white matter lesion"]
+    # The reader drops duplicate and zero-size rows; the fit may hold at most a handful fewer boxes.
+    assert 0 <= len(wml) - fit["boxes"] <= 3
+    sizes = np.sqrt([int(r["width"]) * int(r["height"]) for r in wml])
+    assert fit["box_size_px_percentiles"][10] == pytest.approx(np.median(sizes), rel=0.02)
+
+
+def test_label_mix_follows_the_sequence():
+    stats = load_findings()
+    rng = np.random.default_rng(0)
+    for sequence, leader in (
+        ("AXFLAIR", "Nonspecific white matter lesion"),
+        ("AXT1POST", "Nonspecific lesion"),
+    ):
+        counts = Counter(label for _ in range(2000) for label in stats.draw_labels(sequence, rng))
+        assert counts.most_common(1)[0][0] == leader
+        incidence = stats.data["sequences"][sequence]["label_incidence"][leader]
+        assert counts[leader] / 2000 == pytest.approx(incidence, abs=0.06)
+
+
+def test_drawn_sizes_follow_the_fitted_percentiles():
+    stats = load_findings()
+    sizes = stats.draw_box_size_px("Mass", np.random.default_rng(1), size=20_000)
+    q = stats.data["labels"]["Mass"]["box_size_px_percentiles"]
+    assert np.median(sizes) == pytest.approx(q[10], rel=0.05)
+    assert sizes.min() >= q[0] and sizes.max() <= q[-1]
+
+
+def test_abnormal_lesions_are_sorted_sized_and_capped():
+    stats = load_findings()
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        lesions = draw_abnormal_lesions(
+            stats, "AXFLAIR", rng, slice_pitch_mm=6.0, n_slices=12, max_per_label=5
+        )
+        assert lesions == sorted(lesions) and lesions
+        assert all(
+            x.label in PAPER_ABNORMAL_LABELS and x.radius_mm > 0 and 0 <= x.slice < 12 for x in lesions
+        )
+        assert max(Counter(x.label for x in lesions).values()) <= 5
+
+
+def test_plan_draws_fitted_lesions_only_under_the_fastmri_plus_model():
+    fitted = SimulatedDatasetPlan.build(SimulateConfig(volumes=30, min_volumes_per_cell=1), seed=3)
+    legacy = SimulatedDatasetPlan.build(
+        SimulateConfig(volumes=30, min_volumes_per_cell=1, lesion_model="config"), seed=3
+    )
+    abnormal = [v for v in fitted.volumes if v.volume_class == "abnormal"]
+    assert abnormal and all(len(v.lesion_radii_mm) == len(v.lesions) > 0 for v in abnormal)
+    assert all(not v.lesion_radii_mm for v in legacy.volumes)
+    normal = [v for v in fitted.volumes if v.volume_class != "abnormal"]
+    assert all(not v.lesion_radii_mm for v in normal)
+    # A plan round-trips through JSON with its sizes.
+    again = SimulatedDatasetPlan.from_json(json.loads(json.dumps(fitted.to_json())))
+    assert again.plan_hash() == fitted.plan_hash()
+
+
+def test_phantom_renders_the_given_lesion_size_on_the_given_slice():
+    def mass(radius: float, slice_: int):
+        spec = VolumeSpec(
+            seed=5,
+            sequence="AXFLAIR",
+            matrix=(128, 128),
+            n_slices=8,
+            lesions=("Mass",),
+            lesion_radii_mm=(radius,),
+            lesion_slices=(slice_,),
+        )
+        return render_volume(spec)
+
+    small, large = mass(6.0, 2), mass(16.0, 5)
+    assert int(np.argmax(small.lesions[0].mask.sum(axis=(1, 2)))) in (1, 2, 3)
+    assert int(np.argmax(large.lesions[0].mask.sum(axis=(1, 2)))) in (4, 5, 6)
+    assert 3 * small.lesions[0].mask.sum() < large.lesions[0].mask.sum()
+    with pytest.raises(ConfigError, match="one positive size per lesion"):
+        render_volume(VolumeSpec(seed=5, sequence="AXFLAIR", lesions=("Mass",), lesion_radii_mm=(1.0, 2.0)))
+
+
+def test_annotation_statistics_count_boxes_slices_and_volumes(tmp_path: Path):
+    rows = [
+        Box("file_brain_AXFLAIR_200_1", 2, 10, 10, 4, 9, "Nonspecific white matter lesion"),
+        Box("file_brain_AXFLAIR_200_1", 2, 40, 10, 3, 3, "Nonspecific white matter lesion"),
+        Box("file_brain_AXFLAIR_200_1", 3, 10, 10, 5, 5, "Mass"),
+        Box("file_brain_AXT1_200_2", 0, 10, 10, 8, 8, "Mass"),
+        Box("file_brain_AXT1_200_3", 0, 10, 10, 8, 8, "Possible artifact"),  # not abnormal
+    ]
+    path = tmp_path / "brain.csv"
+    write_annotations(path, rows)
+    stats = annotation_statistics(read_annotations(path))
+    assert sorted(stats.box_size_px) == [3.0, 5.0, 6.0, 8.0]
+    assert sorted(stats.boxes_per_slice) == [1, 1, 2]
+    assert sorted(stats.slices_per_volume) == [1, 2]
+    assert list(annotation_statistics(read_annotations(path), "AXT1").slices_per_volume) == [1]
