@@ -95,6 +95,7 @@ VERBS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("evaluate", "autoencoder"): ("--out", "--config", "--store", "--autoencoder", "--dry-run"),
     ("evaluate", "realfake"): ("--real", "--synthetic", "--test", "--out", "--config", "--dry-run"),
     ("evaluate", "downstream"): ("--real", "--synthetic", "--external", "--out", "--config", "--dry-run"),
+    ("evaluate", "learning-curve"): ("--real", "--external", "--out", "--config", "--set", "--dry-run"),
     ("evaluate", "select-stage1"): ("--real", "--candidate", "--out", "--config"),
     ("evaluate", "select-stage2"): ("--real", "--candidate", "--out", "--config"),
 }
@@ -229,6 +230,10 @@ USER_ERRORS: dict[tuple[str, ...], tuple[list[str], tuple[str, ...]]] = {
     ),
     ("evaluate", "downstream"): (
         ["evaluate", "downstream", "--real", "{tmp}/r", "--out", "{tmp}/o"],
+        ("not a magphase store",),
+    ),
+    ("evaluate", "learning-curve"): (
+        ["evaluate", "learning-curve", "--real", "{tmp}/r", "--out", "{tmp}/o"],
         ("not a magphase store",),
     ),
     ("evaluate", "select-stage1"): (
@@ -522,6 +527,21 @@ def _build_chain(c: Chain) -> None:
         ev / "downstream",
     )
     c(
+        "evaluate learning-curve",
+        "evaluate",
+        "learning-curve",
+        "--config",
+        cfg,
+        "--set",
+        "evaluation.learning_curve.runs=1",
+        "--real",
+        run / "prepare" / "patches",
+        "--external",
+        run / "prepare-external" / "patches",
+        "--out",
+        ev / "learning-curve",
+    )
+    c(
         "evaluate select-stage1",
         "evaluate",
         "select-stage1",
@@ -715,6 +735,14 @@ def test_evaluate_downstream(chain: Chain) -> None:
     chain.ok("evaluate downstream")
     out = chain.run / "evaluation" / "downstream"
     assert (out / "summary.md").is_file() and (out / "results.csv").is_file()
+
+
+@pytest.mark.slow
+def test_evaluate_learning_curve(chain: Chain) -> None:
+    assert "AUROC test" in chain.ok("evaluate learning-curve").output
+    out = chain.run / "evaluation" / "learning-curve"
+    assert (out / "learning_curve.md").is_file() and (out / "learning_curve.png").is_file()
+    assert json.loads((out / "learning_curve.json").read_text())["fractions"] == [1.0, 0.5, 0.25]
 
 
 @pytest.mark.slow

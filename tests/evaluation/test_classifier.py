@@ -74,6 +74,35 @@ def test_presets_and_model_config_round_trip():
         ClassifierConfig(widths=(8, 16), blocks=(1,))
 
 
+@pytest.mark.parametrize("pooling", ["avg", "max", "avgmax"])
+def test_pooling_options_and_their_model_config(pooling):
+    net = TINY_NET.model_copy(update={"pooling": pooling})
+    task = ClassifierTask(net, (2, 32, 32))
+    cfg = task.model_config()
+    assert cfg["pooling"] == pooling
+    model = build_classifier(cfg).eval()
+    x = torch.randn(3, 2, 32, 32)
+    h = model.stages(model.stem(x))
+    feats = model.features(x)
+    avg, mx = h.mean(dim=(2, 3)), h.amax(dim=(2, 3))
+    want = {"avg": avg, "max": mx, "avgmax": torch.cat([avg, mx], 1)}[pooling]
+    torch.testing.assert_close(feats, want)
+    assert model(x).shape == (3,)
+    # a single hot spot moves a max-pooled feature, an average over the map barely
+    y = x.clone()
+    y[:, :, 10:13, 10:13] += 25.0
+    if pooling == "max":
+        assert (model.features(y) - feats).abs().max() > 0.5
+
+
+def test_weights_written_before_the_pooling_option_load_as_average():
+    cfg = ClassifierTask(TINY_NET, (2, 32, 32)).model_config()
+    del cfg["pooling"]
+    assert build_classifier(cfg).pooling == "avg"
+    with pytest.raises(ValueError, match="pooling"):
+        ResNetSEClassifier(2, widths=(8,), blocks=(1,), pooling="median")
+
+
 def test_magnitude_input_discards_phase_only():
     rng = np.random.default_rng(0)
     mag = rng.uniform(0.1, 1.0, (2, 8, 8))

@@ -24,6 +24,7 @@ from magphase.evaluation.downstream import (
     run_downstream,
     select_stage2_checkpoint,
 )
+from magphase.evaluation.metrics import safe_auroc
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,26 @@ def test_run_downstream_end_to_end_resumes_and_writes_figures(stores, tmp_path, 
     assert json.loads(res.summary_json.read_text())["guidance"] == 2.0
     volumes = pd.read_csv(tmp_path / "out" / "runs" / "real100" / "run0" / "external_volumes.csv")
     assert len(volumes) == 8 and (volumes["n_top"] == 1).all()  # 8 patches per volume -> top 1
+    # train AUROC, per-run test probabilities and volume-bootstrap intervals
+    assert results["auroc_train"].between(0, 1).all()
+    assert (
+        results.loc[results["config"] == "real050", "n_real_volumes"] < results.loc[0, "n_real_volumes"]
+    ).all()
+    patches = pd.read_csv(tmp_path / "out" / "runs" / "real100" / "run0" / "test_patches.csv")
+    assert list(patches.columns) == ["row", "volume", "target", "p"]
+    assert safe_auroc(patches["target"], patches["p"]) == pytest.approx(results.loc[0, "auroc_test"])
+    for key in ("test", "external"):
+        lo, hi = summary[f"auroc_{key}_lo"], summary[f"auroc_{key}_hi"]
+        assert (lo <= summary[f"auroc_{key}_mean"] + 1e-12).all() and (
+            summary[f"auroc_{key}_mean"] <= hi + 1e-12
+        ).all()
+    assert summary.loc["real100", "reference"] == "" and np.isnan(summary.loc["real100", "delta_test"])
+    assert summary.loc["subst000-mag", "reference"] == "subst000"
+    d = summary.loc["subst050"]
+    assert d["delta_test"] == pytest.approx(d["auroc_test_mean"] - summary.loc["real100", "auroc_test_mean"])
+    assert d["delta_test_lo"] <= d["delta_test"] <= d["delta_test_hi"]
+    assert d["distinct_test"] in ("yes", "no")
+    assert "vs real100 (test)" in md and "volume-bootstrap" in md
 
     def no_training(*args, **kwargs):
         raise AssertionError("a recorded (config, run) was trained again")
@@ -172,3 +193,53 @@ def test_required_counts_cover_the_largest_synthetic_share(stores):
     assert downstream_mod.downstream_required_counts(real, half) == {
         k: -(-v // 2) for k, v in expected.items()
     }
+
+
+@pytest.mark.slow
+def test_learning_curve_trains_nested_real_shares_and_reports_the_rise(stores, tmp_path, monkeypatch):
+    from magphase.config.evaluation import LearningCurveConfig
+    from magphase.evaluation.learning_curve import learning_curve_plan, run_learning_curve
+
+    real, _, ext = stores
+    cfg = tiny_eval_config()
+    cfg.learning_curve = LearningCurveConfig(fractions=(0.5, 1.0), runs=2)
+    assert [c.name for c in learning_curve_plan(cfg.learning_curve.fractions)] == ["real100", "real050"]
+    res = run_learning_curve(real, tmp_path / "lc", cfg, external_store=ext, seed=1, device="cpu")
+    results = pd.read_csv(tmp_path / "lc" / "results.csv")
+    assert sorted(zip(results["config"], results["run"], strict=True)) == [
+        ("real050", 0),
+        ("real050", 1),
+        ("real100", 0),
+        ("real100", 1),
+    ]
+    assert set(results["experiment"]) == {"learning_curve"} and (results["n_synthetic"] == 0).all()
+    s = res.summary.set_index("config")
+    assert s.loc["real050", "n_real_volumes"] < s.loc["real100", "n_real_volumes"]
+    rise = res.rise["test"]
+    assert rise["from_fraction"] == 0.5
+    assert rise["rise"] == pytest.approx(
+        s.loc["real100", "auroc_test_mean"] - s.loc["real050", "auroc_test_mean"]
+    )
+    assert rise["lo"] <= rise["rise"] <= rise["hi"]
+    assert res.figure is not None and res.figure.is_file()
+    md = res.markdown.read_text()
+    assert "| 50 % |" in md and "| 100 % |" in md and "Rise from 50 % to 100 %" in md
+    assert json.loads(res.json.read_text())["runs"] == 2
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a recorded share x seed was trained again")
+
+    monkeypatch.setattr(classifier_train_mod, "train_classifier", no_training)
+    again = run_learning_curve(
+        real, tmp_path / "lc", cfg, external_store=ext, seed=1, device="cpu", figures=False
+    )
+    pd.testing.assert_frame_equal(again.summary, res.summary)
+
+
+def test_learning_curve_fractions_are_validated():
+    from magphase.config.evaluation import LearningCurveConfig
+
+    with pytest.raises(ValueError, match="1.0"):
+        LearningCurveConfig(fractions=(0.25, 0.5))
+    with pytest.raises(ValueError):
+        LearningCurveConfig(fractions=(0.0, 1.0))

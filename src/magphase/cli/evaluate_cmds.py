@@ -2,6 +2,7 @@
 
 ``magphase evaluate realfake``       real vs synthetic latents per sequence (Table 4)
 ``magphase evaluate downstream``     substitution / additive / magnitude-only experiments (Figs. 6-8)
+``magphase evaluate learning-curve`` real-only downstream classifier at 25 / 50 / 100 % of the real volumes
 ``magphase evaluate select-stage1``  stage-1 checkpoint with the LOWEST validation real-vs-synthetic AUROC
 ``magphase evaluate select-stage2``  stage-2 checkpoint with the HIGHEST validation downstream AUROC
 
@@ -158,6 +159,47 @@ def downstream_cmd(
         )
     typer.echo(res.summary_md.read_text())
     typer.echo(f"results: {res.results_csv}; figures: {', '.join(str(p) for p in res.figures.values())}")
+
+
+@evaluate_app.command("learning-curve")
+def learning_curve_cmd(
+    real: Path = typer.Option(..., "--real", help="real patch store"),
+    external: Path | None = typer.Option(None, "--external", help="external test patch store"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (learning_curve.md/.json/.png)"),
+    config: Path | None = _CONFIG,
+    overrides: list[str] | None = _SET,
+    device: str | None = _DEVICE,
+    dry_run: bool = _DRY,
+) -> None:
+    """Learnability check: real-only downstream AUROC at growing shares of the real training volumes
+    (evaluation.learning_curve.fractions x runs seeds; the downstream recipe), with bootstrap intervals."""
+    from magphase.evaluation.learning_curve import learning_curve_plan, run_learning_curve
+
+    cfg, dev = _load(config, overrides, device, "downstream")
+    ev = cfg.evaluation
+    lc = ev.learning_curve
+    if dry_run:
+        typer.echo(dump_config(ev))
+        plan = learning_curve_plan(lc.fractions)
+        typer.echo(
+            f"plan: {', '.join(c.name for c in plan)} x {lc.runs} seeds of {ev.downstream.train.steps} "
+            "steps; "
+            f"external {'yes' if external else 'no'}; device {dev}; out {out}"
+        )
+        return
+    with item_bar("learning curve", "run", _auroc_postfix) as (on_start, on_result):
+        res = run_learning_curve(
+            real,
+            out,
+            ev,
+            external_store=external,
+            seed=cfg.seed,
+            device=dev,
+            on_start=on_start,
+            on_result=on_result,
+        )
+    typer.echo(res.markdown.read_text())
+    typer.echo(f"figure: {res.figure}" if res.figure else f"summary: {res.json}")
 
 
 @evaluate_app.command("select-stage1")

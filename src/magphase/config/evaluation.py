@@ -36,6 +36,10 @@ class ClassifierConfig(Section):
         description="stride of the first conv; None: max(1, input size // 48) (1 latents, 2 patches)",
     )
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the linear head")
+    pooling: Literal["avg", "max", "avgmax"] = Field(
+        "avg",
+        description="global pooling before the head: avg (paper), max, or both concatenated (avgmax)",
+    )
 
     @model_validator(mode="after")
     def _stages_match(self) -> ClassifierConfig:
@@ -194,6 +198,12 @@ class DownstreamConfig(Section):
         description="external volume score = mean of this top fraction of patch probabilities",
     )
     selection_runs: int = Field(1, ge=1, description="classifiers per candidate (checkpoint choice)")
+    bootstrap: int = Field(
+        1000,
+        ge=0,
+        le=100_000,
+        description="volume-bootstrap replicates of every test / external AUROC interval (0: none)",
+    )
 
     @field_validator("train", mode="before")
     @classmethod
@@ -209,6 +219,24 @@ class DownstreamConfig(Section):
     @classmethod
     def _additive(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         return tuple(sorted(_check_fractions(v, "additive_fractions", allow_zero=False)))
+
+
+class LearningCurveConfig(Section):
+    """The learnability check (``magphase evaluate learning-curve``): the real-only downstream classifier
+    at growing shares of the real training VOLUMES, several seeds each, same recipe as ``downstream``."""
+
+    fractions: tuple[float, ...] = Field(
+        (1.0, 0.5, 0.25), description="shares of the real training volumes (must include 1.0)"
+    )
+    runs: int = Field(3, ge=1, description="classifiers (seeds) per share")
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        v = _check_fractions(v, "learning_curve.fractions", allow_zero=False)
+        if 1.0 not in v or len(v) < 2:
+            raise ValueError(f"learning_curve.fractions needs 1.0 and at least one smaller share, got {v}")
+        return v
 
 
 class EvaluationConfig(Section):
@@ -235,6 +263,7 @@ class EvaluationConfig(Section):
     )
     realfake: RealFakeConfig = RealFakeConfig()
     downstream: DownstreamConfig = DownstreamConfig()
+    learning_curve: LearningCurveConfig = LearningCurveConfig()
 
 
 __all__ = [
@@ -243,5 +272,6 @@ __all__ = [
     "ClassifierConfig",
     "DownstreamConfig",
     "EvaluationConfig",
+    "LearningCurveConfig",
     "RealFakeConfig",
 ]

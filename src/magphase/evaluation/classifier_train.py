@@ -285,6 +285,7 @@ class ClassifierTask(TrainTaskBase):
             "se_reduction": self.network.se_reduction,
             "stem_stride": self.network.stem_stride or default_stem_stride(size),
             "dropout": self.network.dropout,
+            "pooling": self.network.pooling,
             "input_shape": list(self.input_shape),
             "input_mode": self.input_mode,
         }

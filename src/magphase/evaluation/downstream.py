@@ -22,6 +22,13 @@ Real and synthetic subsets are hierarchical (:mod:`magphase.data.subsets`). Each
 ``runs`` times; run ``k`` uses the same seed in every configuration (common random numbers: differences
 between configurations are not blurred by different initialisations). Every (configuration, run) result
 row is written to ``results.csv`` at once; a re-run skips recorded rows.
+
+Beside the run-to-run mean and std, every test and external AUROC gets a volume-level bootstrap 95 %
+interval (:mod:`magphase.evaluation.bootstrap`; each run keeps its test patch probabilities in
+``test_patches.csv`` and its external volume scores in ``external_volumes.csv``), and every configuration
+is compared with its reference (``real100``; a magnitude-only configuration with its complex twin) by a
+paired bootstrap of the difference: the summary says when the two cannot be told apart. ``auroc_train``
+(the classifier on its own training items, no augmentation) shows whether the recipe fits its data.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from magphase.data.store import Store
 from magphase.data.subsets import Composition, additive_sets, stratum_counts, substitution_sets
 from magphase.errors import ConfigError, DataError
 from magphase.evaluation.aggregate import binary_targets, external_auroc
+from magphase.evaluation.bootstrap import auroc_replicates, difference_interval, interval
 from magphase.evaluation.classifier_train import (
     ArraySource,
     ItemSet,
@@ -65,8 +73,12 @@ from magphase.utils.seeds import derive_seed
 log = logging.getLogger(__name__)
 
 LABELLED = ("normal", "abnormal")
+#: Per-run files the bootstrap reads: test patch probabilities, external volume scores.
+TEST_PATCHES_NAME = "test_patches.csv"
+EXTERNAL_VOLUMES_NAME = "external_volumes.csv"
 _RUN_TAG = 0xD0E5
 _SUBSET_TAG = 0x5B5E
+_BOOT_TAG = 0xB0B5
 
 
 # ------------------------------------------------------------------------------------------ plan
@@ -289,13 +301,17 @@ def _train_and_evaluate(
     model = result.ema_model
     kw = {"input_mode": input_mode, "batch_size": cfg.eval_batch_size}
 
-    def auroc(items: ItemSet) -> float:
-        return safe_auroc(items.targets, predict_probabilities(model, items, **kw))
+    def auroc(items: ItemSet | list[ItemSet]) -> float:
+        targets = np.concatenate([i.targets for i in items]) if isinstance(items, list) else items.targets
+        return safe_auroc(targets, predict_probabilities(model, items, **kw))
 
+    real_volumes = data.real_train["volume"].to_numpy()[composition.real] if len(composition.real) else []
     row: dict[str, Any] = {
+        "n_real_volumes": int(len(set(real_volumes))),
         "n_real": int(len(composition.real)),
         "n_synthetic": int(len(composition.synthetic)),
         "n_total": composition.size,
+        "auroc_train": auroc(parts),
         "auroc_val": auroc(data.items("real", data.val, data.real.manifest, "real/val")),
         "auroc_test": float("nan"),
         "auroc_external": float("nan"),
@@ -303,7 +319,19 @@ def _train_and_evaluate(
         "train_time_s": round(train_s, 2),
     }
     if with_tests:
-        row["auroc_test"] = auroc(data.items("real", data.test, data.real.manifest, "real/test"))
+        test_items = data.items("real", data.test, data.real.manifest, "real/test")
+        p_test = predict_probabilities(model, test_items, **kw)
+        row["auroc_test"] = safe_auroc(test_items.targets, p_test)
+        if is_main_process():
+            patches = pd.DataFrame(
+                {
+                    "row": data.test,
+                    "volume": data.real.manifest["volume"].to_numpy()[data.test],
+                    "target": test_items.targets.astype(np.int64),
+                    "p": p_test,
+                }
+            )
+            atomic_write_csv(patches, run_dir / TEST_PATCHES_NAME)
         if data.external is not None and data.external_rows.size:
             ext_items = data.items("external", data.external_rows, data.external.manifest, "external")
             p = predict_probabilities(model, ext_items, **kw)
@@ -312,7 +340,7 @@ def _train_and_evaluate(
                 p, ext_manifest, dcfg.external_top_fraction, str(data.external.path)
             )
             if is_main_process():
-                atomic_write_csv(volumes, run_dir / "external_volumes.csv")
+                atomic_write_csv(volumes, run_dir / EXTERNAL_VOLUMES_NAME)
     finish_run(run_dir, cfg)
     return row
 
@@ -357,6 +385,8 @@ def run_downstream(
     figures: bool = True,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    plan: list[TrainingConfiguration] | None = None,
+    runs: int | None = None,
 ) -> DownstreamResult:
     """The substitution, additive and magnitude-only experiments; resumable.
 
@@ -377,20 +407,24 @@ def run_downstream(
         figures: draw the PNG figures.
         on_start: called once with the number of (configuration, run) jobs.
         on_result: called after each job (trained or already recorded) with its result row.
+        plan: the configurations to train (None: :func:`plan_configurations` of ``cfg.downstream``; the
+            learning curve passes its real-only plan).
+        runs: classifier runs per configuration (None: ``cfg.downstream.runs``).
     Returns:
         :class:`DownstreamResult` with the summary frame (one row per configuration).
     """
     dcfg = cfg.downstream
     out_dir = Path(out_dir)
-    plan = plan_configurations(dcfg)
+    plan = plan_configurations(dcfg) if plan is None else plan
+    n_runs = dcfg.runs if runs is None else int(runs)
     data = load_downstream_data(real_store, synthetic_store, external_store, cfg.preload_max_bytes)
     compositions = build_compositions(data, plan, derive_seed(seed, _SUBSET_TAG))
     row_hash = _downstream_hash(cfg, seed, data)
     results = ResultsFile(out_dir / "results.csv", ("config", "run"), row_hash)
     if on_start is not None:
-        on_start(len(plan) * dcfg.runs)
+        on_start(len(plan) * n_runs)
     for c in plan:
-        for r in range(dcfg.runs):
+        for r in range(n_runs):
             if not results.has(config=c.name, run=r):
                 run_seed = derive_seed(seed, _RUN_TAG, r)
                 row = {
@@ -426,8 +460,9 @@ def run_downstream(
                 match = frame[(frame["config"] == c.name) & (frame["run"].astype(int) == r)]
                 on_result(match.iloc[-1].to_dict())
     frame = results.frame()
-    frame = frame[frame["config"].isin([c.name for c in plan])]
+    frame = frame[frame["config"].isin([c.name for c in plan]) & (frame["run"].astype(int) < n_runs)]
     summary = summarize_downstream(frame, plan)
+    summary = add_intervals(summary, out_dir, n_runs, dcfg.bootstrap, seed)
     paths = write_downstream_summary(summary, out_dir, cfg)
     figs: dict[str, Path] = {}
     if figures and is_main_process():
@@ -456,22 +491,132 @@ def summarize_downstream(
             "synthetic_fraction": float(first["synthetic_fraction"]),
             "input_mode": first["input_mode"],
             "n_runs": int(sub["run"].nunique()),
+            "n_real_volumes": float(sub["n_real_volumes"].mean()) if "n_real_volumes" in sub else np.nan,
             "n_real": float(sub["n_real"].mean()),
             "n_synthetic": float(sub["n_synthetic"].mean()),
         }
-        for metric in ("val", "test", "external"):
+        for metric in ("train", "val", "test", "external"):
+            if f"auroc_{metric}" not in sub.columns:  # rows written before the column existed
+                row[f"auroc_{metric}_mean"], row[f"auroc_{metric}_std"], row[f"auroc_{metric}_n"] = (
+                    float("nan"),
+                    float("nan"),
+                    0,
+                )
+                continue
             mean, std, n = mean_std(sub[f"auroc_{metric}"].to_numpy(dtype=np.float64))
             row[f"auroc_{metric}_mean"], row[f"auroc_{metric}_std"], row[f"auroc_{metric}_n"] = mean, std, n
             paper = PAPER_DOWNSTREAM.get(name, {}).get(metric)
-            if metric != "val":
+            if metric in ("test", "external"):
                 row[f"paper_{metric}_mean"] = paper[0] if paper else float("nan")
                 row[f"paper_{metric}_std"] = paper[1] if paper else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _fmt(mean: float, std: float) -> str:
+def reference_configuration(name: str) -> str | None:
+    """The configuration ``name`` is compared with: a magnitude-only one with its complex twin, every
+    other one with the real-only baseline ``real100`` (which has none)."""
+    if name.endswith("-mag"):
+        return name.removesuffix("-mag")
+    return None if name == "real100" else "real100"
+
+
+def run_scores(out_dir: Path, name: str, n_runs: int, file: str, score: str) -> pd.DataFrame | None:
+    """One column of scores per run (rows aligned across runs) with ``volume`` and ``target``; None when a
+    run's file is missing or the runs scored different items."""
+    frames = []
+    for r in range(n_runs):
+        path = out_dir / "runs" / name / f"run{r}" / file
+        if not path.is_file():
+            return None
+        frames.append(pd.read_csv(path))
+    base = frames[0]
+    for f in frames[1:]:
+        if (
+            len(f) != len(base)
+            or not (f["volume"].astype(str).to_numpy() == base["volume"].astype(str)).all()
+        ):
+            log.warning("%s: runs of %s scored different items; no interval", file, name)
+            return None
+    out = base[["volume", "target"]].copy()
+    for r, f in enumerate(frames):
+        out[f"s{r}"] = f[score].to_numpy(np.float64)
+    return out
+
+
+def add_intervals(summary: pd.DataFrame, out_dir: Path, n_runs: int, n_boot: int, seed: int) -> pd.DataFrame:
+    """Add volume-bootstrap 95 % intervals of the test and external AUROC to each configuration, and the
+    paired interval of its difference from :func:`reference_configuration` (columns ``auroc_<set>_lo``,
+    ``_hi``, ``_boot_sd``, ``reference``, ``delta_<set>``, ``delta_<set>_lo``, ``_hi`` and
+    ``distinct_<set>``: ``yes`` when the difference's interval excludes 0, ``no`` when it does not).
+
+    Every configuration is resampled with the same volume draws (same ``seed``, same test items), so the
+    differences are paired. NaN (and an empty ``distinct_<set>``) where a run's scores are missing or
+    ``n_boot`` is 0.
+    """
+    summary = summary.copy()
+    sets = (("test", TEST_PATCHES_NAME, "p"), ("external", EXTERNAL_VOLUMES_NAME, "score"))
+    summary["reference"] = [reference_configuration(n) or "" for n in summary["config"]]
+    for key, _, _ in sets:
+        for col in ("lo", "hi", "boot_sd"):
+            summary[f"auroc_{key}_{col}"] = np.nan
+        for col in ("", "_lo", "_hi"):
+            summary[f"delta_{key}{col}"] = np.nan
+        summary[f"distinct_{key}"] = ""
+    if n_boot <= 0 or summary.empty:
+        return summary
+    boot_seed = derive_seed(seed, _BOOT_TAG)
+    for key, file, score in sets:
+        reps: dict[str, tuple[float, np.ndarray]] = {}
+        for name in summary["config"]:
+            scores = run_scores(out_dir, str(name), n_runs, file, score)
+            if scores is None or scores["target"].nunique() < 2:
+                continue
+            runs = scores[[f"s{r}" for r in range(n_runs)]].to_numpy().T
+            reps[str(name)] = auroc_replicates(
+                scores["target"].to_numpy(), runs, scores["volume"].to_numpy(), n_boot=n_boot, seed=boot_seed
+            )
+        for i, name in enumerate(summary["config"]):
+            if name not in reps:
+                continue
+            iv = interval(*reps[name])
+            summary.loc[i, [f"auroc_{key}_lo", f"auroc_{key}_hi", f"auroc_{key}_boot_sd"]] = (
+                iv.lo,
+                iv.hi,
+                iv.sd,
+            )
+            ref = summary.loc[i, "reference"]
+            if ref in reps and len(reps[ref][1]) == len(reps[name][1]):
+                d = difference_interval(reps[name], reps[ref])
+                summary.loc[i, [f"delta_{key}", f"delta_{key}_lo", f"delta_{key}_hi"]] = (
+                    d.estimate,
+                    d.lo,
+                    d.hi,
+                )
+                if np.isfinite(d.lo):
+                    summary.loc[i, f"distinct_{key}"] = "yes" if d.excludes_zero else "no"
+    return summary
+
+
+def format_mean_std(mean: float, std: float) -> str:
     return "–" if not np.isfinite(mean) else f"{mean:.3f} ± {std:.3f}"
+
+
+def format_with_interval(row: pd.Series, key: str) -> str:
+    """``mean ± std [lo, hi]`` of one AUROC column of a summary row (interval omitted when absent)."""
+    text = format_mean_std(row[f"auroc_{key}_mean"], row[f"auroc_{key}_std"])
+    lo, hi = row.get(f"auroc_{key}_lo", np.nan), row.get(f"auroc_{key}_hi", np.nan)
+    return text if not (np.isfinite(lo) and np.isfinite(hi)) else f"{text} [{lo:.3f}, {hi:.3f}]"
+
+
+def format_difference(row: pd.Series, key: str) -> str:
+    """``+0.012 [-0.030, 0.055] n.d.`` against the row's reference (``–`` when none)."""
+    d = row.get(f"delta_{key}", np.nan)
+    if not np.isfinite(d):
+        return "–"
+    lo, hi = row[f"delta_{key}_lo"], row[f"delta_{key}_hi"]
+    verdict = {"yes": "", "no": " n.d."}.get(str(row.get(f"distinct_{key}", "")), "")
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]{verdict}"
 
 
 def downstream_markdown(summary: pd.DataFrame) -> str:
@@ -479,17 +624,18 @@ def downstream_markdown(summary: pd.DataFrame) -> str:
 
     def table(sub: pd.DataFrame, first_col: str, first_val: Callable[[pd.Series], str]) -> list[str]:
         lines = [
-            f"| {first_col} | config | n real | n synthetic | AUROC test | AUROC external | paper test "
-            "| paper external |",
-            "|---|---|---|---|---|---|---|---|",
+            f"| {first_col} | config | n real | n synthetic | AUROC train | AUROC test | vs real100 (test) "
+            "| AUROC external | vs real100 (external) | paper test | paper external |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for _, r in sub.iterrows():
             lines.append(
                 f"| {first_val(r)} | {r['config']} | {r['n_real']:.0f} | {r['n_synthetic']:.0f} "
-                f"| {_fmt(r['auroc_test_mean'], r['auroc_test_std'])} "
-                f"| {_fmt(r['auroc_external_mean'], r['auroc_external_std'])} "
-                f"| {_fmt(r['paper_test_mean'], r['paper_test_std'])} "
-                f"| {_fmt(r['paper_external_mean'], r['paper_external_std'])} |"
+                f"| {format_mean_std(r.get('auroc_train_mean', np.nan), r.get('auroc_train_std', np.nan))} "
+                f"| {format_with_interval(r, 'test')} | {format_difference(r, 'test')} "
+                f"| {format_with_interval(r, 'external')} | {format_difference(r, 'external')} "
+                f"| {format_mean_std(r['paper_test_mean'], r['paper_test_std'])} "
+                f"| {format_mean_std(r['paper_external_mean'], r['paper_external_std'])} |"
             )
         return lines
 
@@ -502,7 +648,10 @@ def downstream_markdown(summary: pd.DataFrame) -> str:
     runs = int(summary["n_runs"].max()) if len(summary) else 0
     out = [
         f"AUROC mean ± sample std over {runs} classifier run{'' if runs == 1 else 's'} per configuration"
-        + ("; a single run has no spread (± 0.000)." if runs == 1 else "."),
+        + ("; a single run has no spread (± 0.000)" if runs == 1 else "")
+        + ', then [95 % volume-bootstrap interval] of that mean. "vs real100": the paired bootstrap '
+        "difference from the real-only baseline with its 95 % interval; n.d. = not distinguishable (the "
+        "interval contains 0). AUROC train: the classifier on its own training patches (no augmentation).",
         "",
         "### Substitution (real fraction of training volumes; removed patches replaced by synthetic)",
         "",
@@ -518,19 +667,20 @@ def downstream_markdown(summary: pd.DataFrame) -> str:
             "",
             "### Magnitude only vs complex input (beyond the paper)",
             "",
-            "| composition | AUROC test complex | AUROC test magnitude | AUROC external complex "
-            "| AUROC external magnitude |",
-            "|---|---|---|---|---|",
+            "| composition | AUROC test complex | AUROC test magnitude | magnitude - complex (test) "
+            "| AUROC external complex | AUROC external magnitude | magnitude - complex (external) |",
+            "|---|---|---|---|---|---|---|",
         ]
         by_name = summary.set_index("config")
         for _, r in mag.iterrows():
             base = r["config"].removesuffix("-mag")
             c = by_name.loc[base] if base in by_name.index else None
-            ct = _fmt(c["auroc_test_mean"], c["auroc_test_std"]) if c is not None else "–"
-            ce = _fmt(c["auroc_external_mean"], c["auroc_external_std"]) if c is not None else "–"
+            ct = format_with_interval(c, "test") if c is not None else "–"
+            ce = format_with_interval(c, "external") if c is not None else "–"
             out.append(
-                f"| {base} | {ct} | {_fmt(r['auroc_test_mean'], r['auroc_test_std'])} | {ce} "
-                f"| {_fmt(r['auroc_external_mean'], r['auroc_external_std'])} |"
+                f"| {base} | {ct} | {format_with_interval(r, 'test')} "
+                f"| {format_difference(r, 'test')} | {ce} "
+                f"| {format_with_interval(r, 'external')} | {format_difference(r, 'external')} |"
             )
     return "\n".join(out) + "\n"
 
@@ -615,11 +765,17 @@ __all__ = [
     "DownstreamData",
     "DownstreamResult",
     "TrainingConfiguration",
+    "add_intervals",
     "build_compositions",
     "downstream_markdown",
     "downstream_required_counts",
+    "format_difference",
+    "format_mean_std",
+    "format_with_interval",
     "load_downstream_data",
     "plan_configurations",
+    "reference_configuration",
+    "run_scores",
     "run_downstream",
     "select_stage2_checkpoint",
     "summarize_downstream",

@@ -8,7 +8,10 @@ positive class (synthetic, or abnormal).
 Layout: a 3x3 stem conv (stride ``stem_stride``: 1 for latents, 2 for patches, so both reach the same
 feature-map sizes), then stages of basic residual blocks (two 3x3 convs, batch norm, ReLU) whose residual
 branch is recalibrated by a squeeze-and-excitation gate before the skip is added (Hu et al., SE-ResNet).
-Each stage after the first halves the resolution. Global average pooling, dropout, a linear head.
+Each stage after the first halves the resolution. Global pooling, dropout, a linear head. The pooling
+is the paper's global average (``avg``), or beyond the paper a global max (``max``) or both concatenated
+(``avgmax``): a small lesion covers a few per cent of a patch, and an average over the whole map dilutes
+its evidence, while a max keeps the strongest local response.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 #: Feature-map size the stem aims at: inputs larger than this are downsampled by the stem.
 _STEM_TARGET = 48
+#: Global pooling of the last feature map before the head.
+POOLINGS = ("avg", "max", "avgmax")
 
 
 class SqueezeExcitation(nn.Module):
@@ -79,6 +85,7 @@ class ResNetSEClassifier(nn.Module):
         se_reduction: squeeze-excitation bottleneck factor.
         stem_stride: stride of the stem conv.
         dropout: dropout probability before the head.
+        pooling: global pooling before the head, one of :data:`POOLINGS`.
     """
 
     def __init__(
@@ -89,8 +96,11 @@ class ResNetSEClassifier(nn.Module):
         se_reduction: int = 8,
         stem_stride: int = 1,
         dropout: float = 0.0,
+        pooling: str = "avg",
     ):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if len(widths) != len(blocks) or not widths:
             raise ValueError(
                 f"widths {tuple(widths)} and blocks {tuple(blocks)} need the same non-zero length"
@@ -110,9 +120,9 @@ class ResNetSEClassifier(nn.Module):
                 channels = width
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(channels, 1)
+        self.head = nn.Linear(channels * (2 if pooling == "avgmax" else 1), 1)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -130,8 +140,13 @@ class ResNetSEClassifier(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def features(self, x: Tensor) -> Tensor:
-        """Pooled features ``B x widths[-1]``."""
-        return self.pool(self.stages(self.stem(x))).flatten(1)
+        """Pooled features ``B x widths[-1]`` (``B x 2 widths[-1]`` for ``avgmax``: average, then max)."""
+        h = self.stages(self.stem(x))
+        if self.pooling == "avg":
+            return h.mean(dim=(2, 3))
+        if self.pooling == "max":
+            return h.amax(dim=(2, 3))
+        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B,)`` for input ``B x C x H x W``."""
@@ -141,8 +156,9 @@ class ResNetSEClassifier(nn.Module):
 def build_classifier(model_config: dict[str, Any]) -> ResNetSEClassifier:
     """Rebuild a classifier from the ``model_config`` dict its training run wrote (``ema.json``).
 
-    Keys: ``in_channels``, ``widths``, ``blocks``, ``se_reduction``, ``stem_stride``, ``dropout``
-    (other keys, e.g. ``input_size`` or ``input_mode``, are ignored here).
+    Keys: ``in_channels``, ``widths``, ``blocks``, ``se_reduction``, ``stem_stride``, ``dropout``,
+    ``pooling`` (``avg`` when absent: weights written before the option) (other keys, e.g. ``input_size``
+    or ``input_mode``, are ignored here).
     """
     return ResNetSEClassifier(
         in_channels=int(model_config.get("in_channels", 2)),
@@ -151,6 +167,7 @@ def build_classifier(model_config: dict[str, Any]) -> ResNetSEClassifier:
         se_reduction=int(model_config.get("se_reduction", 8)),
         stem_stride=int(model_config.get("stem_stride", 1)),
         dropout=float(model_config.get("dropout", 0.0)),
+        pooling=str(model_config.get("pooling", "avg")),
     )
 
 
@@ -160,6 +177,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
+    "POOLINGS",
     "ResNetSEClassifier",
     "SEBasicBlock",
     "SqueezeExcitation",
