@@ -24,11 +24,11 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 #: shipped preset runs: its header's measured numbers no longer describe it. Re-measure (or state why
 #: not in the header), then update the hash here.
 RESOLVED_HASHES = {
-    "demo": "3c31d050fcda185a",
+    "demo": "a733c8f19bfd0209",
     "fastmri": "a348330a4639bee8",
-    "micro": "e80b63a018926095",
+    "micro": "2fe98a397f6ebcd4",
     "reproduce-gpu": "f897a07e6657adeb",
-    "reproduce": "0cacc0e61060ba58",
+    "reproduce": "b1955d22d01b07f1",
 }
 
 
