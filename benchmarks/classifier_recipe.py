@@ -26,13 +26,11 @@ from typing import Any
 import numpy as np
 
 from magphase.config import load_config
-from magphase.evaluation.bootstrap import auroc_replicates, difference_interval, interval
+from magphase.evaluation.bootstrap import difference_interval
 from magphase.evaluation.downstream import (
-    EXTERNAL_VOLUMES_NAME,
-    TEST_PATCHES_NAME,
     TrainingConfiguration,
+    configuration_replicates,
     run_downstream,
-    run_scores,
 )
 from magphase.utils.atomic import atomic_write_text
 
@@ -41,7 +39,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "classifier_recipe.json"
 
 #: Recipes as ``--set`` overrides of the loaded config (the first is the reference of the differences).
 RECIPES: dict[str, list[str]] = {
-    "avg": [],
+    "avg": ["evaluation.classifier.pooling=avg"],
     "max": ["evaluation.classifier.pooling=max"],
     "avgmax": ["evaluation.classifier.pooling=avgmax"],
     "avgmax-3x": ["evaluation.classifier.pooling=avgmax", "evaluation.downstream.train.steps=1200"],
@@ -58,16 +56,6 @@ RECIPES: dict[str, list[str]] = {
 }
 
 
-def _replicates(out: Path, runs: int, file: str, score: str, n_boot: int, seed: int):
-    scores = run_scores(out, "real100", runs, file, score)
-    if scores is None or scores["target"].nunique() < 2:
-        return None
-    matrix = scores[[f"s{r}" for r in range(runs)]].to_numpy().T
-    return auroc_replicates(
-        scores["target"].to_numpy(), matrix, scores["volume"].to_numpy(), n_boot=n_boot, seed=seed
-    )
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--real", type=Path, required=True)
@@ -76,7 +64,6 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "reproduce.yaml")
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--recipes", default=",".join(RECIPES))
-    ap.add_argument("--bootstrap", type=int, default=1000)
     args = ap.parse_args()
     names = [n.strip() for n in args.recipes.split(",") if n.strip()]
     unknown = sorted(set(names) - set(RECIPES))
@@ -105,13 +92,14 @@ def main() -> None:
             row[f"auroc_{key}"] = float(s[f"auroc_{key}_mean"])
             row[f"auroc_{key}_std"] = float(s[f"auroc_{key}_std"])
         reps[name] = {}
-        sets = (("test", TEST_PATCHES_NAME, "p"), ("external", EXTERNAL_VOLUMES_NAME, "score"))
-        for key, file, score in sets:
-            r = _replicates(out, args.runs, file, score, args.bootstrap, cfg.seed)
+        for key in ("test", "external"):
+            # the interval of this recipe as the summary computed it; replicates for the paired difference
+            row[f"auroc_{key}_lo"] = float(s[f"auroc_{key}_lo"])
+            row[f"auroc_{key}_hi"] = float(s[f"auroc_{key}_hi"])
+            r = configuration_replicates(
+                out, "real100", args.runs, key, cfg.evaluation.downstream.bootstrap, cfg.seed
+            )
             reps[name][key] = r
-            iv = interval(*r) if r is not None else None
-            row[f"auroc_{key}_lo"] = iv.lo if iv else float("nan")
-            row[f"auroc_{key}_hi"] = iv.hi if iv else float("nan")
             base = reps[names[0]].get(key)
             if r is not None and base is not None and name != names[0]:
                 d = difference_interval(r, base)

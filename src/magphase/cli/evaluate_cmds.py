@@ -183,8 +183,7 @@ def learning_curve_cmd(
         plan = learning_curve_plan(lc.fractions)
         typer.echo(
             f"plan: {', '.join(c.name for c in plan)} x {lc.runs} seeds of {ev.downstream.train.steps} "
-            "steps; "
-            f"external {'yes' if external else 'no'}; device {dev}; out {out}"
+            f"steps; external {'yes' if external else 'no'}; device {dev}; out {out}"
         )
         return
     with item_bar("learning curve", "run", _auroc_postfix) as (on_start, on_result):

@@ -544,6 +544,30 @@ def run_scores(out_dir: Path, name: str, n_runs: int, file: str, score: str) -> 
     return out
 
 
+_SCORE_FILES = {"test": (TEST_PATCHES_NAME, "p"), "external": (EXTERNAL_VOLUMES_NAME, "score")}
+
+
+def configuration_replicates(
+    out_dir: Path, name: str, n_runs: int, key: str, n_boot: int, seed: int
+) -> tuple[float, np.ndarray] | None:
+    """Run-mean AUROC of configuration ``name`` on set ``key`` (``test`` or ``external``) and its volume
+    bootstrap replicates (:func:`magphase.evaluation.bootstrap.auroc_replicates`, resamples seeded by the
+    run seed so every configuration of ``seed`` shares them); None when its scores are missing or hold
+    one class."""
+    file, score = _SCORE_FILES[key]
+    scores = run_scores(out_dir, name, n_runs, file, score)
+    if scores is None or scores["target"].nunique() < 2:
+        return None
+    runs = scores[[f"s{r}" for r in range(n_runs)]].to_numpy().T
+    return auroc_replicates(
+        scores["target"].to_numpy(),
+        runs,
+        scores["volume"].to_numpy(),
+        n_boot=n_boot,
+        seed=derive_seed(seed, _BOOT_TAG),
+    )
+
+
 def add_intervals(summary: pd.DataFrame, out_dir: Path, n_runs: int, n_boot: int, seed: int) -> pd.DataFrame:
     """Add volume-bootstrap 95 % intervals of the test and external AUROC to each configuration, and the
     paired interval of its difference from :func:`reference_configuration` (columns ``auroc_<set>_lo``,
@@ -555,9 +579,8 @@ def add_intervals(summary: pd.DataFrame, out_dir: Path, n_runs: int, n_boot: int
     ``n_boot`` is 0.
     """
     summary = summary.copy()
-    sets = (("test", TEST_PATCHES_NAME, "p"), ("external", EXTERNAL_VOLUMES_NAME, "score"))
     summary["reference"] = [reference_configuration(n) or "" for n in summary["config"]]
-    for key, _, _ in sets:
+    for key in _SCORE_FILES:
         for col in ("lo", "hi", "boot_sd"):
             summary[f"auroc_{key}_{col}"] = np.nan
         for col in ("", "_lo", "_hi"):
@@ -565,17 +588,12 @@ def add_intervals(summary: pd.DataFrame, out_dir: Path, n_runs: int, n_boot: int
         summary[f"distinct_{key}"] = ""
     if n_boot <= 0 or summary.empty:
         return summary
-    boot_seed = derive_seed(seed, _BOOT_TAG)
-    for key, file, score in sets:
+    for key in _SCORE_FILES:
         reps: dict[str, tuple[float, np.ndarray]] = {}
         for name in summary["config"]:
-            scores = run_scores(out_dir, str(name), n_runs, file, score)
-            if scores is None or scores["target"].nunique() < 2:
-                continue
-            runs = scores[[f"s{r}" for r in range(n_runs)]].to_numpy().T
-            reps[str(name)] = auroc_replicates(
-                scores["target"].to_numpy(), runs, scores["volume"].to_numpy(), n_boot=n_boot, seed=boot_seed
-            )
+            r = configuration_replicates(out_dir, str(name), n_runs, key, n_boot, seed)
+            if r is not None:
+                reps[str(name)] = r
         for i, name in enumerate(summary["config"]):
             if name not in reps:
                 continue
@@ -586,7 +604,7 @@ def add_intervals(summary: pd.DataFrame, out_dir: Path, n_runs: int, n_boot: int
                 iv.sd,
             )
             ref = summary.loc[i, "reference"]
-            if ref in reps and len(reps[ref][1]) == len(reps[name][1]):
+            if ref in reps:
                 d = difference_interval(reps[name], reps[ref])
                 summary.loc[i, [f"delta_{key}", f"delta_{key}_lo", f"delta_{key}_hi"]] = (
                     d.estimate,
@@ -767,6 +785,7 @@ __all__ = [
     "TrainingConfiguration",
     "add_intervals",
     "build_compositions",
+    "configuration_replicates",
     "downstream_markdown",
     "downstream_required_counts",
     "format_difference",
