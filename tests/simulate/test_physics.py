@@ -10,6 +10,7 @@ from magphase.simulate.contrast import (
     ALL_SIMULATED_SEQUENCES,
     csf_null_inversion_time_ms,
     default_protocol,
+    protocol_is_t1_weighted,
     signal,
     tissue_signal,
 )
@@ -134,6 +135,32 @@ def test_t1_weighted_ordering(sequence, field_strength):
     assert fat > wm > gm > csf
     for lesion in ("edema", "wm_lesion", "gliosis", "necrosis", "cyst"):  # T1-hypointense vs WM
         assert tissue_signal(p, lesion) < wm
+
+
+@pytest.mark.parametrize("field_strength", [1.5, 3.0])
+@pytest.mark.parametrize("sequence", ["AXT1", "AXT1PRE", "AXT1POST", "T1TSE"])
+def test_t1_visible_lesion_subtype_is_darker_than_cortex(sequence, field_strength):
+    # the radiological definition of a T1 "black hole": hypointense to cortical grey matter
+    p = default_protocol(sequence, field_strength)
+    assert protocol_is_t1_weighted(p)
+    assert tissue_signal(p, lesions_module.T1_VISIBLE_SUBTYPE) < tissue_signal(p, "gm")
+    # ... while on T2 / FLAIR it is bright like the other white matter lesions
+    for other in ("AXT2", "AXFLAIR"):
+        q = default_protocol(other, field_strength)
+        assert not protocol_is_t1_weighted(q)
+        assert tissue_signal(q, lesions_module.T1_VISIBLE_SUBTYPE) > tissue_signal(q, "gm")
+
+
+@pytest.mark.parametrize("label", ["Nonspecific white matter lesion", "Nonspecific lesion"])
+def test_t1_weighted_volumes_get_the_t1_visible_subtype_and_the_same_geometry(label):
+    rng = np.random.default_rng(3)
+    a = lesions_module._design(label, np.random.default_rng(3), None, t1_weighted=False)
+    b = lesions_module._design(label, rng, None, t1_weighted=True)
+    np.testing.assert_array_equal(a[0], b[0])  # same size: the subtype draws no random number
+    assert [s.rho_outer for s in a[1]] == [s.rho_outer for s in b[1]]
+    assert lesions_module.T1_VISIBLE_SUBTYPE not in {s.tissue for s in a[1]}
+    assert lesions_module.T1_VISIBLE_SUBTYPE in {s.tissue for s in b[1]}
+    assert {s.tissue for s in b[1]} <= {lesions_module.T1_VISIBLE_SUBTYPE, "tumour"}
 
 
 @pytest.mark.parametrize("field_strength", [1.5, 3.0])

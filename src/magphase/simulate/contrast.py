@@ -112,6 +112,15 @@ def default_protocol(
     )
 
 
+#: Longest repetition time (ms) of a spin echo that is T1-weighted (short TR, short TE).
+T1_WEIGHTED_MAX_TR_MS = 1200.0
+
+
+def protocol_is_t1_weighted(protocol: Protocol) -> bool:
+    """True for a T1-weighted acquisition: a spin echo with short TR (AXT1, AXT1PRE, AXT1POST, T1TSE)."""
+    return protocol.kind == "SE" and protocol.tr_ms <= T1_WEIGHTED_MAX_TR_MS
+
+
 def with_phase_time(protocol: Protocol, phase_time_ms: float) -> Protocol:
     """Copy of `protocol` with another phase-evolution time (scanner-specific echo offset)."""
     return replace(protocol, phase_time_ms=float(phase_time_ms))

@@ -36,6 +36,12 @@ BRAIN_TISSUES = ("gm", "wm", "deep_gm")
 INTRACRANIAL = ("gm", "wm", "deep_gm", "csf", "choroid")
 EXTRA_AXIAL_SPACE = ("gm", "wm", "deep_gm", "csf", "dura")
 
+#: Tissue of the annotated white matter and nonspecific lesions of T1-weighted volumes. fastMRI+ boxes
+#: were drawn on the volume's own images, so a lesion boxed on a T1-weighted image is one that image
+#: shows: the T1-hypointense chronic subtype ("black hole", darker than cortex), not the T1-isointense
+#: lesion most white matter hyperintensities are (visible on T2 / FLAIR only).
+T1_VISIBLE_SUBTYPE = "chronic_lesion"
+
 CSF_INFLOW = "csf_inflow"
 """Pseudo-tissue of 'Possible artifact': inflowing CSF that escaped the inversion (FLAIR)."""
 
@@ -155,14 +161,19 @@ def _edema(rho_inner: float, rho_outer: float) -> Shell:
 
 
 def _design(
-    label: str, rng: np.random.Generator, radius_mm: float | None = None
+    label: str, rng: np.random.Generator, radius_mm: float | None = None, t1_weighted: bool = False
 ) -> tuple[np.ndarray, list[Shell], float, float]:
     """Size (radii mm), shells, shape irregularity and mass-effect strength for a label.
 
     ``radius_mm`` replaces the label's built-in size range (the fitted fastMRI+ sizes, see
     :mod:`magphase.simulate.findings`); the shape, shells and everything else stay the label's.
+    ``t1_weighted``: the volume is a T1-weighted acquisition, so its annotated white matter and
+    nonspecific lesions are the T1-hypointense chronic subtype (:data:`T1_VISIBLE_SUBTYPE`). Neither
+    draws a random number, so the rest of the plan is the same either way.
     """
     u = rng.uniform
+    wm_lesion = T1_VISIBLE_SUBTYPE if t1_weighted else "wm_lesion"
+    gliosis = T1_VISIBLE_SUBTYPE if t1_weighted else "gliosis"
 
     def size(low: float, high: float) -> float:
         return u(low, high) if radius_mm is None else float(radius_mm)
@@ -187,13 +198,13 @@ def _design(
     if label == "Nonspecific white matter lesion":
         r = size(1.5, 5.0)
         radii = r * np.array([u(0.8, 1.6), u(0.7, 1.3), u(0.7, 1.3)])
-        return radii, [Shell("wm_lesion", 0.0, 1.0, BRAIN_TISSUES)], 0.15, 1.0
+        return radii, [Shell(wm_lesion, 0.0, 1.0, BRAIN_TISSUES)], 0.15, 1.0
     if label == "Nonspecific lesion":
         r = size(3.0, 9.0)
         radii = r * np.array([u(0.8, 1.2), u(0.8, 1.2), u(0.8, 1.2)])
-        shells = [Shell("gliosis", 0.0, 1.0, BRAIN_TISSUES)]
+        shells = [Shell(gliosis, 0.0, 1.0, BRAIN_TISSUES)]
         if rng.random() < 0.4:
-            shells = [Shell("tumour", 0.0, 0.45, BRAIN_TISSUES), Shell("gliosis", 0.45, 1.0, BRAIN_TISSUES)]
+            shells = [Shell("tumour", 0.0, 0.45, BRAIN_TISSUES), Shell(gliosis, 0.45, 1.0, BRAIN_TISSUES)]
         return radii, shells, 0.15, 1.0
     if label == "Encephalomalacia":
         r = size(10.0, 22.0)
@@ -267,12 +278,15 @@ def plan_lesions(
     fov_half_mm: tuple[float, float],
     radii_mm: tuple[float, ...] = (),
     target_slices: tuple[int, ...] = (),
+    t1_weighted: bool = False,
 ) -> list[LesionPlan]:
     """Place one lesion per entry of `labels` so that each crosses at least one slice.
 
     slice_z_mm: (S,) scanner z of the slice centres. radii_mm: optional size per lesion (empty: each
     label's built-in range). target_slices: optional slice index per lesion that its centre should lie
     on (empty: any slice; how the fitted statistics cluster a label's lesions on its annotated slices).
+    t1_weighted: the volume is T1-weighted (its white matter / nonspecific lesions are the T1-visible
+    subtype, see :func:`_design`).
     Lesions avoid each other (no overlap of their annotated parts). Raises ValueError for unknown
     labels; a label whose site cannot be found in the slab after many tries is placed at the best
     candidate found.
@@ -285,7 +299,9 @@ def plan_lesions(
     for i, label in enumerate(labels):
         if label not in _SITE_BY_LABEL:
             raise ValueError(f"lesion label {label!r}: known labels are {LESION_LABELS}")
-        radii, shells, irregularity, mass_factor = _design(label, rng, radii_mm[i] if radii_mm else None)
+        radii, shells, irregularity, mass_factor = _design(
+            label, rng, radii_mm[i] if radii_mm else None, t1_weighted
+        )
         site = str(rng.choice(_SITE_BY_LABEL[label]))
         candidates = anatomy.sites[site]
         pick = rng.choice(len(candidates), size=min(400, len(candidates)), replace=False)

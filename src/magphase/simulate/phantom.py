@@ -36,6 +36,7 @@ from magphase.simulate.contrast import (
     ALL_SIMULATED_SEQUENCES,
     Protocol,
     default_protocol,
+    protocol_is_t1_weighted,
     signal,
     tissue_signal,
     with_phase_time,
@@ -425,6 +426,7 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
         (spec.fov_mm[0] / 2, spec.fov_mm[1] / 2),
         tuple(spec.lesion_radii_mm),
         tuple(spec.lesion_slices),
+        t1_weighted=protocol_is_t1_weighted(protocol),
     )
     geometry = geometry.with_scalings(tuple(p.mass_effect for p in plans if p.mass_effect is not None))
 

@@ -89,6 +89,12 @@ LESION_TISSUES: dict[str, TissueClass] = {
     "necrosis": TissueClass(0.95, -9.05, _r(2800, 400, 250, 3200, 380, 200), gd_mm=0.02),
     "gliosis": TissueClass(0.83, -9.06, _r(1150, 150, 100, 1650, 140, 90)),
     "wm_lesion": TissueClass(0.80, -9.07, _r(1150, 140, 95, 1500, 130, 85)),
+    # Chronic lesion with tissue destruction (axonal loss, enlarged extracellular space): the
+    # T1-hypointense "black hole" subtype of white matter lesions and chronic gliosis, darker than
+    # cortex on a T1-weighted spin echo (the radiological definition), i.e. T1 a little over twice that
+    # of normal white matter (van Walderveen et al. 1998, 1999: persistent black holes), T2 long,
+    # water content raised.
+    "chronic_lesion": TissueClass(0.88, -9.07, _r(1700, 190, 130, 2400, 170, 110)),
     "meningioma": TissueClass(0.82, -9.05, _r(1150, 95, 70, 1600, 90, 60), gd_mm=0.6),
     "cyst": TissueClass(1.00, -9.05, _r(3800, 1500, 1000, 4000, 1400, 900)),
     # Chronic blood products: paramagnetic hemosiderin/ferritin, +1 ppm vs tissue.
@@ -120,6 +126,7 @@ CONDUCTIVITY_S_PER_M: dict[str, dict[float, float]] = {
     "necrosis": {1.5: 1.60, 3.0: 1.65},
     "gliosis": {1.5: 0.70, 3.0: 0.75},
     "wm_lesion": {1.5: 0.55, 3.0: 0.60},
+    "chronic_lesion": {1.5: 0.80, 3.0: 0.85},
     "meningioma": {1.5: 0.70, 3.0: 0.75},
     "cyst": {1.5: 1.90, 3.0: 2.00},
     "haemorrhage": {1.5: 0.90, 3.0: 0.95},
