@@ -119,8 +119,15 @@ def test_run_downstream_end_to_end_resumes_and_writes_figures(stores, tmp_path, 
         results.loc[results["config"] == "real050", "n_real_volumes"] < results.loc[0, "n_real_volumes"]
     ).all()
     patches = pd.read_csv(tmp_path / "out" / "runs" / "real100" / "run0" / "test_patches.csv")
-    assert list(patches.columns) == ["row", "volume", "target", "p"]
+    assert list(patches.columns) == ["row", "volume", "sequence", "target", "p"]
     assert safe_auroc(patches["target"], patches["p"]) == pytest.approx(results.loc[0, "auroc_test"])
+    # per-sequence test AUROC: the patches of one sequence only
+    for seq, sub in patches.groupby("sequence"):
+        expected = safe_auroc(sub["target"], sub["p"])
+        got = results.loc[0, f"auroc_test_{seq}"]
+        assert (np.isnan(expected) and np.isnan(got)) or got == pytest.approx(expected)
+        assert np.isnan(expected) or summary.loc["real100", f"auroc_test_{seq}_mean"] == pytest.approx(expected)
+    assert "Test AUROC per sequence" in md
     for key in ("test", "external"):
         lo, hi = summary[f"auroc_{key}_lo"], summary[f"auroc_{key}_hi"]
         assert (lo <= summary[f"auroc_{key}_mean"] + 1e-12).all() and (

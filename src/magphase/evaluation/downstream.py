@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from magphase.config.evaluation import DownstreamConfig, EvaluationConfig
+from magphase.conventions import LABELLED_SEQUENCES
 from magphase.data.store import Store
 from magphase.data.subsets import Composition, additive_sets, stratum_counts, substitution_sets
 from magphase.errors import ConfigError, DataError
@@ -322,11 +323,16 @@ def _train_and_evaluate(
         test_items = data.items("real", data.test, data.real.manifest, "real/test")
         p_test = predict_probabilities(model, test_items, **kw)
         row["auroc_test"] = safe_auroc(test_items.targets, p_test)
+        test_sequences = data.real.manifest["sequence"].to_numpy()[data.test].astype(str)
+        for seq in LABELLED_SEQUENCES:
+            k = test_sequences == seq
+            row[f"auroc_test_{seq}"] = safe_auroc(test_items.targets[k], p_test[k])
         if is_main_process():
             patches = pd.DataFrame(
                 {
                     "row": data.test,
                     "volume": data.real.manifest["volume"].to_numpy()[data.test],
+                    "sequence": test_sequences,
                     "target": test_items.targets.astype(np.int64),
                     "p": p_test,
                 }
@@ -495,7 +501,7 @@ def summarize_downstream(
             "n_real": float(sub["n_real"].mean()),
             "n_synthetic": float(sub["n_synthetic"].mean()),
         }
-        for metric in ("train", "val", "test", "external"):
+        for metric in ("train", "val", "test", "external", *(f"test_{q}" for q in LABELLED_SEQUENCES)):
             if f"auroc_{metric}" not in sub.columns:  # rows written before the column existed
                 row[f"auroc_{metric}_mean"], row[f"auroc_{metric}_std"], row[f"auroc_{metric}_n"] = (
                     float("nan"),
@@ -700,6 +706,18 @@ def downstream_markdown(summary: pd.DataFrame) -> str:
                 f"| {format_difference(r, 'test')} | {ce} "
                 f"| {format_with_interval(r, 'external')} | {format_difference(r, 'external')} |"
             )
+    seq_cols = [q for q in LABELLED_SEQUENCES if f"auroc_test_{q}_mean" in summary.columns]
+    if seq_cols and len(summary):
+        out += [
+            "",
+            "### Test AUROC per sequence (patches of one sequence: its abnormal against its normal ones)",
+            "",
+            "| config | input | " + " | ".join(seq_cols) + " |",
+            "|---|---|" + "---|" * len(seq_cols),
+        ]
+        for _, r in summary.iterrows():
+            cells = [format_mean_std(r[f"auroc_test_{q}_mean"], r[f"auroc_test_{q}_std"]) for q in seq_cols]
+            out.append(f"| {r['config']} | {r['input_mode']} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
