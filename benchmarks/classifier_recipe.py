@@ -53,6 +53,34 @@ RECIPES: dict[str, list[str]] = {
         "evaluation.downstream.train.steps=1200",
     ],
     "avgmax-nomixup": ["evaluation.classifier.pooling=avgmax", "evaluation.mixup_alpha=0"],
+    "max-lr3e-3": ["evaluation.classifier.pooling=max", "evaluation.downstream.train.lr=3e-3"],
+    "max-3x": ["evaluation.classifier.pooling=max", "evaluation.downstream.train.steps=1200"],
+    "max-3x-lr2e-3": [
+        "evaluation.classifier.pooling=max",
+        "evaluation.downstream.train.steps=1200",
+        "evaluation.downstream.train.lr=2e-3",
+    ],
+    "max-canon": ["evaluation.classifier.pooling=max", "evaluation.classifier.canonical_phase=true"],
+    "max-3x-lr2e-3-canon-bf16": [
+        "evaluation.classifier.pooling=max",
+        "evaluation.classifier.canonical_phase=true",
+        "evaluation.downstream.train.steps=1200",
+        "evaluation.downstream.train.lr=2e-3",
+        "evaluation.downstream.train.amp=bf16",
+    ],
+    "max-3x-lr2e-3-nomixup-bf16": [
+        "evaluation.classifier.pooling=max",
+        "evaluation.downstream.train.steps=1200",
+        "evaluation.downstream.train.lr=2e-3",
+        "evaluation.downstream.train.amp=bf16",
+        "evaluation.mixup_alpha=0",
+    ],
+    "max-3x-lr2e-3-bf16": [
+        "evaluation.classifier.pooling=max",
+        "evaluation.downstream.train.steps=1200",
+        "evaluation.downstream.train.lr=2e-3",
+        "evaluation.downstream.train.amp=bf16",
+    ],
 }
 
 

@@ -37,7 +37,7 @@ from magphase.models.classifier import (
     count_parameters,
     default_stem_stride,
 )
-from magphase.mri.complex import complex_to_channels
+from magphase.mri.complex import channels_to_complex, complex_to_channels, rotate_phase
 
 
 def test_squeeze_excitation_gates_channels_in_unit_interval():
@@ -101,6 +101,31 @@ def test_weights_written_before_the_pooling_option_load_as_average():
     assert build_classifier(cfg).pooling == "avg"
     with pytest.raises(ValueError, match="pooling"):
         ResNetSEClassifier(2, widths=(8,), blocks=(1,), pooling="median")
+
+
+def test_canonical_phase_makes_the_classifier_invariant_to_a_global_phase_only():
+    net = TINY_NET.model_copy(update={"canonical_phase": True})
+    cfg = ClassifierTask(net, (2, 32, 32)).model_config()
+    assert cfg["canonical_phase"] is True
+    model = build_classifier(cfg).eval()
+    plain = build_classifier({**cfg, "canonical_phase": False}).eval()
+    plain.load_state_dict(model.state_dict())  # the option adds no parameters
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 2, 32, 32, generator=g) + 1.0
+    theta = torch.tensor([0.3, -2.0, 3.0, 1.1])
+    with torch.no_grad():
+        out = model(x)
+        torch.testing.assert_close(model(rotate_phase(x, theta)), out, atol=1e-4, rtol=1e-4)
+        assert (plain(rotate_phase(x, theta)) - plain(x)).abs().max() > 1e-3  # without it: not invariant
+        # a relative phase (here a phase ramp) still changes the output
+        ramp = torch.polar(torch.ones(32), torch.linspace(0, 2.0, 32))
+        y = complex_to_channels(channels_to_complex(x) * ramp).float()
+        assert (model(y) - out).abs().max() > 1e-3
+    # old weights (no key) load without it; it needs [real, imag] input
+    del cfg["canonical_phase"]
+    assert build_classifier(cfg).canonical_phase is False
+    with pytest.raises(ValueError, match="canonical_phase"):
+        ResNetSEClassifier(1, widths=(8,), blocks=(1,), canonical_phase=True)
 
 
 def test_magnitude_input_discards_phase_only():

@@ -126,7 +126,9 @@ def test_run_downstream_end_to_end_resumes_and_writes_figures(stores, tmp_path, 
         expected = safe_auroc(sub["target"], sub["p"])
         got = results.loc[0, f"auroc_test_{seq}"]
         assert (np.isnan(expected) and np.isnan(got)) or got == pytest.approx(expected)
-        assert np.isnan(expected) or summary.loc["real100", f"auroc_test_{seq}_mean"] == pytest.approx(expected)
+        assert np.isnan(expected) or summary.loc["real100", f"auroc_test_{seq}_mean"] == pytest.approx(
+            expected
+        )
     assert "Test AUROC per sequence" in md
     for key in ("test", "external"):
         lo, hi = summary[f"auroc_{key}_lo"], summary[f"auroc_{key}_hi"]

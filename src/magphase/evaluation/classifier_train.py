@@ -286,6 +286,7 @@ class ClassifierTask(TrainTaskBase):
             "stem_stride": self.network.stem_stride or default_stem_stride(size),
             "dropout": self.network.dropout,
             "pooling": self.network.pooling,
+            "canonical_phase": self.network.canonical_phase,
             "input_shape": list(self.input_shape),
             "input_mode": self.input_mode,
         }

@@ -12,6 +12,13 @@ Each stage after the first halves the resolution. Global pooling, dropout, a lin
 is the paper's global average (``avg``), or beyond the paper a global max (``max``) or both concatenated
 (``avgmax``): a small lesion covers a few per cent of a patch, and an average over the whole map dilutes
 its evidence, while a max keeps the strongest local response.
+
+Beyond the paper, ``canonical_phase`` makes the network invariant to the absolute phase of a complex
+item by construction: each item is rotated to global phase 0 (``exp(-i angle(sum of its pixels))``,
+:func:`magphase.mri.complex.global_phase`) before the stem, keeping every relative phase. The absolute
+phase of an MRI image carries no diagnosis; without this the network has to learn the invariance from
+random-phase augmentation, which a small network at a CPU budget does slowly (docs/evaluation.md
+"Classifier recipe"). A magnitude-only input ``[|x|, 0]`` has global phase 0, so it is unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from magphase.mri.complex import global_phase, rotate_phase
 
 #: Feature-map size the stem aims at: inputs larger than this are downsampled by the stem.
 _STEM_TARGET = 48
@@ -86,6 +95,7 @@ class ResNetSEClassifier(nn.Module):
         stem_stride: stride of the stem conv.
         dropout: dropout probability before the head.
         pooling: global pooling before the head, one of :data:`POOLINGS`.
+        canonical_phase: rotate each 2-channel item to global phase 0 first (see the module docstring).
     """
 
     def __init__(
@@ -97,8 +107,12 @@ class ResNetSEClassifier(nn.Module):
         stem_stride: int = 1,
         dropout: float = 0.0,
         pooling: str = "avg",
+        canonical_phase: bool = False,
     ):
         super().__init__()
+        if canonical_phase and in_channels != 2:
+            raise ValueError(f"canonical_phase needs [real, imag] input (2 channels), got {in_channels}")
+        self.canonical_phase = bool(canonical_phase)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if len(widths) != len(blocks) or not widths:
@@ -141,6 +155,8 @@ class ResNetSEClassifier(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Pooled features ``B x widths[-1]`` (``B x 2 widths[-1]`` for ``avgmax``: average, then max)."""
+        if self.canonical_phase:
+            x = rotate_phase(x, -global_phase(x.detach()))
         h = self.stages(self.stem(x))
         if self.pooling == "avg":
             return h.mean(dim=(2, 3))
@@ -157,7 +173,8 @@ def build_classifier(model_config: dict[str, Any]) -> ResNetSEClassifier:
     """Rebuild a classifier from the ``model_config`` dict its training run wrote (``ema.json``).
 
     Keys: ``in_channels``, ``widths``, ``blocks``, ``se_reduction``, ``stem_stride``, ``dropout``,
-    ``pooling`` (``avg`` when absent: weights written before the option) (other keys, e.g. ``input_size``
+    ``pooling`` (``avg`` when absent: weights written before the option), ``canonical_phase`` (False when
+    absent) (other keys, e.g. ``input_size``
     or ``input_mode``, are ignored here).
     """
     return ResNetSEClassifier(
@@ -168,6 +185,7 @@ def build_classifier(model_config: dict[str, Any]) -> ResNetSEClassifier:
         stem_stride=int(model_config.get("stem_stride", 1)),
         dropout=float(model_config.get("dropout", 0.0)),
         pooling=str(model_config.get("pooling", "avg")),
+        canonical_phase=bool(model_config.get("canonical_phase", False)),
     )
 
 
