@@ -24,7 +24,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from magphase.cli import app, main
+from cli_helpers import assert_one_clear_error as _assert_one_clear_error
+from cli_helpers import run_main as _run_main
+from magphase.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 MICRO = REPO / "configs" / "micro.yaml"
@@ -117,31 +119,6 @@ def _explain(result) -> str:
 
         text += "\n" + "".join(traceback.format_exception(*result.exc_info))
     return text
-
-
-def _run_main(monkeypatch, capsys, *args: Any) -> tuple[int, str, str]:
-    """Run the console entry point (``magphase.cli.main``) in-process: ``(exit code, stdout, stderr)``.
-
-    An exception that escapes ``main`` is what a user would see as a traceback, so it is not caught.
-    """
-    monkeypatch.setattr(sys, "argv", ["magphase", *map(str, args)])
-    code: int | str | None = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return (code if isinstance(code, int) else (0 if code is None else 1)), captured.out, captured.err
-
-
-def _assert_one_clear_error(code: int, out: str, err: str, *needles: str) -> None:
-    text = out + err
-    assert code != 0, text
-    assert "Traceback" not in text, text
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, text
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 # ---------------------------------------------------------------------------------------------- --help

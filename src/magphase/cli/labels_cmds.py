@@ -55,7 +55,14 @@ def labels_report(annotations: AnnotationSet) -> dict[str, Any]:
             "count": len(annotations.rejects),
             "by_kind": annotations.reject_counts(),
             "rows": [
-                {"source": r.source, "row": r.row, "file": r.file, "kind": r.kind, "reason": r.reason}
+                {
+                    "source": r.source,
+                    "row": r.row,
+                    "file": r.file,
+                    "field": r.field,
+                    "kind": r.kind,
+                    "reason": r.reason,
+                }
                 for r in annotations.rejects
             ],
         },
@@ -102,7 +109,8 @@ def labels(
     if show_rejects:
         for reject in annotation_set.rejects:
             typer.echo(
-                f"  {reject.source}:{reject.row}  {reject.file or '-'}  {reject.kind}: {reject.reason}"
+                f"  {reject.source}:{reject.row}  {reject.file or '-'}  [{reject.field}] "
+                f"{reject.kind}: {reject.reason}"
             )
     if out is not None:
         typer.echo(f"per-volume labels: {out}")

@@ -100,6 +100,10 @@ def prepare_cmd(
     typer.echo(table1_markdown(summary.table1))
     typer.echo(f"store: {summary.store} ({summary.n_patches} patches from {summary.n_volumes} volumes)")
     typer.echo(f"rejected volumes: {summary.n_rejected} (see {out / 'rejects.csv'})")
+    if summary.n_annotation_rejects:
+        typer.echo(
+            f"rejected annotation rows: {summary.n_annotation_rejects} (see {out / 'annotation_rejects.csv'})"
+        )
     if summary.brain_mask_dice:
         d = summary.brain_mask_dice
         typer.echo(

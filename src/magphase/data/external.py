@@ -53,10 +53,15 @@ def _read_text_csv(path: Path, what: str, required: tuple[str, ...]) -> pd.DataF
     """A CSV as strings (empty cells stay ``""``), column names stripped and lower-cased.
 
     Raises:
-        DataError: unreadable file (names ``what``) or a missing required column.
+        DataError: unreadable file (names ``what``), not UTF-8 (field ``encoding``) or a missing
+            required column.
     """
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            path, "encoding", f"{what} is not UTF-8 text ({exc.reason}); save it as UTF-8"
+        ) from None
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(path, None, f"cannot read {what}: {exc}") from exc
     frame.columns = [c.strip().lower() for c in frame.columns]
@@ -115,8 +120,10 @@ def combine_external(path: Path, cfg: PrepareConfig, device: str | None = None) 
     Returns:
         complex64 ``(S, 320, 320)`` images and their pixel size in mm (the field of view is kept,
         so pixels shrink when a smaller matrix is zero-filled and grow when a larger one is cropped).
+    Raises:
+        DataError: unreadable or malformed file, NaN/Inf or all-zero k-space.
     """
-    from magphase.io.fastmri import open_volume
+    from magphase.io.fastmri import ALL_ZERO, KSPACE, open_volume
     from magphase.mri.coils import espirit_combine
     from magphase.mri.kspace import remove_readout_oversampling, resize_kspace
 
@@ -130,6 +137,8 @@ def combine_external(path: Path, cfg: PrepareConfig, device: str | None = None) 
                 for i in range(vol.n_slices)
             ]
         )
+    if not kspace.any():
+        raise DataError(path, KSPACE, ALL_ZERO)
     try:
         images = espirit_combine(
             kspace, oversampling=None, recon_size=None, device=device, source=path, **cfg.espirit
@@ -195,7 +204,8 @@ def prepare_external(
     labels = read_external_labels(labels_csv)
     facial = read_facial_slices(facial_csv)
     label_map = {k.lower(): v for k, v in ext.label_map.items()}
-    files = {volume_key(p): p for p in sorted(raw_dir.glob("*.h5")) if p.is_file()}
+    # Not only regular files: a folder named x.h5 or a broken link is rejected by name, not skipped.
+    files = {volume_key(p): p for p in sorted(raw_dir.glob("*.h5"))}
     rejects: list[dict[str, str]] = []
     for stem in sorted(set(files) - set(labels["volume"])):
         rejects.append({"file": str(files[stem]), "field": "label", "reason": "volume not in the labels CSV"})

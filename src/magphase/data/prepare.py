@@ -28,6 +28,7 @@ Output folder::
     OUT/patches/            the patch store (arrays.h5: `patches` N x 2 x 96 x 96; manifest.csv; meta.json)
     OUT/volumes/{stem}.h5   per-volume results (the resume cache)
     OUT/rejects.csv         file, field, reason for every skipped volume
+    OUT/annotation_rejects.csv  file, line, volume, field, kind, reason for every annotation row not used
     OUT/table1.csv, .md     patches by class x sequence x split (paper Table 1 layout)
     OUT/summary.json        counts, config hash, brain-mask Dice when ground truth was found
     OUT/fig2_patches.png    example patches (paper Fig. 2)
@@ -54,7 +55,7 @@ import numpy as np
 import pandas as pd
 
 from magphase.config import PrepareConfig, config_hash
-from magphase.conventions import PATCH_SIZE, sequence_from_filename
+from magphase.conventions import PATCH_SIZE, SEQUENCES, sequence_from_filename
 from magphase.data.patching import (
     PatchSpec,
     PixelBox,
@@ -82,11 +83,15 @@ from magphase.utils.seeds import derived_rng
 log = logging.getLogger(__name__)
 
 #: Version of the per-volume result layout; bump to invalidate every cached volume.
-RESULT_FORMAT = 1
+#: 2: results record the volume's unusable annotation boxes (``box_rejects``).
+RESULT_FORMAT = 2
 PATCH_STORE = "patches"
 VOLUMES_DIR = "volumes"
 REJECTS_FILE = "rejects.csv"
 REJECT_COLUMNS = ("file", "field", "reason")
+#: Annotation rows not used: unreadable rows (from the CSV reader) and boxes outside their volume.
+ANNOTATION_REJECTS_FILE = "annotation_rejects.csv"
+ANNOTATION_REJECT_COLUMNS = ("file", "line", "volume", "field", "kind", "reason")
 #: Extra manifest columns written by prepare (after the store's fixed columns).
 EXTRA_COLUMNS = (
     "source_label",
@@ -157,23 +162,48 @@ def discover_volumes(
     """Every ``*.h5`` in ``raw_dir`` (sorted by name) with its class and boxes.
 
     Files are not opened here (bad files are rejected when processed), so every shard of a job
-    array sees the same list cheaply. Without ``annotations`` every volume is unlabeled.
+    array sees the same list cheaply. Entries that are not regular files (a folder named
+    ``x.h5``, a looping or dangling link) are listed too, so that they are rejected by name
+    rather than skipped in silence. Without ``annotations`` every volume is unlabeled.
 
     Raises:
         DataError: ``raw_dir`` is not a folder, or the annotation files cannot be read.
     """
+    return discover_with_rejects(raw_dir, annotations, file_list, cfg)[0]
+
+
+def discover_with_rejects(
+    raw_dir: str | Path,
+    annotations: str | Path | None = None,
+    file_list: str | Path | None = None,
+    cfg: PrepareConfig | None = None,
+) -> tuple[list[VolumeTask], list[dict[str, Any]]]:
+    """:func:`discover_volumes` plus the annotation rows the reader rejected, as
+    :data:`ANNOTATION_REJECT_COLUMNS` records (for ``annotation_rejects.csv``)."""
     cfg = cfg or PrepareConfig()
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise DataError(raw_dir, None, "raw data folder does not exist")
-    paths = sorted(p for p in raw_dir.glob("*.h5") if p.is_file())
+    paths = sorted(raw_dir.glob("*.h5"))
     ann: AnnotationSet | None = None
+    rejects: list[dict[str, Any]] = []
     if annotations is not None:
         ann = read_annotations(annotations, file_list, rules=cfg.labels)
         if ann.rejects:
             log.warning(
                 "%s: %d annotation rows rejected: %s", annotations, len(ann.rejects), ann.reject_counts()
             )
+        rejects = [
+            {
+                "file": r.source,
+                "line": r.row,
+                "volume": r.file,
+                "field": r.field,
+                "kind": r.kind,
+                "reason": r.reason,
+            }
+            for r in ann.rejects
+        ]
         missing = set(ann.volumes) - {volume_key(p) for p in paths}
         if missing:
             log.info("%d annotated volumes are not in %s (ignored)", len(missing), raw_dir)
@@ -185,7 +215,7 @@ def discover_volumes(
             continue
         entry = ann.get(p)
         tasks.append(VolumeTask(p, ann.label_of(p), tuple(entry.boxes) if entry else (), abnormal))
-    return tasks
+    return tasks, rejects
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -225,6 +255,8 @@ class VolumeResult:
     mask: np.ndarray | None = None
     image_shape: tuple[int, int, int] = (0, 0, 0)
     seconds: float = 0.0
+    #: Boxes of the volume that lie outside it (``volume, field, kind, reason``; see :func:`pixel_boxes`).
+    box_rejects: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def normalise_slices(volume: np.ndarray) -> np.ndarray:
@@ -242,21 +274,29 @@ def normalise_slices(volume: np.ndarray) -> np.ndarray:
 
 def combine_volume(
     path: str | Path, cfg: PrepareConfig, device: str | None = None
-) -> tuple[np.ndarray, Any, str | None]:
+) -> tuple[np.ndarray, Any, str]:
     """Read a fastMRI volume and ESPIRiT-combine it (not yet normalised).
 
     Returns:
         ``(images, header, sequence)``: complex64 ``(S, h, w)`` on the recon grid (the grid of
         ``reconstruction_rss``, where fastMRI+ boxes live), the :class:`AcquisitionHeader`, and
-        the file's sequence.
+        the file's sequence (one of :data:`~magphase.conventions.SEQUENCES`).
     Raises:
-        DataError: unreadable or malformed file.
+        DataError: unreadable or malformed file, a sequence outside ``SEQUENCES`` (checked before
+            any k-space is read), NaN/Inf or all-zero k-space.
     """
-    from magphase.io.fastmri import open_volume
+    from magphase.io.fastmri import ALL_ZERO, KSPACE, open_volume
     from magphase.mri.coils import espirit_combine
     from magphase.mri.kspace import remove_readout_oversampling
 
     with open_volume(path) as vol:
+        sequence = vol.sequence
+        if sequence not in SEQUENCES:
+            raise DataError(
+                path,
+                "attrs/acquisition",
+                f"sequence {sequence!r} is not one of {', '.join(SEQUENCES)} (nor named in the file name)",
+            )
         # Oversampling removal is linear and per slice: doing it while reading halves the memory
         # held for the whole-volume ESPIRiT call (which needs every slice for its phase reference).
         kspace = np.stack(
@@ -266,7 +306,9 @@ def combine_volume(
             ]
         )
         recon_shape = vol.recon_shape
-        header, sequence = vol.header, vol.sequence
+        header = vol.header
+    if not kspace.any():
+        raise DataError(path, KSPACE, ALL_ZERO)
     try:
         images = espirit_combine(
             kspace, oversampling=None, recon_size=recon_shape, device=device, source=path, **cfg.espirit
@@ -279,21 +321,52 @@ def combine_volume(
     return images, header, sequence
 
 
-def pixel_boxes(boxes: Sequence[Box], shape: tuple[int, int, int], source: str = "") -> list[PixelBox]:
-    """fastMRI+ boxes -> boxes on the stored array, clipped to it; unusable boxes are dropped (logged)."""
+def unusable_box(box: Box, shape: tuple[int, int, int]) -> tuple[str, str, str] | None:
+    """``(field, kind, reason)`` when ``box`` cannot be placed on an ``(S, H, W)`` volume, else None.
+
+    Unusable: a slice the volume lacks, a non-positive size, rows outside ``0 .. H`` (the
+    flipped-y convention needs the whole height) or columns starting outside ``0 .. W - 1``. A box
+    whose columns merely run past the right edge is usable (it is clipped).
+    """
     s_count, h, w = shape
+    if not 0 <= box.slice < s_count:
+        return "slice", "out-of-image", f"slice {box.slice} is outside the volume's {s_count} slices"
+    for name, size in (("width", box.width), ("height", box.height)):
+        if size <= 0:
+            return name, "zero-size", f"{name}={size} is not positive"
+    if not 0 <= box.x < w:
+        return "x", "out-of-image", f"x={box.x} is outside the image width {w}"
+    if box.y < 0 or box.y + box.height > h:
+        return "y", "out-of-image", f"rows y={box.y}..{box.y + box.height} are outside the image height {h}"
+    return None
+
+
+def pixel_boxes(
+    boxes: Sequence[Box],
+    shape: tuple[int, int, int],
+    source: str = "",
+    dropped: list[dict[str, Any]] | None = None,
+) -> list[PixelBox]:
+    """fastMRI+ boxes -> boxes on the stored array, clipped to it.
+
+    Unusable boxes (:func:`unusable_box`) are dropped and logged; when ``dropped`` is a list, each
+    is also appended to it as ``{"volume", "field", "kind", "reason"}`` (for the rejects report).
+    """
+    _, h, w = shape
     out = []
     for b in boxes:
-        try:
-            r0, r1, c0, c1 = box_to_array(b.x, b.y, b.width, b.height, h)
-        except ValueError as exc:
-            log.warning("%s: box %s dropped: %s", source, b, exc)
+        unusable = unusable_box(b, shape)
+        if unusable is not None:
+            field, kind, reason = unusable
+            log.warning("%s: box %s dropped: %s", source, b, reason)
+            if dropped is not None:
+                where = f"box slice={b.slice} x={b.x} y={b.y} width={b.width} height={b.height} ({b.label})"
+                dropped.append(
+                    {"volume": b.file, "field": field, "kind": kind, "reason": f"{where}: {reason}"}
+                )
             continue
-        r0, r1, c0, c1 = max(0, r0), min(h, r1), max(0, c0), min(w, c1)
-        if not 0 <= b.slice < s_count or r1 <= r0 or c1 <= c0:
-            log.warning("%s: box %s lies outside the %s image; dropped", source, b, shape)
-            continue
-        out.append(PixelBox(b.slice, r0, r1, c0, c1, b.label))
+        r0, r1, c0, c1 = box_to_array(b.x, b.y, b.width, b.height, h)
+        out.append(PixelBox(b.slice, max(0, r0), min(h, r1), max(0, c0), min(w, c1), b.label))
     return out
 
 
@@ -346,7 +419,6 @@ def process_volume(
     """Combine, normalise, mask and patch one volume (raises :class:`DataError` on a bad file)."""
     start = time.perf_counter()
     images, header, sequence = combine_volume(task.path, cfg, device)
-    sequence = sequence or sequence_from_filename(task.path.name) or ""
     images = normalise_slices(images)
     pixel_mm = header.recon_fov_mm[0] / header.recon_matrix[0]
     masks = brain_mask(np.abs(images), BrainMaskParams(**cfg.brain_mask.model_dump()), pixel_mm)
@@ -359,7 +431,8 @@ def process_volume(
             header.recon_fov_mm[2],
         )
         export_nifti(images, nifti_dir / task.volume, voxel)
-    boxes = pixel_boxes(task.boxes, images.shape, str(task.path))
+    box_rejects: list[dict[str, Any]] = []
+    boxes = pixel_boxes(task.boxes, images.shape, str(task.path), box_rejects)
     abnormal = [normalize_label(b.label) in task.abnormal_labels for b in boxes]
     plans = plan_volume(task.label, masks, boxes, abnormal, cfg, volume_rng(seed, task.volume))
     patches = extract_patches(images, plans)
@@ -403,6 +476,7 @@ def process_volume(
         mask=masks,
         image_shape=images.shape,
         seconds=time.perf_counter() - start,
+        box_rejects=box_rejects,
     )
     n_box = sum(r["box_id"] >= 0 for r in rows)
     if task.label == "abnormal" and n_box == 0:
@@ -445,6 +519,7 @@ def write_result(path: Path, result: VolumeResult, key: str, keep_mask: bool = T
         f.attrs["image_shape"] = np.asarray(result.image_shape, np.int64)
         f.attrs["seconds"] = result.seconds
         f.attrs["rows"] = json.dumps(result.rows)
+        f.attrs["box_rejects"] = json.dumps(result.box_rejects)
         f.create_dataset("patches", data=result.patches.astype(np.float32))
         if keep_mask and result.mask is not None:
             f.create_dataset("brain_mask", data=result.mask.astype(np.uint8), compression="gzip", chunks=True)
@@ -459,6 +534,7 @@ def read_result_header(path: Path) -> dict[str, Any] | None:
     except (OSError, KeyError):
         return None
     attrs["rows"] = json.loads(attrs.get("rows", "[]"))
+    attrs["box_rejects"] = json.loads(attrs.get("box_rejects", "[]"))
     return attrs
 
 
@@ -614,6 +690,7 @@ class PrepareSummary:
     table1: pd.DataFrame
     rejects: pd.DataFrame
     brain_mask_dice: dict[str, float] | None = None
+    n_annotation_rejects: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -621,6 +698,7 @@ class PrepareSummary:
             "n_patches": self.n_patches,
             "n_volumes": self.n_volumes,
             "n_rejected": self.n_rejected,
+            "n_annotation_rejects": self.n_annotation_rejects,
             "brain_mask_dice": self.brain_mask_dice,
             "table1": self.table1.to_dict("records"),
         }
@@ -664,8 +742,15 @@ def merge_prepared(
     allow_missing: bool = False,
     truth_dir: str | Path | None = None,
     figure: bool = True,
+    annotations: str | Path | None = None,
+    annotation_rejects: Sequence[dict[str, Any]] = (),
 ) -> PrepareSummary:
-    """Build the store, rejects report, Table 1 and figure from the per-volume results.
+    """Build the store, rejects reports, Table 1 and figure from the per-volume results.
+
+    Args:
+        annotations: the annotation CSV, named in ``annotation_rejects.csv`` beside the boxes that
+            processing found outside their volume.
+        annotation_rejects: the rows the annotation reader rejected (:func:`discover_with_rejects`).
 
     Raises:
         IncompleteError: some volume has no result yet (unless ``allow_missing``: then they are
@@ -688,6 +773,10 @@ def merge_prepared(
             rejects.append({"file": h["source"], "field": h["field"], "reason": h["reason"]})
             continue
         headers.append(h)
+    box_file = str(annotations) if annotations is not None else ""
+    annotation_rows = list(annotation_rejects) + [
+        {"file": box_file, "line": "", **r} for h in headers for r in h["box_rejects"]
+    ]
     if missing and not allow_missing:
         raise IncompleteError(
             f"{len(missing)} volume(s) not prepared yet with this config (e.g. {missing[0]}); "
@@ -738,6 +827,10 @@ def merge_prepared(
     atomic_write_text(table1_markdown(table), out_dir / "table1.md")
     reject_frame = pd.DataFrame(rejects, columns=list(REJECT_COLUMNS))
     atomic_write_csv(reject_frame, out_dir / REJECTS_FILE)
+    atomic_write_csv(
+        pd.DataFrame(annotation_rows, columns=list(ANNOTATION_REJECT_COLUMNS)),
+        out_dir / ANNOTATION_REJECTS_FILE,
+    )
     agreement = None
     if truth_dir is not None:
         agreement = brain_mask_agreement(out_dir, Path(truth_dir), [h["volume"] for h in headers])
@@ -749,6 +842,7 @@ def merge_prepared(
         table1=table,
         rejects=reject_frame,
         brain_mask_dice=agreement,
+        n_annotation_rejects=len(annotation_rows),
     )
     atomic_write_text(
         json.dumps({**summary.to_json(), "config_hash": meta["config_hash"]}, indent=2),
@@ -803,7 +897,7 @@ def prepare(
         the merge summary, or None when no merge was done.
     """
     cfg = cfg or PrepareConfig()
-    tasks = discover_volumes(raw_dir, annotations, file_list, cfg)
+    tasks, annotation_rejects = discover_with_rejects(raw_dir, annotations, file_list, cfg)
     i, n = shard
     if process:
         if on_start is not None:
@@ -823,4 +917,13 @@ def prepare(
         merge = n == 1
     if not merge:
         return None
-    return merge_prepared(tasks, out_dir, cfg, seed, truth_dir=find_truth_dir(Path(raw_dir)), figure=figure)
+    return merge_prepared(
+        tasks,
+        out_dir,
+        cfg,
+        seed,
+        truth_dir=find_truth_dir(Path(raw_dir)),
+        figure=figure,
+        annotations=annotations,
+        annotation_rejects=annotation_rejects,
+    )

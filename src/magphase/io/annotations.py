@@ -25,12 +25,15 @@ Volume classes (:class:`LabelRules` holds the label sets as data; precedence in
 
 Bad rows never abort parsing: they are returned as :class:`Reject` records. A rejected row can only
 push its volume towards ``excluded`` (its label still counts as a finding that blocks ``normal``);
-it never makes a volume normal or abnormal. A missing required column or an unreadable file is
-fatal (:class:`~magphase.errors.DataError` naming the file and column).
+it never makes a volume normal or abnormal. Each reject names the column at fault. A missing
+required column, an unreadable, empty or non-UTF-8 file, or a header-only file without a file list
+is fatal (:class:`~magphase.errors.DataError` naming the file and the column, ``encoding`` or
+``rows``). UTF-8 with a BOM and Windows (CRLF) line ends read exactly like plain UTF-8 with LF.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import logging
@@ -109,6 +112,8 @@ class Reject:
         file: the row's file stem ('' when unreadable).
         kind: short category (``duplicate``, ``zero-size``, ``out-of-image``, ``non-numeric``, ...).
         reason: human-readable detail.
+        field: the column at fault (``x``, ``slice``, ``label``, ...); ``row`` when it is the whole
+            row (a duplicate, a wrong number of fields).
     """
 
     source: str
@@ -116,6 +121,7 @@ class Reject:
     file: str
     kind: str
     reason: str
+    field: str = ""
 
 
 @dataclass(frozen=True)
@@ -284,14 +290,34 @@ def array_to_box(row0: int, row1: int, col0: int, col1: int, image_height: int) 
 
 
 def _open_text(path: Path, what: str) -> str:
+    """The file as text: UTF-8 with or without a BOM, any line ends (read as ``\\n``).
+
+    Raises:
+        DataError: missing or unreadable file; field ``encoding`` for UTF-16 (BOM or NUL bytes)
+            or bytes that are not UTF-8 (naming the line).
+    """
     try:
-        return path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise DataError(path, None, f"{what} not found") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(path, None, f"{what} is not UTF-8 text: {exc.reason}") from exc
     except OSError as exc:
         raise DataError(path, None, f"cannot read {what}: {exc}") from exc
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in raw[:4096]:
+        raise DataError(
+            path, "encoding", f"{what} is UTF-16 (or binary), not UTF-8 text; save it as UTF-8 CSV"
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            path,
+            "encoding",
+            f"{what} is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} ({exc.reason}); "
+            "save it as UTF-8",
+        ) from None
+    # Universal newlines, as text-mode reading would do: CRLF (Windows) and CR read as LF.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def read_file_list(path: str | os.PathLike[str]) -> tuple[list[str], list[Reject]]:
@@ -314,7 +340,9 @@ def read_file_list(path: str | os.PathLike[str]) -> tuple[list[str], list[Reject
             continue
         stem = volume_key(name)
         if stem in seen:
-            rejects.append(Reject(str(path), line_number, stem, "duplicate", f"repeats line {seen[stem]}"))
+            rejects.append(
+                Reject(str(path), line_number, stem, "duplicate", f"repeats line {seen[stem]}", "file")
+            )
             continue
         seen[stem] = line_number
         stems.append(stem)
@@ -376,7 +404,8 @@ def read_annotations(
         :class:`AnnotationSet` with the volumes and the rejects.
 
     Raises:
-        DataError: unreadable/empty file or missing required column (names the file and column).
+        DataError: unreadable, empty, not UTF-8, header-only without a file list, or a missing
+            required column (names the file and the column, ``encoding`` or ``rows``).
     """
     rules = rules or LabelRules()
     path = Path(brain_csv)
@@ -409,8 +438,8 @@ def read_annotations(
     unknown_files: set[str] = set()
     accepted_keys: dict[tuple[object, ...], int] = {}
 
-    def reject(line: int, file: str, kind: str, reason: str, label: str | None = None) -> None:
-        rejects.append(Reject(source, line, file, kind, reason))
+    def reject(line: int, file: str, kind: str, column: str, reason: str, label: str | None = None) -> None:
+        rejects.append(Reject(source, line, file, kind, reason, column))
         # A duplicate repeats an accepted row and an unknown file is handled apart; any other bad
         # row still tells us the volume was annotated, so it can no longer pass as "no rows".
         if file and kind not in ("duplicate", "unknown-file"):
@@ -418,26 +447,28 @@ def read_annotations(
             if label:
                 volume.add_label(volume.rejected_labels, label)
 
+    n_rows = 0
     for values in reader:
         line = reader.line_num
         if not any(value.strip() for value in values):
             continue
+        n_rows += 1
         if len(values) != len(header):
             file = volume_key(values[index["file"]]) if len(values) > index["file"] else ""
-            reject(line, file, "bad-field-count", f"expected {len(header)} fields, got {len(values)}")
+            reject(line, file, "bad-field-count", "row", f"expected {len(header)} fields, got {len(values)}")
             continue
         row = {column: values[i].strip() for column, i in index.items()}
         file = volume_key(row["file"]) if row["file"] else ""
         label = " ".join(row["label"].split())
         if not file:
-            reject(line, "", "empty-file", "empty file name")
+            reject(line, "", "empty-file", "file", "empty file name")
             continue
         if listed_set is not None and file not in listed_set:
             unknown_files.add(file)
-            reject(line, file, "unknown-file", "file not in the file list")
+            reject(line, file, "unknown-file", "file", "file not in the file list")
             continue
         if not label:
-            reject(line, file, "empty-label", "empty label")
+            reject(line, file, "empty-label", "label", "empty label")
             continue
         level = row["study_level"].casefold()
         if level not in ("yes", "no"):
@@ -445,6 +476,7 @@ def read_annotations(
                 line,
                 file,
                 "bad-study-level",
+                "study_level",
                 f"study_level must be Yes or No, got {row['study_level']!r}",
                 label,
             )
@@ -453,11 +485,18 @@ def read_annotations(
         if level == "yes":
             filled = [name for name in ("x", "y", "width", "height") if row[name]]
             if filled:
-                reject(line, file, "study-coordinates", f"study-level row has coordinates in {filled}", label)
+                reject(
+                    line,
+                    file,
+                    "study-coordinates",
+                    filled[0],
+                    f"study-level row has coordinates in {filled}",
+                    label,
+                )
                 continue
             key: tuple[object, ...] = (file, "study", normalize_label(label))
             if key in accepted_keys:
-                reject(line, file, "duplicate", f"duplicate of row {accepted_keys[key]}", label)
+                reject(line, file, "duplicate", "row", f"duplicate of row {accepted_keys[key]}", label)
                 continue
             accepted_keys[key] = line
             volume = rows_by_file.setdefault(file, _VolumeRows())
@@ -467,16 +506,23 @@ def read_annotations(
         bad = next((name for name in _BOX_FIELDS if _parse_int(row[name]) is None), None)
         if bad is not None:
             kind = "missing-coordinate" if not row[bad] else "non-numeric"
-            reject(line, file, kind, f"{bad}={row[bad]!r} is not an integer", label)
+            reject(line, file, kind, bad, f"{bad}={row[bad]!r} is not an integer", label)
             continue
         slice_index, x, y, width, height = (int(float(row[name])) for name in _BOX_FIELDS)
         if width <= 0 or height <= 0:
-            reject(line, file, "zero-size", f"box size {width}x{height}", label)
-            continue
-        if slice_index < 0 or x < 0 or y < 0:
             reject(
-                line, file, "out-of-image", f"negative coordinate (slice={slice_index}, x={x}, y={y})", label
+                line,
+                file,
+                "zero-size",
+                "width" if width <= 0 else "height",
+                f"box size {width}x{height}",
+                label,
             )
+            continue
+        negative = next((name for name, v in (("slice", slice_index), ("x", x), ("y", y)) if v < 0), None)
+        if negative is not None:
+            reason = f"negative coordinate (slice={slice_index}, x={x}, y={y})"
+            reject(line, file, "out-of-image", negative, reason, label)
             continue
         if file in shapes:
             n_slices, image_height, image_width = shapes[file]
@@ -485,20 +531,29 @@ def read_annotations(
                     line,
                     file,
                     "out-of-image",
+                    "x" if x + width > image_width else "y",
                     f"box x={x}..{x + width}, y={y}..{y + height} outside {image_height}x{image_width}",
                     label,
                 )
                 continue
             if n_slices is not None and slice_index >= n_slices:
-                reject(line, file, "out-of-image", f"slice {slice_index} >= {n_slices} slices", label)
+                reject(
+                    line, file, "out-of-image", "slice", f"slice {slice_index} >= {n_slices} slices", label
+                )
                 continue
         key = (file, "box", slice_index, x, y, width, height, normalize_label(label))
         if key in accepted_keys:
-            reject(line, file, "duplicate", f"duplicate of row {accepted_keys[key]}", label)
+            reject(line, file, "duplicate", "row", f"duplicate of row {accepted_keys[key]}", label)
             continue
         accepted_keys[key] = line
         rows_by_file.setdefault(file, _VolumeRows()).boxes.append(
             Box(file, slice_index, x, y, width, height, label)
+        )
+    if not n_rows and file_list is None:
+        # With a file list, no rows means every listed volume was reviewed without findings; alone,
+        # a header-only file labels nothing and is almost always a failed export.
+        raise DataError(
+            path, "rows", "no annotation rows after the header (give the file list if none were expected)"
         )
 
     volumes: dict[str, VolumeAnnotation] = {}

@@ -16,8 +16,10 @@ dataset/attribute at fault; :func:`scan_folder` turns those into reject records.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,8 @@ CONTAINER = "hdf5"
 REQUIRED_ATTRS: tuple[str, ...] = ("acquisition", "patient_id")
 #: Attributes required as well when the file holds ``reconstruction_rss`` (fastMRI derives them from it).
 RECONSTRUCTION_ATTRS: tuple[str, ...] = ("max", "norm")
+#: The problem of a volume whose k-space is zero everywhere (HDF5 returns zeros for unwritten chunks).
+ALL_ZERO = "every sample is zero (an empty or never-written dataset)"
 
 
 def _attr_value(value: Any) -> Any:
@@ -60,7 +64,8 @@ def _attr_value(value: Any) -> Any:
 class FastMRIVolume:
     """One fastMRI multi-coil volume, opened read-only and validated; slices are read lazily.
 
-    Opening checks the structure (HDF5, ``kspace`` complex and 4-D, ``ismrmrd_header`` parses,
+    Opening checks the structure (a readable regular file, HDF5, ``kspace`` complex and 4-D,
+    ``ismrmrd_header`` parses and its encoded matrix is the k-space H x W,
     ``reconstruction_rss`` shape/dtype if present, required attrs) without reading k-space.
     NaN/Inf are checked on the data actually read (:meth:`kspace_slice`, :meth:`kspace`) or for
     the whole file by :meth:`validate` with ``full=True``.
@@ -96,20 +101,39 @@ class FastMRIVolume:
             # shared across processes, so drop it (without closing the parent's) and reopen.
             self._file = None
         if self._file is None:
-            if not self._path.is_file():
-                raise self._fail(
-                    CONTAINER, "file does not exist" if not self._path.exists() else "not a file"
-                )
+            self._check_regular_file()
             try:
                 # No file locking: readers never see a partial file (writes are atomic renames)
                 # and locking fails on some network/read-only mounts where datasets live.
                 self._file = h5py.File(self._path, "r", locking=False)
+            except PermissionError:
+                raise self._fail(CONTAINER, "permission denied: the file is not readable") from None
             except OSError as exc:
                 if not h5py.is_hdf5(self._path):
                     raise self._fail(CONTAINER, "not an HDF5 file (no HDF5 signature)") from None
                 raise self._fail(CONTAINER, f"cannot open HDF5 file (truncated or corrupt): {exc}") from None
             self._pid = os.getpid()
         return self._file
+
+    def _check_regular_file(self) -> None:
+        """A readable, non-empty regular file, or the DataError that says what the path is instead."""
+        try:
+            info = self._path.stat()
+        except FileNotFoundError:
+            if self._path.is_symlink():
+                raise self._fail(
+                    CONTAINER, f"dangling symbolic link (-> {os.readlink(self._path)})"
+                ) from None
+            raise self._fail(CONTAINER, "file does not exist") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self._fail(CONTAINER, "symbolic link loop (the link never reaches a file)") from None
+            raise self._fail(CONTAINER, f"cannot access: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a special file"
+            raise self._fail(CONTAINER, f"not a file ({kind} named like a volume)")
+        if info.st_size == 0:
+            raise self._fail(CONTAINER, "file is empty (0 bytes)")
 
     def _open_and_validate(self) -> None:
         f = self._handle()
@@ -167,14 +191,13 @@ class FastMRIVolume:
 
         height, width = self._kspace_shape[-2:]
         if (height, width) != self._header.encoded_matrix[:2]:
-            # Real fastMRI files are consistent; a mismatch does not stop reading (the array
-            # shape wins) but fastMRI's padding logic would be off, so say so.
-            logger.warning(
-                "%s: kspace %dx%d differs from the header's encoded matrix %s",
-                self._path,
-                height,
-                width,
-                self._header.encoded_matrix[:2],
+            # Real fastMRI files always agree. A file that does not is not what its header says:
+            # the recon crop, the phase-encoding limits and the pixel size would all be wrong.
+            x, y = self._header.encoded_matrix[:2]
+            raise self._fail(
+                ISMRMRD_HEADER,
+                f"encoding/encodedSpace/matrixSize x, y = {x} x {y} disagrees with kspace H x W = "
+                f"{height} x {width}",
             )
         if self._header.n_coils is not None and self._header.n_coils != self._kspace_shape[1]:
             logger.warning(
@@ -366,7 +389,7 @@ class FastMRIVolume:
             raise self._fail(RECONSTRUCTION_RSS, f"cannot compute RSS: {exc}") from None
 
     def validate(self, full: bool = False) -> None:
-        """Check the file; with ``full=True`` also read every slice and reject NaN/Inf.
+        """Check the file; with ``full=True`` also read every slice and reject NaN/Inf and all-zero k-space.
 
         The structure was already validated on open; ``full`` reads one slice at a time so memory
         stays at one slice.
@@ -376,10 +399,13 @@ class FastMRIVolume:
         """
         if not full:
             return
+        signal = False
         for i in range(self.n_slices):
-            self.kspace_slice(i)
+            signal = bool(np.any(self.kspace_slice(i))) or signal
             if self.has_reconstruction:
                 self.reconstruction_rss(i)
+        if not signal:
+            raise self._fail(KSPACE, ALL_ZERO)
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable summary: file, sequence, shapes, header fields, attrs."""
@@ -552,6 +578,8 @@ def scan_folder(
     """Open every file matching ``pattern`` in ``folder`` (not recursive, sorted by name).
 
     Files that fail validation are skipped and reported; the scan never stops on a bad file.
+    Matching entries that are not regular files (a folder named ``x.h5``, a looping or dangling
+    link) are reported too, not skipped in silence.
     With ``full=True`` every slice is also read and checked for NaN/Inf (slow on real data).
 
     Returns:
@@ -565,7 +593,7 @@ def scan_folder(
         raise DataError(folder, None, "not a folder")
     volumes: list[VolumeInfo] = []
     rejects: list[Reject] = []
-    for path in sorted(p for p in folder.glob(pattern) if p.is_file()):
+    for path in sorted(folder.glob(pattern)):
         try:
             with FastMRIVolume(path, required_attrs=required_attrs) as volume:
                 volume.validate(full=full)
@@ -588,6 +616,7 @@ def scan_folder(
 
 
 __all__ = [
+    "ALL_ZERO",
     "CONTAINER",
     "ISMRMRD_HEADER",
     "KSPACE",

@@ -16,18 +16,26 @@ with the diagonal affine ``diag(-dx, +dy, +dz)`` (RAS+ world, mm) centred on the
 fastMRI files carry no patient position or slice direction, so this geometry is nominal: it gives
 correct voxel sizes and an axial, anterior-up display, not scanner coordinates (qform/sform code 2,
 "aligned"). Left/right and the slice direction cannot be recovered from fastMRI data.
+
+:func:`read_nifti` reads one such image (or any 3-D scalar NIfTI) back to ``(S, H, W)``; every
+problem with the file is a :class:`~magphase.errors.DataError` naming the file and the field
+(``gzip``, ``header``, ``dim``, ``pixdim``, ``data``).
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import os
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from magphase.errors import DataError
 from magphase.utils.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -114,4 +122,105 @@ def export_nifti(
     return paths
 
 
-__all__ = ["export_nifti", "nifti_affine"]
+@dataclass(frozen=True)
+class NiftiVolume:
+    """A 3-D NIfTI image in magphase orientation.
+
+    Attributes:
+        data: float32 ``(S, H, W)`` (slice, row, column): the inverse of :func:`export_nifti`'s
+            transpose, so ``read_nifti(export_nifti(v, ...)[0]).data == abs(v)``.
+        voxel_size_mm: ``(dx, dy, slice_thickness)`` as given to :func:`export_nifti`.
+        affine: the image's voxel -> world affine (NIfTI axes, not transposed).
+    """
+
+    data: np.ndarray
+    voxel_size_mm: tuple[float, float, float]
+    affine: np.ndarray
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_NIFTI1_HEADER_BYTES = 348
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error)
+
+
+def _header_size(path: Path) -> int:
+    """How many of the first 348 (decompressed) bytes the file holds."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    got = 0
+    try:
+        with opener(path, "rb") as fh:
+            while got < _NIFTI1_HEADER_BYTES and (chunk := fh.read(_NIFTI1_HEADER_BYTES - got)):
+                got += len(chunk)
+    except (EOFError, OSError, zlib.error):
+        pass
+    return got
+
+
+def _stored_voxel_size(path: Path, image: nib.Nifti1Image) -> tuple[float, float, float]:
+    """``pixdim[1:4]`` as stored: nibabel's loader silently turns a 0 into 1 mm."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        raw = type(image.header).from_fileobj(fh, check=False)
+    return tuple(float(v) for v in raw["pixdim"][1:4])  # type: ignore[return-value]
+
+
+def read_nifti(path: str | os.PathLike[str]) -> NiftiVolume:
+    """Read a 3-D scalar NIfTI image (``.nii`` or ``.nii.gz``) as float32 ``(S, H, W)``.
+
+    Trailing singleton dimensions (``W x H x S x 1``) are dropped; the data must be finite and not
+    all zero (an all-zero image is an empty export, not anatomy).
+
+    Raises:
+        DataError: ``(path, field, problem)`` with field ``file`` (missing, unreadable), ``gzip``
+            (empty, or named ``.gz`` but not gzip-compressed), ``header`` (not a NIfTI header, or
+            truncated inside it), ``dim`` (not 3-D), ``pixdim`` (a voxel size not positive and
+            finite) or ``data`` (truncated or corrupt, NaN/Inf, all zero).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+    except FileNotFoundError:
+        raise DataError(path, "file", "file does not exist") from None
+    except OSError as exc:
+        raise DataError(path, "file", f"cannot read: {exc.strerror or exc}") from None
+    if not magic:
+        raise DataError(path, "gzip" if path.name.endswith(".gz") else "header", "file is empty (0 bytes)")
+    if path.name.endswith(".gz") and magic != _GZIP_MAGIC:
+        raise DataError(path, "gzip", "named .gz but not gzip-compressed (rename it to .nii or compress it)")
+    try:
+        image = nib.load(path)
+    except (nib.filebasedimages.ImageFileError, *_READ_ERRORS) as exc:
+        if _header_size(path) < _NIFTI1_HEADER_BYTES:
+            raise DataError(path, "header", "truncated: the file ends inside the NIfTI header") from None
+        raise DataError(path, "header", f"not a NIfTI header: {exc}") from None
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise DataError(path, "header", f"not a NIfTI image ({type(image).__name__})")
+    shape = tuple(int(v) for v in image.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise DataError(path, "dim", f"expected a 3-D image (columns, rows, slices), got shape {image.shape}")
+    zooms = _stored_voxel_size(path, image)
+    if not all(math.isfinite(v) and v > 0 for v in zooms):
+        raise DataError(path, "pixdim", f"voxel size must be positive and finite, got {zooms} mm")
+    try:
+        data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
+    except _READ_ERRORS as exc:
+        raise DataError(path, "data", f"cannot read the voxel data (truncated or corrupt): {exc}") from None
+    finite = np.isfinite(data)
+    if not finite.all():
+        kinds = "/".join(
+            k for k, hit in (("NaN", np.isnan(data).any()), ("Inf", np.isinf(data).any())) if hit
+        )
+        raise DataError(path, "data", f"contains {kinds} ({int((~finite).sum())} voxels)")
+    if not data.any():
+        raise DataError(path, "data", "every voxel is zero (an empty image)")
+    return NiftiVolume(
+        data=np.ascontiguousarray(data.transpose(2, 1, 0)),
+        voxel_size_mm=zooms,
+        affine=np.asarray(image.affine),
+    )
+
+
+__all__ = ["NiftiVolume", "export_nifti", "nifti_affine", "read_nifti"]
