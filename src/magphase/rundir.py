@@ -4,6 +4,7 @@ Layout (``RUN`` = the run directory; each stage writes only below its own folder
 
     RUN/config.yaml                    the resolved config of the last ``magphase run``
     RUN/hardware.json                  the machine that ran it (python, torch, CPU/GPU)
+    RUN/run.lock                       while a run or stage verb works here: its pid, host, start
     RUN/.stages/<stage>.json           completion marker: config hash, seconds, device, summary
     RUN/data/                          simulate: fastMRI-format raw volumes + brain.csv (+ external/)
     RUN/prepare/patches                prepare: patch store, Table 1, Fig. 2, rejects
@@ -28,15 +29,20 @@ run paths.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from magphase.data.store import remove_stale_partials_under
 from magphase.errors import ConfigError, DataError
 from magphase.models.weights import EMA_WEIGHTS_NAME
 from magphase.training.checkpoint import list_snapshots
-from magphase.utils.atomic import atomic_write_text
+from magphase.utils.atomic import atomic_write_text, remove_stale_temp_files
+from magphase.utils.lockfile import PidLock
+
+log = logging.getLogger(__name__)
 
 #: Every stage, in run order (the stage functions live in :mod:`magphase.stages`).
 STAGE_NAMES: tuple[str, ...] = (
@@ -54,6 +60,7 @@ STAGE_NAMES: tuple[str, ...] = (
     "report",
 )
 MARKERS_DIR = ".stages"
+LOCK_NAME = "run.lock"
 #: In ``RUN/flow/stage{1,2}``: the snapshot that model selection chose.
 SELECTED_NAME = "selected.json"
 #: In ``RUN/flow/stage2``: which stage-1 weights (path, tensor digest) its checkpoints started from.
@@ -233,6 +240,25 @@ class RunLayout:
     def report_file(self) -> Path:
         return self.report / "report.md"
 
+    # ----------------------------------------------------------------------------------- lock
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_NAME
+
+    def lock(self) -> PidLock:
+        """``with layout.lock():`` this process alone writes the run folder (stale locks are taken over)."""
+        return PidLock(self.lock_file, what="run folder")
+
+    def remove_partials(self) -> list[Path]:
+        """Delete what killed writers left in the run folder (atomic temp files, partial stores).
+
+        Call it holding :meth:`lock`: then no other process of this run writes here.
+        """
+        removed = remove_stale_temp_files(self.root) + remove_stale_partials_under(self.root)
+        for path in removed:
+            log.info("removed %s (left by a killed writer)", path)
+        return removed
+
     # -------------------------------------------------------------------------------- markers
     @property
     def markers(self) -> Path:
@@ -310,6 +336,7 @@ __all__ = [
     "CLASS_PROBE_NAME",
     "FIG4_NAME",
     "FIG5_NAME",
+    "LOCK_NAME",
     "MARKERS_DIR",
     "SELECTED_NAME",
     "STAGE2_INIT_NAME",

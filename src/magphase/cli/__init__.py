@@ -5,7 +5,10 @@ Library code logs; only this package prints and draws progress bars.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import signal
 
 import typer
 
@@ -50,13 +53,66 @@ from magphase.cli import (  # noqa: E402,F401
 # isort: on
 
 
+_main_pid = [os.getpid()]
+
+
+class _Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived. Not a KeyboardInterrupt, which click would turn into its own exit;
+    a BaseException, so that every writer's cleanup (``except BaseException``, ``finally``) runs."""
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``PATH: reason`` of an operating-system error (what failed, where), on one line."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        reason += " (free space, or point the output elsewhere, then rerun the same command to resume)"
+    where = exc.filename if exc.filename is not None else "<unknown path>"
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return f"{where}: {reason}"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler's, ``kill``'s) or SIGINT (Ctrl-C) unwinds the stack: writers remove temp files."""
+    if os.getpid() != _main_pid[0]:  # a forked worker (DataLoader, pool): dies quietly, the parent reports
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise _Interrupted(signal.Signals(signum).name)
+
+
 def main() -> None:
-    """Console entry point: run the app, turning documented errors into a one-line message."""
+    """Console entry point: run the app, turning documented errors into a one-line message.
+
+    Ctrl-C and SIGTERM stop the command with exit code 130 (143 for SIGTERM) and one line saying that
+    the finished work is kept: rerunning the same command resumes (``docs/reliability.md``).
+    """
+    _main_pid[0] = os.getpid()
+    try:
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        previous = {}
     try:
         app()
     except MagphaseError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise SystemExit(2) from exc
+    except OSError as exc:  # the environment: disk full, no permission, a path that cannot be made
+        logging.getLogger(__name__).debug("operating-system error", exc_info=True)
+        typer.secho(f"error: {_os_error_line(exc)}", err=True, fg=typer.colors.RED)
+        raise SystemExit(2) from exc
+    except (_Interrupted, KeyboardInterrupt) as exc:
+        name = str(exc) if isinstance(exc, _Interrupted) else "SIGINT"
+        typer.secho(
+            f"interrupted ({name}): finished work is kept and partial files were removed; rerun the same "
+            "command to resume",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+        raise SystemExit(143 if name == "SIGTERM" else 130) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 __all__ = ["app", "evaluate_app", "main"]

@@ -151,8 +151,8 @@ def sample_cmd(
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
-    if not math.isfinite(guidance):
-        raise ConfigError(f"--guidance must be a finite number, got {guidance}")
+    if not math.isfinite(guidance) or guidance < 0:
+        raise ConfigError(f"--guidance must be a finite number >= 0, got {guidance}")
     if out.exists() and not overwrite:
         raise ConfigError(f"--out {out}: a store is already there (pass --overwrite to replace it)")
     solver = solver or sc.solver

@@ -30,10 +30,11 @@ def run_cmd(
     report), skipping stages already finished with the same config and resuming interrupted ones."""
     import time
 
-    from magphase.run import plan_run, run_pipeline
+    from magphase.run import check_inputs, plan_run, run_pipeline
 
     cfg = load_config(config_opt or config, overrides)
     plan = plan_run(cfg, out, start, until, force)
+    check_inputs(cfg, [p.stage for p in plan if p.action == "run"])
     if dry_run:
         typer.echo(dump_config(cfg))
         typer.echo("# plan")

@@ -56,8 +56,10 @@ class MagphaseConfig(Section):
     """The whole configuration of a run. Every random choice derives from ``seed``."""
 
     name: str = "default"
-    seed: int = 0
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="root of every random choice")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto | cpu | cuda | cuda:N | mps"
+    )
     data: DataPaths = DataPaths()
     simulate: SimulateConfig = SimulateConfig()
     prepare: PrepareConfig = PrepareConfig()
@@ -99,8 +101,18 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({_yaml_problem(exc)})") from exc
     return out
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (line, column)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> MagphaseConfig:
@@ -116,8 +128,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             loaded = yaml.safe_load(p.read_text())
         except FileNotFoundError as exc:
             raise ConfigError(f"{p}: config file not found") from exc
+        except IsADirectoryError as exc:
+            raise ConfigError(f"{p}: is a folder, not a config file") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{p}: not valid YAML: {_yaml_problem(exc)}") from exc
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -161,7 +161,7 @@ class RealFakeConfig(Section):
     train: TrainSettings = Field(default_factory=_realfake_train)
     runs: int = Field(5, ge=1, description="classifiers per sequence, each with its own seed")
     n_test_sets: int = Field(4, ge=1, description="independent synthetic test sets per sequence")
-    guidance: float = Field(1.0, description="w of the stage-1 samples (paper: 1)")
+    guidance: float = Field(1.0, ge=0, description="w of the stage-1 samples (paper: 1)")
     sequences: tuple[str, ...] | None = Field(
         None, description="sequences to evaluate; None: every sequence of the real latent store"
     )
@@ -195,7 +195,7 @@ class DownstreamConfig(Section):
 
     train: TrainSettings = Field(default_factory=_downstream_train)
     runs: int = Field(5, ge=1, description="classifiers per configuration (seed = run index)")
-    guidance: float = Field(2.0, description="w of the stage-2 samples (paper: 2)")
+    guidance: float = Field(2.0, ge=0, description="w of the stage-2 samples (paper: 2)")
     real_fractions: tuple[float, ...] = Field(
         _tenths(10, -1, -1), description="substitution: fractions of real training VOLUMES kept (1.0 .. 0.0)"
     )

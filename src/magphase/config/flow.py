@@ -165,9 +165,9 @@ class SamplingConfig(Section):
     solver: Literal["heun", "euler"] = "heun"
     steps: int = Field(25, ge=1, description="integration steps K (Heun: 2K - 1 network evaluations)")
     guidance_stage1: float = Field(
-        1.0, description="w for sequence guidance (paper: 1 for real-vs-synthetic)"
+        1.0, ge=0, description="w for sequence guidance (paper: 1 for real-vs-synthetic)"
     )
-    guidance_stage2: float = Field(2.0, description="w for class guidance (paper: 2 for downstream)")
+    guidance_stage2: float = Field(2.0, ge=0, description="w for class guidance (paper: 2 for downstream)")
     batch_size: int = Field(256, ge=1, description="latents integrated together (per rank)")
     amp: Literal["none", "bf16", "fp16", "auto"] = Field(
         "auto",

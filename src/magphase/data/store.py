@@ -6,21 +6,28 @@ A store is a folder::
                          or ``mu`` and ``logvar`` N x 2 x 48 x 48), chunked one row per chunk
     STORE/manifest.csv   one row per item: patch_id, volume, sequence, label, split, slice, row,
                          col, box_overlap (+ optional extra columns, e.g. ``synthetic``)
-    STORE/meta.json      kind, array names and shapes, count, free-form provenance
+    STORE/meta.json      kind, array names and shapes, count, ``sha256`` of arrays.h5 and
+                         manifest.csv, free-form provenance
 
 Writes are atomic: a writer fills ``STORE.tmp-<host>-<pid>/`` and renames it to ``STORE`` on
 :meth:`StoreWriter.close`; a crashed writer leaves only the temporary folder, never a half store, and
 the next writer of that store on the same host removes it.
+Opening a store checks that meta.json, manifest.csv and arrays.h5 agree (row counts, array names and
+shapes) and that both files still have the SHA-256 recorded when the store was written (once per
+process and file version): a damaged store is refused with a :class:`~magphase.errors.DataError` naming
+the file, never read. Stores written before checksums existed open with a debug message.
 Readers open the HDF5 file lazily and once per process, so many DataLoader workers can share a
 store; memory does not grow with the store size.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 from collections.abc import Iterable, Sequence
@@ -33,6 +40,9 @@ import numpy as np
 import pandas as pd
 
 from magphase.errors import DataError
+from magphase.utils.faults import fault_point
+from magphase.utils.integrity import file_sha256, verified_once
+from magphase.utils.process import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +60,6 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 ARRAYS_FILE = "arrays.h5"
 MANIFEST_FILE = "manifest.csv"
 META_FILE = "meta.json"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # no such process / not a pid at all
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _partial_path(path: Path) -> Path:
@@ -113,9 +113,32 @@ def _remove_stale_partials(path: Path) -> None:
     legacy = f"{path.name}.tmp-"  # ``STORE.tmp-<pid>`` of earlier versions: this host's
     for tmp in path.parent.glob(f"{glob.escape(path.name)}.tmp-*"):
         pid = tmp.name[len(prefix) :] if tmp.name.startswith(prefix) else tmp.name[len(legacy) :]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             log.info("removing %s (partial store of a writer that no longer runs)", tmp)
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_partials_under(root: str | Path) -> list[Path]:
+    """Remove, anywhere under ``root``, the partial folders of store writers that no longer run."""
+    removed = []
+    pattern = re.compile(r"^(.+)\.(tmp|old)-")
+    for dirpath, dirs, _files in os.walk(root):
+        for name in list(dirs):
+            m = pattern.match(name)
+            if m is None:
+                continue
+            before = Path(dirpath) / name
+            store = Path(dirpath) / m.group(1)
+            if m.group(2) == "tmp":
+                _remove_stale_partials(store)
+            else:
+                pid = name.rpartition("-")[2]
+                if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                    shutil.rmtree(before, ignore_errors=True)
+            if not before.exists():
+                dirs.remove(name)
+                removed.append(before)
+    return removed
 
 
 @dataclass
@@ -168,8 +191,13 @@ class StoreWriter:
             if not np.isfinite(a).all():
                 raise DataError(self.path, name, "refusing to store NaN/Inf values")
             ds = self._h5[name]
-            ds.resize(self._n + n, axis=0)
-            ds[self._n : self._n + n] = a
+            try:
+                ds.resize(self._n + n, axis=0)
+                ds[self._n : self._n + n] = a
+            except OSError as exc:  # h5py reports ENOSPC / EIO without errno or file name
+                code = exc.errno or (errno.ENOSPC if "errno = 28" in str(exc) else errno.EIO)
+                reason = f"cannot write array {name!r}: {os.strerror(code)}"
+                raise OSError(code, reason, str(self.path)) from exc
         self._rows.extend(dict(r) for r in rows)
         self._n += n
 
@@ -189,7 +217,9 @@ class StoreWriter:
             "arrays": {k: list(v) for k, v in self.arrays.items()},
             **self.meta,
         }
+        meta["sha256"] = {name: file_sha256(self._tmp / name) for name in (ARRAYS_FILE, MANIFEST_FILE)}
         (self._tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        fault_point("store.publish", self.path.name)
         _publish(self._tmp, self.path)
         log.info("wrote store %s (%d items)", self.path, self._n)
         return self.path
@@ -218,20 +248,67 @@ class Store:
     reads rows ``idx`` (int, slice or sorted/unsorted index array) of array ``name``.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, verify: bool = True):
         self.path = Path(path)
+        if not self.path.is_dir():
+            raise DataError(self.path, None, "not a magphase store (no such folder)")
         for f in (ARRAYS_FILE, MANIFEST_FILE, META_FILE):
-            if not (self.path / f).exists():
+            if not (self.path / f).is_file():
                 raise DataError(self.path, f, "not a magphase store (missing file)")
-        self.meta: dict[str, Any] = json.loads((self.path / META_FILE).read_text())
-        self.manifest: pd.DataFrame = pd.read_csv(self.path / MANIFEST_FILE, keep_default_na=False)
-        self.arrays: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in self.meta["arrays"].items()}
-        if len(self.manifest) != self.meta["count"]:
-            raise DataError(
-                self.path, MANIFEST_FILE, f"{len(self.manifest)} rows but meta says {self.meta['count']}"
-            )
+        try:
+            self.meta: dict[str, Any] = json.loads((self.path / META_FILE).read_text())
+            self.arrays: dict[str, tuple[int, ...]] = {
+                k: tuple(int(n) for n in v) for k, v in self.meta["arrays"].items()
+            }
+            count = int(self.meta["count"])
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+            raise DataError(self.path / META_FILE, None, f"unreadable store metadata: {exc!r}") from exc
+        if verify:
+            self._verify_checksums()
+        try:
+            self.manifest: pd.DataFrame = pd.read_csv(self.path / MANIFEST_FILE, keep_default_na=False)
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise DataError(self.path / MANIFEST_FILE, None, f"unreadable manifest: {exc}") from exc
+        if len(self.manifest) != count:
+            raise DataError(self.path, MANIFEST_FILE, f"{len(self.manifest)} rows but meta says {count}")
+        missing = [c for c in ("patch_id", "split") if c not in self.manifest.columns]
+        if missing:
+            raise DataError(self.path / MANIFEST_FILE, missing[0], "manifest lacks this column")
+        self._check_arrays(count)
         self._h5: h5py.File | None = None
         self._pid: int | None = None
+
+    def _verify_checksums(self) -> None:
+        recorded = self.meta.get("sha256")
+        if recorded is None:
+            log.debug("%s: store written without checksums; content not verified", self.path)
+            return
+        for name in (ARRAYS_FILE, MANIFEST_FILE):
+            if not isinstance(recorded, dict) or name not in recorded:
+                raise DataError(self.path / META_FILE, "sha256", f"no checksum recorded for {name}")
+            if not verified_once(self.path / name, str(recorded[name]), file_sha256):
+                raise DataError(
+                    self.path / name,
+                    None,
+                    "content differs from the checksum recorded when the store was "
+                    "written (damaged or edited); rebuild the store",
+                )
+
+    def _check_arrays(self, count: int) -> None:
+        try:
+            with h5py.File(self.path / ARRAYS_FILE, "r") as h5:
+                found = {k: tuple(h5[k].shape) for k in h5.keys()}
+        except OSError as exc:
+            raise DataError(self.path / ARRAYS_FILE, None, f"cannot open store arrays: {exc}") from exc
+        for name, shape in self.arrays.items():
+            if name not in found:
+                raise DataError(self.path / ARRAYS_FILE, name, "array listed in meta.json is missing")
+            if found[name] != (count, *shape):
+                raise DataError(
+                    self.path / ARRAYS_FILE,
+                    name,
+                    f"shape {found[name]} disagrees with meta.json / manifest ({count} rows of {shape})",
+                )
 
     def __len__(self) -> int:
         return int(self.meta["count"])

@@ -3,6 +3,7 @@ for the CLI verbs (:func:`run_stage`), both behind the same completion markers."
 
 from magphase.run.runner import (
     StagePlan,
+    check_inputs,
     plan_run,
     run_pipeline,
     run_stage,
@@ -13,6 +14,7 @@ from magphase.run.runner import (
 
 __all__ = [
     "StagePlan",
+    "check_inputs",
     "plan_run",
     "run_pipeline",
     "run_stage",

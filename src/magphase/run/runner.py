@@ -10,6 +10,7 @@ factories and an ``on_stage`` callback to print.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from magphase.stages import BY_NAME, STAGES
 from magphase.stages.base import ProgressFactory, RunContext
 from magphase.training.distributed import is_main_process, resolve_device_name
 from magphase.utils.atomic import atomic_write_text
+from magphase.utils.faults import in_stage
 
 log = logging.getLogger(__name__)
 
@@ -109,16 +111,63 @@ def _context(
 ) -> RunContext:
     layout.root.mkdir(parents=True, exist_ok=True)
     if is_main_process():
+        layout.remove_partials()
         if write_config or not layout.config_file.is_file():
             atomic_write_text(dump_config(cfg), layout.config_file)
         layout.write_hardware()
     return RunContext(cfg=cfg, layout=layout, device=resolve_device_name(cfg.device), progress=progress)
 
 
+#: Config keys naming input data, what each must be, and the stages that read it.
+_DATA_INPUTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("raw", "folder", ("simulate", "prepare")),
+    ("annotations", "file", ("prepare",)),
+    ("file_list", "file", ("prepare",)),
+    ("external_raw", "folder", ("prepare-external",)),
+    ("external_labels", "file", ("prepare-external",)),
+)
+
+
+def check_inputs(cfg: MagphaseConfig, stages: list[str]) -> None:
+    """Refuse, before any work starts, a run whose data paths are missing or that has nothing to read.
+
+    Raises:
+        ConfigError: naming the config key (``data.raw`` ...) and the path.
+    """
+    for key, kind, readers in _DATA_INPUTS:
+        value = getattr(cfg.data, key)
+        if value is None or not any(s in stages for s in readers):
+            continue
+        path = Path(value)
+        ok = path.is_dir() if kind == "folder" else path.is_file()
+        if not ok:
+            what = "no such folder" if kind == "folder" else "no such file"
+            raise ConfigError(f"data.{key}: {path}: {what}")
+    if cfg.data.raw is None and "simulate" in stages and cfg.simulate.volumes < 1:
+        raise ConfigError(
+            "simulate.volumes: 0 volumes to simulate and no data.raw to read: nothing to train on"
+        )
+    if (
+        cfg.data.external_raw is not None
+        and cfg.data.external_labels is None
+        and "prepare-external" in stages
+    ):
+        raise ConfigError("data.external_labels: data.external_raw is set but its labels CSV is not")
+
+
+def _locked(layout: RunLayout) -> contextlib.AbstractContextManager[Any]:
+    """The run folder's lock, taken by the main process only (torchrun ranks share rank 0's)."""
+    if not is_main_process():
+        return contextlib.nullcontext()
+    layout.root.mkdir(parents=True, exist_ok=True)
+    return layout.lock()
+
+
 def _execute(ctx: RunContext, stage: str, config_hash_: str) -> dict[str, Any]:
     ctx.layout.clear_marker(stage)
     t0 = time.perf_counter()
-    summary = BY_NAME[stage].run(ctx)
+    with in_stage(stage):
+        summary = BY_NAME[stage].run(ctx)
     record = {
         "stage": stage,
         "config_hash": config_hash_,
@@ -146,20 +195,24 @@ def run_pipeline(
 
     ``on_stage(stage, event)`` is called with ``start``/``skip``/``done`` for the CLI to print.
     """
-    ctx = _context(cfg, RunLayout(Path(run_dir)), progress)
-    hashes = stage_hashes(cfg)
-    results: dict[str, Any] = {}
-    for plan in plan_run(cfg, run_dir, start, until, force):
-        if plan.action == "skip":
+    layout = RunLayout(Path(run_dir))
+    plans = plan_run(cfg, run_dir, start, until, force)
+    check_inputs(cfg, [p.stage for p in plans if p.action == "run"])
+    with _locked(layout):
+        ctx = _context(cfg, layout, progress)
+        hashes = stage_hashes(cfg)
+        results: dict[str, Any] = {}
+        for plan in plan_run(cfg, run_dir, start, until, force):
+            if plan.action == "skip":
+                if on_stage:
+                    on_stage(plan.stage, "skip")
+                continue
             if on_stage:
-                on_stage(plan.stage, "skip")
-            continue
-        if on_stage:
-            on_stage(plan.stage, "start")
-        log.info("stage %s: %s", plan.stage, plan.reason)
-        results[plan.stage] = _execute(ctx, plan.stage, hashes[plan.stage])
-        if on_stage:
-            on_stage(plan.stage, "done")
+                on_stage(plan.stage, "start")
+            log.info("stage %s: %s", plan.stage, plan.reason)
+            results[plan.stage] = _execute(ctx, plan.stage, hashes[plan.stage])
+            if on_stage:
+                on_stage(plan.stage, "done")
     return results
 
 
@@ -177,7 +230,10 @@ def run_stage(
     """
     if stage not in BY_NAME:
         raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_NAMES)}")
-    # RUN/config.yaml stays the config of the last whole run; a single stage writes it only if absent.
-    ctx = _context(cfg, RunLayout(Path(run_dir)), progress, write_config=False)
-    log.info("stage %s (single stage)", stage)
-    return _execute(ctx, stage, stage_hashes(cfg)[stage])
+    layout = RunLayout(Path(run_dir))
+    check_inputs(cfg, [stage])
+    with _locked(layout):
+        # RUN/config.yaml stays the config of the last whole run; a single stage writes it only if absent.
+        ctx = _context(cfg, layout, progress, write_config=False)
+        log.info("stage %s (single stage)", stage)
+        return _execute(ctx, stage, stage_hashes(cfg)[stage])

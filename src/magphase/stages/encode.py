@@ -21,7 +21,6 @@ is not rewritten (unless ``overwrite``). Writes are atomic (:class:`magphase.dat
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -39,19 +38,11 @@ from magphase.models.weights import EMA_WEIGHTS_NAME, read_weights_metadata
 from magphase.mri.complex import global_phase, rotate_phase
 from magphase.rundir import require_file
 from magphase.stages.base import RunContext, Stage
+from magphase.utils.integrity import file_sha256
 
 log = logging.getLogger(__name__)
 
 LATENT_KIND = "latents"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_file(autoencoder: str | Path) -> Path:
@@ -219,7 +210,6 @@ __all__ = [
     "LATENT_KIND",
     "STAGE",
     "encode_store",
-    "file_sha256",
     "is_up_to_date",
     "provenance",
     "run",

@@ -2,7 +2,8 @@
 
 Files in a run folder (``out_dir``) written by rank 0:
 
-- ``checkpoint.pt``: the latest resumable state (layout in ``docs/training-engine.md``).
+- ``checkpoint.pt``: the latest resumable state (layout in ``docs/training-engine.md``), with
+  ``content_sha256`` (:func:`magphase.utils.integrity.tree_sha256` of the rest) checked on load.
 - ``ema.safetensors`` + ``ema.json``: EMA weights for inference and the model config / step (the
   safetensors format itself lives in :mod:`magphase.models.weights`).
 - ``snapshots/ema-step00001000.safetensors``: EMA weights kept every ``keep_every`` steps.
@@ -29,11 +30,13 @@ from magphase.models.weights import (
     weights_metadata,
 )
 from magphase.utils.atomic import atomic_path, atomic_write_text
+from magphase.utils.integrity import tree_sha256
 
 CHECKPOINT_FORMAT = "magphase.train.checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
 SNAPSHOT_DIR = "snapshots"
 _SNAPSHOT_RE = re.compile(r"^ema-step(\d+)\.safetensors$")
+CONTENT_KEY = "content_sha256"
 _REQUIRED_KEYS = ("format", "step", "model", "optimizer", "scheduler", "ema", "scaler", "rng", "settings")
 
 
@@ -43,6 +46,12 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return path
+
+
+def save_checkpoint_file(payload: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a training checkpoint atomically with ``content_sha256`` of its content added."""
+    body = {k: v for k, v in payload.items() if k != CONTENT_KEY}
+    return atomic_torch_save({**body, CONTENT_KEY: tree_sha256(body)}, path)
 
 
 # ---------------------------------------------------------------------------------------------- RNG
@@ -110,7 +119,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     Returns:
         The checkpoint dict (keys documented in ``docs/training-engine.md``).
     Raises:
-        DataError: missing file, not a checkpoint, or an unknown format.
+        DataError: missing file, not a checkpoint, an unknown format, or content that differs from
+            the checksum recorded when it was written (checkpoints without one load unchecked).
     """
     path = Path(path)
     if path.is_dir():
@@ -129,6 +139,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if state["format"] != CHECKPOINT_FORMAT:
         raise DataError(
             path, "format", f"unknown checkpoint format {state['format']!r}, expected {CHECKPOINT_FORMAT}"
+        )
+    recorded = state.pop(CONTENT_KEY, None)
+    if recorded is not None and tree_sha256(state) != recorded:
+        raise DataError(
+            path,
+            CONTENT_KEY,
+            "content differs from the checksum recorded when it was written (damaged); "
+            "delete it to restart the stage from its last good state",
         )
     return state
 
@@ -190,6 +208,7 @@ __all__ = [
     "list_snapshots",
     "load_checkpoint",
     "restore_rng_state",
+    "save_checkpoint_file",
     "save_snapshot",
     "seed_everything",
     "snapshot_path",

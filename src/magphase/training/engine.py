@@ -13,6 +13,7 @@ written after it carry ``step + 1``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -29,17 +30,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from magphase.config.training import TrainSettings
-from magphase.errors import ConfigError, NonFiniteLossError
+from magphase.errors import ConfigError, DataError, NonFiniteLossError
 from magphase.models.weights import EMA_INFO_NAME, EMA_WEIGHTS_NAME
 from magphase.training.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
-    atomic_torch_save,
     capture_rng_state,
     export_ema,
     list_snapshots,
     load_checkpoint,
     restore_rng_state,
+    save_checkpoint_file,
     save_snapshot,
     seed_everything,
 )
@@ -61,6 +62,7 @@ from magphase.training.metrics import (
 )
 from magphase.training.sampling import GlobalBatchSampler
 from magphase.training.schedules import build_scheduler
+from magphase.utils.faults import fault_point
 from magphase.utils.precision import resolve_amp
 from magphase.utils.seeds import derive_seed
 
@@ -323,6 +325,11 @@ def _unlink_stale_outputs(out_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ fit
+def _json_plain(obj: Any) -> Any:
+    """``obj`` as JSON would give it back (tuples as lists): configs compare equal across a save/load."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
 def fit(
     task: TrainTask,
     dataset: Dataset,
@@ -433,7 +440,26 @@ def _fit(
             )
         # CPU first: load_state_dict copies onto the device, RNG states must stay CPU tensors.
         state = load_checkpoint(ckpt_path, map_location="cpu")
-        model.load_state_dict(state["model"])
+        saved_config = _json_plain(state.get("model_config") or {})
+        now_config = _json_plain(model_config)
+        if saved_config and saved_config != now_config:
+            diff = sorted(
+                k for k in set(saved_config) | set(now_config) if saved_config.get(k) != now_config.get(k)
+            )
+            raise DataError(
+                ckpt_path,
+                "model_config",
+                f"checkpoint of another model (differs in {', '.join(diff)}); use "
+                "a fresh run folder or delete the checkpoint to train from scratch",
+            )
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise DataError(
+                ckpt_path,
+                "model",
+                f"checkpoint weights do not fit this model: {str(exc).splitlines()[0][:200]}",
+            ) from exc
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         ema.load_state_dict(state["ema"])
@@ -553,7 +579,7 @@ def _fit(
             "elapsed_s": elapsed,
             "torch_version": str(torch.__version__),
         }
-        atomic_torch_save(payload, ckpt_path)
+        save_checkpoint_file(payload, ckpt_path)
         export_ema_weights(done)
         nonlocal last_plot_time
         if final or time.perf_counter() - last_plot_time >= PLOT_INTERVAL_S:
@@ -606,6 +632,7 @@ def _fit(
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
             ema.update(model, done)
+            fault_point("train.step")
 
             for key, value in (("loss", loss), *terms.items(), ("grad_norm", grad_norm)):
                 if value is None:

@@ -16,11 +16,14 @@ the old or the new content, not an empty file.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from magphase.utils.faults import fault_point
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,6 +33,24 @@ def temp_path_for(path: str | os.PathLike[str], suffix: str = ".tmp") -> Path:
     """A fresh, hidden temp name beside ``path``: ``DIR/.NAME.<32 hex>{suffix}``."""
     path = Path(path)
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}{suffix}")
+
+
+_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp(\..+)?$")
+
+
+def remove_stale_temp_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files that killed atomic writers left anywhere under ``root``; returns them.
+
+    Only call it while no other process writes under ``root`` (the runner holds the run lock).
+    """
+    removed = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if _TEMP_RE.match(name):
+                path = Path(dirpath) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def _fsync_file(path: Path) -> None:
@@ -61,6 +82,7 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp", fsync: bo
         yield tmp
         if fsync:
             _fsync_file(tmp)
+        fault_point("write", path.name)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -88,4 +110,11 @@ def atomic_write_csv(frame: pd.DataFrame, path: str | os.PathLike[str], **to_csv
     return atomic_write_text(frame.to_csv(**to_csv), path)
 
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_csv", "atomic_write_text", "temp_path_for"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_csv",
+    "atomic_write_text",
+    "remove_stale_temp_files",
+    "temp_path_for",
+]
