@@ -1,7 +1,7 @@
 """Config mistakes are refused before any work starts: one ``error:`` line naming the key, no run folder.
 
-Each case is fed to ``magphase run`` (which would otherwise start simulating) and to a stage verb
-(``train-autoencoder``), with a path that has spaces and non-ASCII characters.
+Each case is fed to ``magphase run`` (which would otherwise start simulating) and to every verb that
+takes ``--config`` and ``--set``, with a path that has spaces and non-ASCII characters.
 """
 
 from __future__ import annotations
@@ -50,16 +50,39 @@ def test_bad_override_is_refused_before_any_work(out, overrides, needle, monkeyp
     assert not out.exists()
 
 
+STAGE_VERB_CASES = [c for c in OVERRIDES if c[0] not in ("missing raw folder", "nothing to simulate")]
+STAGE_VERB_IDS = [c[0] for c in STAGE_VERB_CASES]
+# Every verb that takes --config and --set, with the other options it needs to get as far as the config.
+SET_VERBS = {
+    "train-autoencoder": ("train-autoencoder", "--out", "{out}"),
+    "encode": ("encode", "--out", "{out}/latents"),
+    "train-flow": ("train-flow", "--stage", "1", "--out", "{out}"),
+    "prepare": ("prepare", "--raw", "{out}/raw", "--out", "{out}"),
+    "phasegen train": ("phasegen", "train", "--out", "{out}"),
+    "phasegen sample": (
+        "phasegen",
+        "sample",
+        "--source",
+        "{out}/store",
+        "--weights",
+        "{out}/w",
+        "--out",
+        "{out}",
+    ),
+    "evaluate autoencoder": ("evaluate", "autoencoder", "--out", "{out}"),
+}
+
+
+@pytest.mark.parametrize("verb", list(SET_VERBS))
 @pytest.mark.parametrize(
-    "overrides,needle",
-    [c[1:] for c in OVERRIDES if c[0] not in ("missing raw folder", "nothing to simulate")],
-    ids=[c[0] for c in OVERRIDES if c[0] not in ("missing raw folder", "nothing to simulate")],
+    "overrides,needle", [c[1:] for c in STAGE_VERB_CASES], ids=[c[0] for c in STAGE_VERB_CASES]
 )
-def test_bad_override_is_refused_by_a_stage_verb(out, overrides, needle, monkeypatch, capsys) -> None:
+def test_bad_override_is_refused_by_every_verb_that_takes_set(
+    out, verb, overrides, needle, monkeypatch, capsys
+) -> None:
     args = [a for o in overrides for a in ("--set", o)]
-    code, stdout, stderr = run_main(
-        monkeypatch, capsys, "train-autoencoder", "--config", MICRO, "--out", out, *args
-    )
+    argv = [a.replace("{out}", str(out)) for a in SET_VERBS[verb]]
+    code, stdout, stderr = run_main(monkeypatch, capsys, *argv, "--config", MICRO, *args)
     assert_one_clear_error(code, stdout, stderr, needle)
     assert not out.exists()
 
