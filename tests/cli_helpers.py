@@ -1,4 +1,4 @@
-"""Running the console entry point in-process and asserting what a user sees on an error.
+"""Running the console entry point in-process, asserting what a user sees on an error, damaging files.
 
 Shared by ``tests/cli`` (one user error per verb) and ``tests/reliability`` (the bad-input suite).
 """
@@ -51,3 +51,28 @@ def partial_outputs(folder: str | Path) -> list[Path]:
     for pattern in PARTIAL_PATTERNS:
         found.update(folder.rglob(pattern))
     return sorted(found)
+
+
+class Marker:
+    """Unpickling this writes ``path``: the proof that a loader executed code from a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "pwned"))
+
+
+def truncate(path: Path, fraction: float) -> Path:
+    """Keep the first ``fraction`` of the file's bytes (a copy or a write cut short)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
+def flip_byte(path: Path, where: float = 0.75) -> Path:
+    """Invert one byte at ``where`` (a fraction of the file's length): a bit rot stand-in."""
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path

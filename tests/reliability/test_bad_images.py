@@ -14,24 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_helpers import Marker, truncate
 from magphase.errors import DataError
 from magphase.io.images import read_dicom_series, read_image_volume, read_numpy_image
 
 VOLUME = (np.arange(3 * 8 * 6, dtype=np.float32).reshape(3, 8, 6) % 17) + 1.0
-
-
-class _Marker:
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (Path.write_text, (Path(self.path), "pwned"))
-
-
-def _truncate(path: Path, fraction: float) -> Path:
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * fraction)])
-    return path
 
 
 # --------------------------------------------------------------------------------------------- NumPy
@@ -57,10 +44,10 @@ def _npy(tmp_path: Path, case: str) -> tuple[Path, str]:
         return p, "format"
     if case.startswith("truncated-"):
         np.save(p, VOLUME)
-        return _truncate(p, int(case.split("-")[1]) / 100), "format"
+        return truncate(p, int(case.split("-")[1]) / 100), "format"
     if case == "npz-truncated":
         np.savez(p, a=VOLUME)
-        return _truncate(p, 0.5), "format"
+        return truncate(p, 0.5), "format"
     if case == "npz-several-arrays":
         np.savez(p, a=VOLUME, b=VOLUME)
         return p, "key"
@@ -115,7 +102,7 @@ def test_npz_missing_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize("container", ["npy", "npz"])
 def test_object_array_is_never_unpickled(tmp_path: Path, container: str) -> None:
     marker = tmp_path / "MARKER"
-    payload = np.array([_Marker(marker)], dtype=object)
+    payload = np.array([Marker(marker)], dtype=object)
     path = tmp_path / f"x.{container}"
     if container == "npy":
         np.save(path, payload, allow_pickle=True)
@@ -130,7 +117,7 @@ def test_object_array_is_never_unpickled(tmp_path: Path, container: str) -> None
 def test_a_pickle_named_npy_is_never_unpickled(tmp_path: Path) -> None:
     marker = tmp_path / "MARKER"
     path = tmp_path / "x.npy"
-    path.write_bytes(pickle.dumps(_Marker(marker)))
+    path.write_bytes(pickle.dumps(Marker(marker)))
     with pytest.raises(DataError):
         read_image_volume(path)
     assert not marker.exists()
@@ -194,7 +181,7 @@ def _bad_dicom(tmp_path: Path, case: str) -> tuple[Path, str, Path]:
         return folder, "format", folder / "a.dcm"
     if case.startswith("truncated-"):
         _series(folder)
-        f = _truncate(folder / "im1.dcm", int(case.split("-")[1]) / 100)
+        f = truncate(folder / "im1.dcm", int(case.split("-")[1]) / 100)
         return folder, ("format" if case == "truncated-10" else "PixelData"), f
     if case == "no-pixel-data":
         folder.mkdir()

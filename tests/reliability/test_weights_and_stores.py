@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from cli_helpers import assert_one_clear_error, partial_outputs, run_main
+from cli_helpers import Marker, assert_one_clear_error, flip_byte, partial_outputs, run_main, truncate
 from magphase.data.store import ARRAYS_FILE, MANIFEST_FILE, META_FILE, Store, StoreWriter
 from magphase.errors import DataError
 from magphase.models.weights import load_ema_into, load_ema_weights, save_weights, weights_metadata
@@ -30,35 +30,14 @@ from magphase.training.checkpoint import save_checkpoint_file
 MICRO = Path(__file__).resolve().parents[2] / "configs" / "micro.yaml"
 
 
-class _Marker:
-    """Unpickling this writes ``path``: the proof that a loader executed code from a file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (Path.write_text, (Path(self.path), "pwned"))
-
-
 def _write_pickle(path: Path, marker: Path) -> Path:
-    path.write_bytes(pickle.dumps({"model": _Marker(marker)}))
+    path.write_bytes(pickle.dumps({"model": Marker(marker)}))
     return path
 
 
 def _weights(tmp_path: Path) -> Path:
     state = {"a.weight": torch.randn(8, 8), "a.bias": torch.randn(8)}
     return save_weights(state, tmp_path / "ema.safetensors", {"format": "test"})
-
-
-def _flip_byte(path: Path, where: float = 0.75) -> None:
-    data = bytearray(path.read_bytes())
-    data[int(len(data) * where)] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def _truncate(path: Path, fraction: float) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * fraction)])
 
 
 def _store(tmp_path: Path, n: int = 6, name: str = "store") -> Path:
@@ -75,7 +54,7 @@ def _store(tmp_path: Path, n: int = 6, name: str = "store") -> Path:
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.99])
 def test_truncated_safetensors_is_refused(tmp_path: Path, fraction: float) -> None:
     path = _weights(tmp_path)
-    _truncate(path, fraction)
+    truncate(path, fraction)
     with pytest.raises(DataError, match="not a safetensors file") as err:
         load_ema_weights(path)
     assert err.value.path == str(path)
@@ -83,7 +62,7 @@ def test_truncated_safetensors_is_refused(tmp_path: Path, fraction: float) -> No
 
 def test_flipped_tensor_byte_in_safetensors_is_detected(tmp_path: Path) -> None:
     path = _weights(tmp_path)
-    _flip_byte(path, 0.9)  # inside the tensor data (the JSON header is at the start)
+    flip_byte(path, 0.9)  # inside the tensor data (the JSON header is at the start)
     with pytest.raises(DataError, match="checksum") as err:
         load_ema_weights(path)
     assert err.value.path == str(path) and err.value.field == "content_sha256"
@@ -108,7 +87,7 @@ def test_pickle_where_weights_are_expected_never_runs(tmp_path: Path) -> None:
 def test_pickle_where_a_checkpoint_is_expected_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "MARKER"
     path = _write_pickle(tmp_path / "checkpoint.pt", marker)
-    torch.save({"model": _Marker(marker)}, path)  # the torch zip container around the same payload
+    torch.save({"model": Marker(marker)}, path)  # the torch zip container around the same payload
     with pytest.raises(DataError, match="not a loadable checkpoint"):
         load_checkpoint(path)
     assert not marker.exists()
@@ -179,7 +158,7 @@ def test_damaged_checkpoint_is_detected(tmp_path: Path) -> None:
     }
     path = save_checkpoint_file(state, tmp_path / "checkpoint.pt")
     assert load_checkpoint(path)["step"] == 3
-    _flip_byte(path, 0.5)  # tensor bytes: torch.load itself would not notice
+    flip_byte(path, 0.5)  # tensor bytes: torch.load itself would not notice
     with pytest.raises(DataError) as err:
         load_checkpoint(path)
     assert err.value.path == str(path)
@@ -190,7 +169,7 @@ def test_truncated_checkpoint_is_refused(tmp_path: Path, fraction: float) -> Non
     path = save_checkpoint_file(
         {"format": "x", "model": {"w": torch.randn(64, 64)}}, tmp_path / "checkpoint.pt"
     )
-    _truncate(path, fraction)
+    truncate(path, fraction)
     with pytest.raises(DataError, match="not a loadable checkpoint"):
         load_checkpoint(path)
 
@@ -205,7 +184,7 @@ def test_store_records_checksums_and_opens(tmp_path: Path) -> None:
 
 def test_flipped_byte_in_store_arrays_is_detected(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    _flip_byte(store / ARRAYS_FILE, 0.95)
+    flip_byte(store / ARRAYS_FILE, 0.95)
     with pytest.raises(DataError, match="checksum") as err:
         Store(store)
     assert err.value.path == str(store / ARRAYS_FILE)
@@ -265,7 +244,7 @@ def test_broken_store_files_are_named(tmp_path: Path, damage: str) -> None:
 
 def test_damaged_store_given_to_the_cli_is_one_error_line(tmp_path: Path, monkeypatch, capsys) -> None:
     store = _store(tmp_path)
-    _flip_byte(store / ARRAYS_FILE, 0.95)
+    flip_byte(store / ARRAYS_FILE, 0.95)
     code, out, err = run_main(
         monkeypatch, capsys, "phasegen", "eval", "--synthetic", store, "--out", tmp_path / "e"
     )
@@ -327,9 +306,9 @@ def test_unwritable_output_folder_is_one_error_line(tmp_path: Path, monkeypatch,
 # ------------------------------------------------- every verb that reads weights / a store, on the CLI
 def _damage_weights(path: Path, how: str, marker: Path) -> None:
     if how == "truncated":
-        _truncate(path, 0.5)
+        truncate(path, 0.5)
     elif how == "flipped":
-        _flip_byte(path, 0.9)
+        flip_byte(path, 0.9)
     else:
         _write_pickle(path, marker)
 
@@ -337,7 +316,7 @@ def _damage_weights(path: Path, how: str, marker: Path) -> None:
 def _damage_store(store: Path, how: str) -> Path:
     """Damage ``store``; returns the file the error must name."""
     if how == "flipped-arrays":
-        _flip_byte(store / ARRAYS_FILE, 0.95)
+        flip_byte(store / ARRAYS_FILE, 0.95)
         return store / ARRAYS_FILE
     if how == "edited-manifest":
         (store / MANIFEST_FILE).write_text((store / MANIFEST_FILE).read_text().replace("train", "test", 1))
