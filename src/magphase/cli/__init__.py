@@ -53,7 +53,7 @@ from magphase.cli import (  # noqa: E402,F401
 # isort: on
 
 
-_main_pid = [os.getpid()]
+_main_pid = os.getpid()
 
 
 class _Interrupted(BaseException):
@@ -74,7 +74,7 @@ def _os_error_line(exc: OSError) -> str:
 
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM (a scheduler's, ``kill``'s) or SIGINT (Ctrl-C) unwinds the stack: writers remove temp files."""
-    if os.getpid() != _main_pid[0]:  # a forked worker (DataLoader, pool): dies quietly, the parent reports
+    if os.getpid() != _main_pid:  # a forked worker (DataLoader, pool): dies quietly, the parent reports
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
@@ -87,7 +87,8 @@ def main() -> None:
     Ctrl-C and SIGTERM stop the command with exit code 130 (143 for SIGTERM) and one line saying that
     the finished work is kept: rerunning the same command resumes (``docs/reliability.md``).
     """
-    _main_pid[0] = os.getpid()
+    global _main_pid
+    _main_pid = os.getpid()
     try:
         previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread (an embedding application): leave signals alone

@@ -41,7 +41,7 @@ import pandas as pd
 
 from magphase.errors import DataError
 from magphase.utils.faults import fault_point
-from magphase.utils.integrity import file_sha256, verified_once
+from magphase.utils.integrity import file_matches, file_sha256
 from magphase.utils.process import pid_alive
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ class Store:
         for name in (ARRAYS_FILE, MANIFEST_FILE):
             if not isinstance(recorded, dict) or name not in recorded:
                 raise DataError(self.path / META_FILE, "sha256", f"no checksum recorded for {name}")
-            if not verified_once(self.path / name, str(recorded[name]), file_sha256):
+            if not file_matches(self.path / name, str(recorded[name])):
                 raise DataError(
                     self.path / name,
                     None,

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from magphase.errors import DataError
@@ -62,9 +62,9 @@ def load_ema_weights(path: str | Path, device: str | torch.device = "cpu") -> di
     if not path.is_file():
         raise DataError(path, None, "EMA weights file not found")
     try:
-        state = load_file(str(path), device=str(device))
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="pt", device=str(device)) as fh:
             recorded = (fh.metadata() or {}).get(CONTENT_KEY)
+            state = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118 (not a dict)
     except Exception as exc:  # safetensors raises its own SafetensorError plus OSError
         raise DataError(path, None, f"not a safetensors file: {exc}") from exc
     if recorded is not None and tensors_sha256(state) != recorded:

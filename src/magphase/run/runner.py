@@ -202,7 +202,7 @@ def run_pipeline(
         ctx = _context(cfg, layout, progress)
         hashes = stage_hashes(cfg)
         results: dict[str, Any] = {}
-        for plan in plan_run(cfg, run_dir, start, until, force):
+        for plan in plans:
             if plan.action == "skip":
                 if on_stage:
                     on_stage(plan.stage, "skip")

@@ -8,15 +8,15 @@ up as one clear error naming the file, instead of silently training or evaluatin
 - :func:`tensors_sha256`: the SHA-256 of a state dict's content, independent of how a file lays it out
   (name, dtype, shape and bytes of each tensor in name order), for safetensors weights.
 - :func:`tree_sha256`: the same for a nested checkpoint dict (tensors, numbers, strings, lists, dicts).
-- :func:`verified_once`: cache of files already checked by this process, keyed by path, size, mtime
-  and inode, so a store opened many times is hashed once.
+- :func:`file_matches`: :func:`file_sha256` equals the recorded digest, remembered per path, size,
+  mtime and inode, so a store opened many times by one process is hashed once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,17 +75,17 @@ def tree_sha256(obj: Any) -> str:
     return digest.hexdigest()
 
 
-def verified_once(path: str | os.PathLike[str], expected: str, check: Callable[[Path], str]) -> bool:
-    """True when ``check(path)`` equals ``expected``; a file unchanged since a passed check is not re-read."""
+def file_matches(path: str | os.PathLike[str], expected: str) -> bool:
+    """True when the file's SHA-256 is ``expected``; a file unchanged since it last matched is not re-read."""
     path = Path(path)
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, expected)
     if key in _VERIFIED:
         return True
-    if check(path) != expected:
+    if file_sha256(path) != expected:
         return False
     _VERIFIED.add(key)
     return True
 
 
-__all__ = ["file_sha256", "tensors_sha256", "tree_sha256", "verified_once"]
+__all__ = ["file_matches", "file_sha256", "tensors_sha256", "tree_sha256"]
