@@ -45,7 +45,8 @@ STATISTICS = ("box_size_px", "boxes_per_slice", "slices_per_volume")
 def _boxes(volume: PlannedVolume) -> list:
     truth = render_volume(volume.volume_spec())
     masks = np.stack([lesion.mask for lesion in truth.lesions]) if truth.lesions else np.zeros((0, 1, 1, 1))
-    return lesion_boxes(volume.stem, masks, [lesion.label for lesion in truth.lesions])
+    labels = [lesion.label for lesion in truth.lesions]
+    return lesion_boxes(volume.stem, masks, labels, runs=volume.label_runs())
 
 
 def compare(real_csv: Path, sim_csv: Path) -> list[dict]:

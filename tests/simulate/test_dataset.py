@@ -19,6 +19,7 @@ from magphase.errors import ConfigError, DataError
 from magphase.io.annotations import read_annotations, read_file_list
 from magphase.io.fastmri import open_volume, scan_folder
 from magphase.simulate.acquisition import read_truth, truth_path_for
+from magphase.simulate.findings import CATALOGUE_LABELS, COMPANION_LABELS
 from magphase.simulate.dataset import (
     TABLE1_CELLS,
     SimulatedDatasetPlan,
@@ -105,9 +106,10 @@ def test_small_plan_fills_every_table1_cell():
         assert v.n_coils in (4, 8, 12, 16, 20) and v.field_strength_t in (1.5, 3.0)
         assert plan.sites[v.site].field_strength_t == v.field_strength_t
         if v.volume_class == "abnormal":  # the fitted fastMRI+ model: up to 16 lesions per label
-            assert v.lesions and set(v.lesions) <= set(ABNORMAL_LESIONS) and len(v.lesions) <= 16 * 3
-        elif v.volume_class == "excluded":
-            assert set(v.lesions) <= {"Posttreatment change", "Possible artifact"} and v.lesions
+            assert set(v.lesions) & set(ABNORMAL_LESIONS) and set(v.lesions) <= set(CATALOGUE_LABELS)
+            assert len(v.lesions) <= 16 * len(set(v.lesions)) and not v.study_labels
+        elif v.volume_class == "excluded":  # companion findings only, or a study-level label
+            assert set(v.lesions) <= set(COMPANION_LABELS) and (v.lesions or v.study_labels)
         else:
             assert v.lesions == ()
 
@@ -240,6 +242,18 @@ def test_lesion_boxes_use_the_flipped_convention():
     (box,) = lesion_boxes("f", mask, ["Mass"], margin=0)
     assert (box.slice, box.x, box.y, box.width, box.height) == (1, 2, 2, 3, 2)  # flipped rows 2..3
     assert box.to_array(10) == (6, 8, 2, 5)
+
+
+def test_lesion_boxes_stay_on_the_labels_annotated_run():
+    mask = np.zeros((2, 6, 10, 8), bool)
+    mask[0, 1:5, 3:6, 3:6] = True  # a lesion crossing slices 1..4
+    mask[1, 0:2, 2:4, 2:4] = True  # one wholly outside its run
+    mask[1, 1, 1:5, 1:5] = True  # largest on slice 1
+    runs = {"Mass": (2, 3), "Edema": (4, 5)}
+    boxes = lesion_boxes("f", mask, ["Mass", "Edema"], runs=runs)
+    assert sorted(b.slice for b in boxes if b.label == "Mass") == [2, 3]
+    assert [b.slice for b in boxes if b.label == "Edema"] == [1]  # never skipped: its largest section
+    assert len(lesion_boxes("f", mask, ["Mass", "Edema"])) == 4 + 2  # no runs: every qualifying slice
 
 
 @pytest.mark.slow

@@ -15,7 +15,10 @@ from magphase.errors import ConfigError
 from magphase.io.annotations import Box, read_annotations, write_annotations
 from magphase.simulate.dataset import SimulatedDatasetPlan
 from magphase.simulate.findings import (
+    CATALOGUE_LABELS,
+    COMPANION_LABELS,
     FINDINGS_FILE,
+    draw_excluded_lesions,
     annotation_statistics,
     draw_abnormal_lesions,
     fit_findings,
@@ -30,7 +33,7 @@ def test_shipped_fit_is_the_fit_of_the_real_csv(fastmri_plus_dir: Path):
     assert json.loads(json.dumps(fit)) == shipped, "re-run: python -m magphase.simulate.findings BRAIN_CSV"
     assert "MIT" in shipped["licence"]
     assert set(shipped["sequences"]) == {"AXFLAIR", "AXT1", "AXT1POST"}  # the annotated sequences
-    assert set(shipped["labels"]) == set(PAPER_ABNORMAL_LABELS)
+    assert set(shipped["labels"]) == set(CATALOGUE_LABELS)  # every catalogue label has boxes to fit
 
 
 def test_fit_matches_an_independent_count_of_the_real_csv(fastmri_plus_dir: Path):
@@ -74,9 +77,8 @@ def test_abnormal_lesions_are_sorted_sized_and_capped():
             stats, "AXFLAIR", rng, slice_pitch_mm=6.0, n_slices=12, max_per_label=5
         )
         assert lesions == sorted(lesions) and lesions
-        assert all(
-            x.label in PAPER_ABNORMAL_LABELS and x.radius_mm > 0 and 0 <= x.slice < 12 for x in lesions
-        )
+        assert {x.label for x in lesions} & set(PAPER_ABNORMAL_LABELS)
+        assert all(x.label in CATALOGUE_LABELS and x.radius_mm > 0 and 0 <= x.slice < 12 for x in lesions)
         assert max(Counter(x.label for x in lesions).values()) <= 5
 
 
@@ -88,8 +90,10 @@ def test_plan_draws_fitted_lesions_only_under_the_fastmri_plus_model():
     abnormal = [v for v in fitted.volumes if v.volume_class == "abnormal"]
     assert abnormal and all(len(v.lesion_radii_mm) == len(v.lesions) > 0 for v in abnormal)
     assert all(not v.lesion_radii_mm for v in legacy.volumes)
-    normal = [v for v in fitted.volumes if v.volume_class != "abnormal"]
-    assert all(not v.lesion_radii_mm for v in normal)
+    normal = [v for v in fitted.volumes if v.volume_class in ("normal", "unlabeled")]
+    assert all(not v.lesion_radii_mm and not v.lesions for v in normal)
+    excluded = [v for v in fitted.volumes if v.volume_class == "excluded"]
+    assert excluded and all(len(v.lesion_radii_mm) == len(v.lesions) for v in excluded)
     # A plan round-trips through JSON with its sizes.
     again = SimulatedDatasetPlan.from_json(json.loads(json.dumps(fitted.to_json())))
     assert again.plan_hash() == fitted.plan_hash()
@@ -131,3 +135,64 @@ def test_annotation_statistics_count_boxes_slices_and_volumes(tmp_path: Path):
     assert sorted(stats.boxes_per_slice) == [1, 1, 2]
     assert sorted(stats.slices_per_volume) == [1, 2]
     assert list(annotation_statistics(read_annotations(path), "AXT1").slices_per_volume) == [1]
+
+
+def _real_volumes(fastmri_plus_dir: Path, cls: str, sequence: str):
+    annotations = read_annotations(fastmri_plus_dir / "brain.csv")
+    return [v for v in annotations.volumes.values() if v.label == cls and v.sequence == sequence]
+
+
+def test_companion_findings_match_an_independent_count(fastmri_plus_dir: Path):
+    """Edema beside the abnormal labels of AXT1POST volumes, craniotomies among the excluded ones."""
+    seq = load_findings().data["sequences"]["AXT1POST"]
+    abnormal = _real_volumes(fastmri_plus_dir, "abnormal", "AXT1POST")
+    with_edema = sum(any(b.label == "Edema" for b in v.boxes) for v in abnormal)
+    assert seq["companion_incidence"]["Edema"] == pytest.approx(with_edema / len(abnormal))
+    excluded = _real_volumes(fastmri_plus_dir, "excluded", "AXT1POST")
+    assert seq["excluded_volumes"] == len(excluded)
+    with_craniotomy = sum(any(b.label == "Craniotomy" for b in v.boxes) for v in excluded)
+    fitted = sum(p for k, p in seq["excluded_sets"].items() if "Craniotomy" in k.split(" + "))
+    assert fitted == pytest.approx(with_craniotomy / len(excluded))
+    # The finding sets keep the abnormal label sets: their marginal over the abnormal labels is the same.
+    marginal = Counter()
+    for key, p in seq["finding_sets"].items():
+        marginal[" + ".join(x for x in key.split(" + ") if x in PAPER_ABNORMAL_LABELS)] += p
+    assert dict(marginal) == pytest.approx(seq["label_sets"])
+    # Study-level labels of excluded volumes never include a normal marker (it would make them normal).
+    assert "Normal for age" not in seq["excluded_study_labels"]
+
+
+def test_abnormal_volumes_carry_companions_at_their_real_rate():
+    stats = load_findings()
+    rng = np.random.default_rng(4)
+    for sequence in ("AXT1", "AXT1POST"):
+        draws = [stats.draw_labels(sequence, rng) for _ in range(3000)]
+        for label in ("Edema", "Craniotomy"):
+            rate = sum(label in d for d in draws) / len(draws)
+            assert rate == pytest.approx(stats.data["sequences"][sequence]["companion_incidence"][label], abs=0.03)
+        assert all(set(d) & set(PAPER_ABNORMAL_LABELS) for d in draws)
+        alone = [stats.draw_labels(sequence, rng, companions=False) for _ in range(200)]
+        assert all(set(d) <= set(PAPER_ABNORMAL_LABELS) for d in alone)
+
+
+def test_excluded_volumes_draw_companions_or_a_study_label():
+    stats = load_findings()
+    rng = np.random.default_rng(5)
+    draws = [draw_excluded_lesions(stats, "AXFLAIR", rng, 6.0, 14) for _ in range(2000)]
+    study_only = [study for lesions, study in draws if not lesions]
+    share = stats.data["sequences"]["AXFLAIR"]["excluded_sets"][""]
+    assert len(study_only) / len(draws) == pytest.approx(share, abs=0.03)
+    assert all(len(study) == 1 for study in study_only)
+    assert all({x.label for x in lesions} <= set(COMPANION_LABELS) and not study for lesions, study in draws if lesions)
+
+
+def test_slices_per_volume_table_is_the_sequences_own_where_fitted():
+    stats = load_findings()
+    nonspecific = stats.data["labels"]["Nonspecific lesion"]
+    assert stats.slices_per_volume("Nonspecific lesion", "AXT1POST") == (
+        nonspecific["by_sequence"]["AXT1POST"]["slices_per_volume"]
+    )
+    own = nonspecific["by_sequence"]["AXT1POST"]["box_size_px_percentiles"]
+    sizes = stats.draw_box_size_px("Nonspecific lesion", np.random.default_rng(0), 5000, "AXT1POST")
+    assert np.median(sizes) == pytest.approx(own[10], rel=0.05)
+    assert stats.slices_per_volume("Likely cysts", "AXT1POST") == stats.data["labels"]["Likely cysts"]["slices_per_volume"]

@@ -60,7 +60,7 @@ from magphase.simulate.acquisition import (
     truth_path_for,
     write_acquisition,
 )
-from magphase.simulate.findings import draw_abnormal_lesions, load_findings
+from magphase.simulate.findings import draw_abnormal_lesions, draw_excluded_lesions, load_findings
 from magphase.simulate.phantom import GroundTruthVolume, VolumeSpec, render_volume
 from magphase.utils.atomic import atomic_write_text
 from magphase.utils.seeds import derive_seed, derived_rng
@@ -152,15 +152,21 @@ class PlannedVolume:
     external: bool = False
     lesion_radii_mm: tuple[float, ...] = ()  # one per lesion (fitted sizes), or empty: built-in sizes
     lesion_slices: tuple[int, ...] = ()  # slice each fitted lesion is centred on, or empty
+    study_labels: tuple[str, ...] = ()  # study-level labels beside "Normal for age" (excluded volumes)
+    annotated_runs: tuple[tuple[str, int, int], ...] = ()  # (label, first, last) slices an annotator boxes
 
     def plan_hash(self) -> str:
         """Short hash of every field: a kept volume must have been made from the same assignment."""
         fields = asdict(self)
-        for key in ("lesion_radii_mm", "lesion_slices"):
+        for key in ("lesion_radii_mm", "lesion_slices", "study_labels", "annotated_runs"):
             if not fields[key]:
                 del fields[key]  # volumes without fitted lesions keep the hash they had before
         blob = json.dumps(fields, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def label_runs(self) -> dict[str, tuple[int, int]]:
+        """label -> (first, last) slice its boxes are drawn on (empty: every slice the lesion crosses)."""
+        return {label: (first, last) for label, first, last in self.annotated_runs}
 
     def volume_spec(self) -> VolumeSpec:
         """The phantom's :class:`~magphase.simulate.phantom.VolumeSpec` of this volume."""
@@ -257,6 +263,8 @@ class SimulatedDatasetPlan:
             d["lesions"] = tuple(d["lesions"])
             d["lesion_radii_mm"] = tuple(d.get("lesion_radii_mm", ()))
             d["lesion_slices"] = tuple(d.get("lesion_slices", ()))
+            d["study_labels"] = tuple(d.get("study_labels", ()))
+            d["annotated_runs"] = tuple((str(a), int(b), int(c)) for a, b, c in d.get("annotated_runs", ()))
             d["matrix"] = tuple(d["matrix"])
             d["fov_mm"] = tuple(d["fov_mm"])
             return PlannedVolume(**d)
@@ -353,14 +361,21 @@ def _plan_training(cfg: SimulateConfig, seed: int, sites: dict[int, SiteProfile]
         lesions: tuple[str, ...] = ()
         radii: tuple[float, ...] = ()
         centres: tuple[int, ...] = ()
+        study: tuple[str, ...] = ()
+        runs: tuple[tuple[str, int, int], ...] = ()
         normal_for_age = volume_class == "normal"
         fitted = cfg.lesion_model == "fastmri_plus" and sequence in findings.sequences
-        if volume_class == "abnormal" and fitted:
-            pitch = cfg.slice_thickness_mm + cfg.slice_gap_mm
-            drawn = draw_abnormal_lesions(findings, sequence, rng, pitch, n_slices)
+        pitch = cfg.slice_thickness_mm + cfg.slice_gap_mm
+        if volume_class in ("abnormal", "excluded") and fitted:
+            if volume_class == "abnormal":
+                drawn = draw_abnormal_lesions(findings, sequence, rng, pitch, n_slices)
+            else:
+                drawn, study = draw_excluded_lesions(findings, sequence, rng, pitch, n_slices)
+                normal_for_age = bool(rng.random() < cfg.excluded_normal_for_age)
             lesions = tuple(lesion.label for lesion in drawn)
             radii = tuple(round(lesion.radius_mm, 3) for lesion in drawn)
             centres = tuple(lesion.slice for lesion in drawn)
+            runs = tuple(sorted({(lesion.label, *lesion.run) for lesion in drawn}))
         elif volume_class == "abnormal":
             n_les = int(rng.integers(cfg.lesions_per_volume[0], cfg.lesions_per_volume[1] + 1))
             lesions = tuple(str(lesion_labels[i]) for i in rng.choice(len(lesion_labels), n_les, p=lesion_w))
@@ -377,6 +392,8 @@ def _plan_training(cfg: SimulateConfig, seed: int, sites: dict[int, SiteProfile]
                 lesions=lesions if radii else tuple(sorted(lesions)),
                 lesion_radii_mm=radii,
                 lesion_slices=centres,
+                study_labels=study,
+                annotated_runs=runs,
                 normal_for_age=normal_for_age,
                 field_strength_t=field_t,
                 n_coils=n_coils,
@@ -483,6 +500,7 @@ def lesion_boxes(
     labels: Iterable[str],
     margin: int = 1,
     min_section: float = ANNOTATOR_MIN_SECTION,
+    runs: dict[str, tuple[int, int]] | None = None,
 ) -> list[Box]:
     """One fastMRI+ box per lesion per slice: the bounding box of the lesion's mask in that slice.
 
@@ -493,6 +511,10 @@ def lesion_boxes(
         margin: pixels added on every side (clipped to the image), as annotators draw around a finding.
         min_section: slices where the lesion's section area is below this fraction of its largest
             section get no box (:data:`ANNOTATOR_MIN_SECTION`).
+        runs: label -> (first, last) slices the annotator boxes that label on (the fitted annotated
+            slices per volume: fastMRI+ annotators boxed a finding on some of the slices it crosses,
+            not always all). A lesion with no qualifying section inside its run is boxed where it is
+            largest (an annotator does not skip a finding altogether). None: every slice.
 
     Returns:
         Boxes in the flipped-image convention (:func:`magphase.io.annotations.array_to_box`).
@@ -503,7 +525,12 @@ def lesion_boxes(
         area = mask.sum(axis=(1, 2))
         if not area.any():
             continue
-        for s in np.nonzero(area >= max(min_section * area.max(), 1))[0]:
+        chosen = np.nonzero(area >= max(min_section * area.max(), 1))[0]
+        if runs and label in runs:
+            first, last = runs[label]
+            inside = chosen[(chosen >= first) & (chosen <= last)]
+            chosen = inside if inside.size else np.array([int(np.argmax(area))])
+        for s in chosen:
             rows = np.nonzero(mask[s].any(axis=1))[0]
             cols = np.nonzero(mask[s].any(axis=0))[0]
             row0, row1 = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, h)
@@ -531,9 +558,10 @@ def _fragment(volume: PlannedVolume, lesion_masks: np.ndarray, labels: list[str]
     if volume.volume_class == "unlabeled":
         frag.update(annotated=False, boxes=[], study_labels=[])
         return frag
-    boxes = lesion_boxes(volume.stem, lesion_masks, labels)
+    boxes = lesion_boxes(volume.stem, lesion_masks, labels, runs=volume.label_runs())
     study_labels = [NORMAL_FOR_AGE] if volume.normal_for_age else []
-    if volume.volume_class == "excluded" and not boxes:
+    study_labels.extend(volume.study_labels)
+    if volume.volume_class == "excluded" and not boxes and not volume.study_labels:
         # The out-of-rule finding missed every slice (e.g. a ventricle artifact above a low slab):
         # annotators would still note it, at study level, which keeps the volume excluded.
         study_labels.append(volume.lesions[0])

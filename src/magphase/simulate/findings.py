@@ -7,8 +7,18 @@ abnormal (paper 2.1.1):
 - per sequence: the sets of distinct abnormal labels the volumes carry and how often each set occurs
   (so each label's incidence and their co-occurrence; the mix differs by sequence: white matter
   lesions lead on AXFLAIR, masses and nonspecific lesions on AXT1 / AXT1POST);
-- per label: the box size sqrt(width * height) in pixels of the 320 x 320 image (percentiles), boxes
-  per volume, boxes per annotated slice and annotated slices per volume (probability tables).
+- per sequence, the **companion findings** of the catalogue (:data:`COMPANION_LABELS`: edema,
+  craniotomy, posttreatment change, dural thickening, enlarged ventricles, resection cavity, possible
+  artifact) that real abnormal volumes carry beside their abnormal labels (``finding_sets``: the whole
+  set of catalogue labels of each abnormal volume, so an edema box goes with the mass it surrounds and
+  a craniotomy with the resection under it), and the catalogue label sets of the EXCLUDED volumes
+  (``excluded_sets``; ``""`` for excluded volumes whose out-of-rule labels are only study-level or
+  outside the catalogue, with those study-level labels in ``excluded_study_labels``);
+- per label of the catalogue: the box size sqrt(width * height) in pixels of the 320 x 320 image
+  (percentiles), boxes per volume, boxes per annotated slice and annotated slices per volume
+  (probability tables), over all sequences and, in ``by_sequence``, per sequence where at least
+  :data:`MIN_VOLUMES_PER_TABLE` volumes carry the label (the same label is boxed differently per
+  sequence: AXT1POST lesions on fewer slices and in smaller boxes than on AXT1).
 
 The result is package data (``fastmri_plus_findings.json``, with the CSV's MIT licence note) that
 :func:`load_findings` reads; nothing reads the CSV at simulation time. :func:`annotation_statistics`
@@ -37,6 +47,22 @@ FINDINGS_FILE = Path(__file__).with_name("fastmri_plus_findings.json")
 SIZE_PERCENTILES: tuple[float, ...] = tuple(float(p) for p in range(0, 101, 5))
 #: Joins the labels of one volume's label set in the fitted file.
 LABEL_SEPARATOR = " + "
+#: fastMRI+ box labels outside the paper's abnormal class that the simulator renders: the common
+#: companions of abnormal findings in the real CSV (about 55 % of its boxes) and the findings of most
+#: excluded volumes. A volume carrying one of them and no abnormal label is excluded (paper 2.1.1).
+COMPANION_LABELS: tuple[str, ...] = (
+    "Edema",
+    "Craniotomy",
+    "Posttreatment change",
+    "Dural thickening",
+    "Enlarged ventricles",
+    "Resection cavity",
+    "Possible artifact",
+)
+#: Every box label the simulator renders from the fitted statistics.
+CATALOGUE_LABELS: tuple[str, ...] = (*PAPER_ABNORMAL_LABELS, *COMPANION_LABELS)
+#: A per-sequence table (slices per volume) needs at least this many volumes, else the label's pooled one.
+MIN_VOLUMES_PER_TABLE = 10
 #: Image side the fastMRI+ boxes are drawn on (fastMRI brain reconstructions are 320 x 320).
 ANNOTATION_MATRIX = 320
 LICENCE_NOTE = (
@@ -81,14 +107,36 @@ def annotation_statistics(annotations: AnnotationSet, sequence: str | None = Non
     )
 
 
+def _catalogue_boxes(annotations: AnnotationSet, cls: str, sequence: str) -> dict[str, list]:
+    """Boxes of the catalogue labels of every volume of class ``cls`` and ``sequence``."""
+    catalogue = set(CATALOGUE_LABELS)
+    return {
+        stem: [b for b in annotations.volumes[stem].boxes if b.label in catalogue]
+        for stem in annotations.files(label=cls, sequence=sequence)
+    }
+
+
+def _label_table(boxes: list, volumes: list[list]) -> dict[str, Any]:
+    sizes = np.sqrt([b.width * b.height for b in boxes])
+    slices = [Counter(b.slice for b in vol) for vol in volumes]
+    return {
+        "boxes": len(boxes),
+        "volumes": len(volumes),
+        "box_size_px_percentiles": [round(float(q), 3) for q in np.percentile(sizes, SIZE_PERCENTILES)],
+        "boxes_per_volume": _pmf([len(vol) for vol in volumes]),
+        "boxes_per_slice": _pmf([n for c in slices for n in c.values()]),
+        "slices_per_volume": _pmf([len(c) for c in slices]),
+    }
+
+
 def fit_findings(brain_csv: str | Path, file_list: str | Path | None = None) -> dict[str, Any]:
     """The statistics described in the module docstring, as a JSON-ready dict."""
     path = Path(brain_csv)
     annotations = read_annotations(path, file_list)
     labels = PAPER_ABNORMAL_LABELS
     per_sequence: dict[str, Any] = {}
-    per_label_boxes: dict[str, list] = {label: [] for label in labels}
-    per_label_volumes: dict[str, list[list]] = {label: [] for label in labels}
+    label_boxes: dict[str, list] = {label: [] for label in CATALOGUE_LABELS}
+    label_volumes: dict[str, dict[str, list[list]]] = {label: {} for label in CATALOGUE_LABELS}
     sequences = sorted({v.sequence for v in annotations.volumes.values() if v.sequence})
     for sequence in sequences:
         volumes = _abnormal_boxes(annotations, sequence)
@@ -100,30 +148,47 @@ def fit_findings(brain_csv: str | Path, file_list: str | Path | None = None) -> 
             n_labels.append(len(present))
             incidence.update(present)
             combos[LABEL_SEPARATOR.join(present)] += 1
-            for label in present:
-                mine = [b for b in boxes if b.label == label]
-                per_label_boxes[label].extend(mine)
-                per_label_volumes[label].append(mine)
+        findings, companion = Counter(), Counter()
+        for boxes in _catalogue_boxes(annotations, "abnormal", sequence).values():
+            present = sorted({b.label for b in boxes})
+            findings[LABEL_SEPARATOR.join(present)] += 1
+            companion.update(label for label in present if label in COMPANION_LABELS)
+        excluded = _catalogue_boxes(annotations, "excluded", sequence)
+        excluded_sets, study = Counter(), Counter()
+        for stem, boxes in excluded.items():
+            key = LABEL_SEPARATOR.join(sorted({b.label for b in boxes}))
+            excluded_sets[key] += 1
+            if not key:  # the labels that exclude it (a normal marker alone would make it normal)
+                labels_here = set(annotations.volumes[stem].study_labels)
+                study.update(x for x in labels_here if not annotations.rules.is_normal_study(x))
+        for cls in ("abnormal", "excluded"):
+            for stem, boxes in _catalogue_boxes(annotations, cls, sequence).items():
+                for label in {b.label for b in boxes}:
+                    mine = [b for b in boxes if b.label == label]
+                    label_boxes[label].extend(mine)
+                    label_volumes[label].setdefault(sequence, []).append(mine)
+        n_excluded = max(len(excluded), 1)
         per_sequence[sequence] = {
             "abnormal_volumes": len(volumes),
             "labels_per_volume": _pmf(n_labels),
             "label_incidence": {label: incidence[label] / len(volumes) for label in labels},
             "label_sets": {k: combos[k] / len(volumes) for k in sorted(combos)},
+            "companion_incidence": {label: companion[label] / len(volumes) for label in COMPANION_LABELS},
+            "finding_sets": {k: findings[k] / len(volumes) for k in sorted(findings)},
+            "excluded_volumes": len(excluded),
+            "excluded_sets": {k: excluded_sets[k] / n_excluded for k in sorted(excluded_sets)},
+            "excluded_study_labels": {k: study[k] / max(excluded_sets[""], 1) for k in sorted(study)},
         }
     per_label: dict[str, Any] = {}
-    for label in labels:
-        boxes = per_label_boxes[label]
-        if not boxes:
+    for label in CATALOGUE_LABELS:
+        if not label_boxes[label]:
             continue
-        sizes = np.sqrt([b.width * b.height for b in boxes])
-        slices = [Counter(b.slice for b in vol) for vol in per_label_volumes[label]]
-        per_label[label] = {
-            "boxes": len(boxes),
-            "volumes": len(per_label_volumes[label]),
-            "box_size_px_percentiles": [round(float(q), 3) for q in np.percentile(sizes, SIZE_PERCENTILES)],
-            "boxes_per_volume": _pmf([len(vol) for vol in per_label_volumes[label]]),
-            "boxes_per_slice": _pmf([n for c in slices for n in c.values()]),
-            "slices_per_volume": _pmf([len(c) for c in slices]),
+        by_sequence = label_volumes[label]
+        per_label[label] = _label_table(label_boxes[label], [v for vols in by_sequence.values() for v in vols])
+        per_label[label]["by_sequence"] = {
+            sequence: _label_table([b for vol in vols for b in vol], vols)
+            for sequence, vols in sorted(by_sequence.items())
+            if len(vols) >= MIN_VOLUMES_PER_TABLE
         }
     return {
         "source": path.name,
@@ -152,27 +217,64 @@ class FindingStatistics:
     def sequences(self) -> tuple[str, ...]:
         return tuple(self.data["sequences"])
 
-    def draw_labels(self, sequence: str, rng: np.random.Generator) -> tuple[str, ...]:
-        """Distinct abnormal labels of one abnormal volume of ``sequence``: a label set drawn with the
-        frequency it has in the real abnormal volumes of that sequence (so each label's incidence and
-        their co-occurrence are kept)."""
+    def draw_labels(self, sequence: str, rng: np.random.Generator, companions: bool = True) -> tuple[str, ...]:
+        """Distinct labels of one abnormal volume of ``sequence``: a label set drawn with the frequency
+        it has in the real abnormal volumes of that sequence (so each label's incidence and their
+        co-occurrence are kept). ``companions``: the whole catalogue set (``finding_sets``: abnormal
+        labels with the edema, craniotomy, ... boxed beside them), else the abnormal labels alone."""
+        seq = self._sequence(sequence)
+        table = seq["finding_sets"] if companions and "finding_sets" in seq else seq["label_sets"]
+        return self._draw_set(table, rng)
+
+    def draw_excluded(self, sequence: str, rng: np.random.Generator) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(box labels, study-level labels) of one excluded volume of ``sequence``: its catalogue box
+        labels drawn as a set with their real frequency; a volume drawn without catalogue boxes gets
+        one study-level label instead (drawn from those of the real such volumes)."""
+        seq = self._sequence(sequence)
+        labels = self._draw_set(seq["excluded_sets"], rng)
+        if labels:
+            return labels, ()
+        study = seq["excluded_study_labels"] or {COMPANION_LABELS[-1]: 1.0}
+        names = list(study)
+        p = np.asarray([study[k] for k in names], np.float64)
+        return (), (names[rng.choice(len(names), p=p / p.sum())],)
+
+    def table(self, label: str, sequence: str | None = None) -> dict[str, Any]:
+        """The fitted per-label table (sizes, boxes per volume / slice, slices per volume): the
+        sequence's own where at least :data:`MIN_VOLUMES_PER_TABLE` of its volumes carry the label,
+        else the label's table over every sequence."""
+        table = self.data["labels"][label]
+        return table.get("by_sequence", {}).get(sequence) or table
+
+    def slices_per_volume(self, label: str, sequence: str | None = None) -> dict[str, float]:
+        """Annotated slices per volume of ``label`` (:meth:`table`)."""
+        return self.table(label, sequence)["slices_per_volume"]
+
+    def _sequence(self, sequence: str) -> dict[str, Any]:
         seq = self.data["sequences"].get(sequence)
         if seq is None:
             fitted = ", ".join(self.sequences)
             raise KeyError(f"no fitted findings for sequence {sequence!r}; fitted: {fitted}")
-        sets = list(seq["label_sets"])
-        p = np.asarray([seq["label_sets"][k] for k in sets], np.float64)
-        return tuple(sets[rng.choice(len(sets), p=p / p.sum())].split(LABEL_SEPARATOR))
+        return seq
 
-    def draw_box_size_px(self, label: str, rng: np.random.Generator, size: int | None = None):
+    @staticmethod
+    def _draw_set(table: dict[str, float], rng: np.random.Generator) -> tuple[str, ...]:
+        sets = list(table)
+        p = np.asarray([table[k] for k in sets], np.float64)
+        drawn = sets[rng.choice(len(sets), p=p / p.sum())]
+        return tuple(drawn.split(LABEL_SEPARATOR)) if drawn else ()
+
+    def draw_box_size_px(
+        self, label: str, rng: np.random.Generator, size: int | None = None, sequence: str | None = None
+    ):
         """Box sizes sqrt(w * h) in pixels of the 320 x 320 image, by inverse CDF of the percentiles."""
-        q = np.asarray(self.data["labels"][label]["box_size_px_percentiles"], np.float64)
+        q = np.asarray(self.table(label, sequence)["box_size_px_percentiles"], np.float64)
         u = rng.uniform(0.0, 100.0, size=size)
         return np.interp(u, self.data["size_percentiles"], q)
 
-    def draw_boxes_per_volume(self, label: str, rng: np.random.Generator) -> int:
+    def draw_boxes_per_volume(self, label: str, rng: np.random.Generator, sequence: str | None = None) -> int:
         """Number of boxes one volume carries of ``label``."""
-        return _draw_pmf(self.data["labels"][label]["boxes_per_volume"], rng)
+        return _draw_pmf(self.table(label, sequence)["boxes_per_volume"], rng)
 
 
 #: In-plane lesion diameter per drawn box size: a box is the bounding box of one slice's section of
@@ -182,6 +284,9 @@ class FindingStatistics:
 #: encephalomalacia 51 vs 40 and lacunes 13.7 vs 11.6 (their annotated gliotic rims reach 1.2 - 1.6
 #: radii), nonspecific lesions 23.5 vs 22.
 SECTION_TO_DIAMETER: dict[str, float] = {
+    # Findings along the skull are boxed as a band: a flap of 5-8 cm, a dural reaction over the convexity.
+    "Craniotomy": 2.2,
+    "Dural thickening": 1.5,
     "Mass": 1.3,
     "Encephalomalacia": 0.65,
     "Lacunar infarct": 0.7,
@@ -194,11 +299,71 @@ ANNOTATION_PIXEL_MM = 220.0 / ANNOTATION_MATRIX
 
 @dataclass(frozen=True, order=True)
 class PlannedLesion:
-    """One lesion of an abnormal volume: its label, in-plane radius and the slice it is centred on."""
+    """One lesion of a volume: its label, in-plane radius, the slice it is centred on, and the run of
+    slices (first, last) its label is annotated on in this volume."""
 
     label: str
     radius_mm: float
     slice: int
+    run: tuple[int, int] = (0, 0)
+
+
+#: Companion findings rendered as ONE lesion per volume whatever their box count: the edema around a
+#: mass, one craniotomy with its resection cavity and dural reaction, one (enlarged) ventricular system.
+SINGLE_LESION_LABELS: frozenset[str] = frozenset(
+    {"Edema", "Craniotomy", "Dural thickening", "Enlarged ventricles", "Resection cavity"}
+)
+
+
+def draw_lesions(
+    stats: FindingStatistics,
+    labels: tuple[str, ...],
+    sequence: str,
+    rng: np.random.Generator,
+    slice_pitch_mm: float,
+    n_slices: int,
+    max_per_label: int = 16,
+) -> list[PlannedLesion]:
+    """Every lesion of a volume carrying the distinct ``labels``, sorted.
+
+    Per label, the annotated slices of the volume (count from the fitted table of the sequence, a run
+    of neighbouring slices) and its box count (at least one per slice) are drawn; lesions are added,
+    centred on slices of that run (its ends first, then its largest gaps), until the slices they are
+    expected to cross reach the box count (at
+    most ``max_per_label``; one for :data:`SINGLE_LESION_LABELS`). A lesion's size is a drawn box size
+    kept with probability 1 / (slices it crosses): boxes over-represent large lesions, which appear on
+    more slices. Each lesion carries its label's run: the annotator model boxes the label on those
+    slices (:func:`magphase.simulate.dataset.lesion_boxes`).
+    """
+    lesions: list[PlannedLesion] = []
+    for label in labels:
+        n_annotated = min(_draw_pmf(stats.slices_per_volume(label, sequence), rng), n_slices)
+        first = int(rng.integers(0, n_slices - n_annotated + 1))
+        target = max(stats.draw_boxes_per_volume(label, rng, sequence), n_annotated)
+        cap = 1 if label in SINGLE_LESION_LABELS else max_per_label
+        scale = SECTION_TO_DIAMETER.get(label, DEFAULT_SECTION_TO_DIAMETER) * ANNOTATION_PIXEL_MM
+        covered, n = 0.0, 0
+        while covered < target and n < cap:
+            diameter = float(stats.draw_box_size_px(label, rng, sequence=sequence)) * scale
+            slices = 1.0 + diameter / slice_pitch_mm
+            boxed = min(slices, n_annotated)  # boxes it will get: its slices inside the run
+            if cap > 1 and rng.random() * boxed > 1.0:
+                continue  # size-biased by the box count: keep with probability 1 / boxes
+            # The first lesions cover the run's ends, the next ones its largest gaps, so the run is
+            # annotated end to end.
+            if cap == 1:
+                centre = first + n_annotated // 2
+            elif n < 2:
+                centre = (first, first + n_annotated - 1)[n]
+            else:
+                run = np.arange(first, first + n_annotated)
+                taken = np.array([x.slice for x in lesions if x.label == label])
+                gap = np.min(np.abs(run[:, None] - taken[None, :]), axis=1) + rng.uniform(0, 0.5, len(run))
+                centre = int(run[np.argmax(gap)])
+            lesions.append(PlannedLesion(label, 0.5 * diameter, centre, (first, first + n_annotated - 1)))
+            covered += boxed
+            n += 1
+    return sorted(lesions)
 
 
 def draw_abnormal_lesions(
@@ -208,39 +373,21 @@ def draw_abnormal_lesions(
     slice_pitch_mm: float,
     n_slices: int,
     max_per_label: int = 16,
+    companions: bool = True,
 ) -> list[PlannedLesion]:
-    """Every lesion of one abnormal volume of ``sequence``, sorted.
+    """Every lesion of one abnormal volume of ``sequence`` (labels from
+    :meth:`FindingStatistics.draw_labels`, then :func:`draw_lesions`)."""
+    labels = stats.draw_labels(sequence, rng, companions)
+    return draw_lesions(stats, labels, sequence, rng, slice_pitch_mm, n_slices, max_per_label)
 
-    Labels come from :meth:`FindingStatistics.draw_labels`. Per label, the annotated slices of the
-    volume (count from the fitted table, a run of neighbouring slices) and its box count (at least one
-    per slice) are drawn; lesions are added, centred on slices of that run, until the slices they are
-    expected to cross reach the box count (at most ``max_per_label``). A lesion's size is a drawn box
-    size kept with probability 1 / (slices it crosses): boxes over-represent large lesions, which
-    appear on more slices.
-    """
-    lesions: list[PlannedLesion] = []
-    for label in stats.draw_labels(sequence, rng):
-        table = stats.data["labels"][label]
-        n_annotated = min(_draw_pmf(table["slices_per_volume"], rng), n_slices)
-        first = int(rng.integers(0, n_slices - n_annotated + 1))
-        target = max(stats.draw_boxes_per_volume(label, rng), n_annotated)
-        scale = SECTION_TO_DIAMETER.get(label, DEFAULT_SECTION_TO_DIAMETER) * ANNOTATION_PIXEL_MM
-        covered, n = 0.0, 0
-        while covered < target and n < max_per_label:
-            diameter = float(stats.draw_box_size_px(label, rng)) * scale
-            slices = 1.0 + diameter / slice_pitch_mm
-            if rng.random() * slices > 1.0:
-                continue  # size-biased by the box count: keep with probability 1 / slices
-            # The first lesions cover the run's ends, so the run is annotated end to end.
-            centre = (
-                (first, first + n_annotated - 1)[n]
-                if n < 2
-                else int(rng.integers(first, first + n_annotated))
-            )
-            lesions.append(PlannedLesion(label, 0.5 * diameter, centre))
-            covered += min(slices, n_annotated)
-            n += 1
-    return sorted(lesions)
+
+def draw_excluded_lesions(
+    stats: FindingStatistics, sequence: str, rng: np.random.Generator, slice_pitch_mm: float, n_slices: int
+) -> tuple[list[PlannedLesion], tuple[str, ...]]:
+    """(lesions, study-level labels) of one excluded volume of ``sequence``
+    (:meth:`FindingStatistics.draw_excluded`, then :func:`draw_lesions`)."""
+    labels, study = stats.draw_excluded(sequence, rng)
+    return draw_lesions(stats, labels, sequence, rng, slice_pitch_mm, n_slices), study
 
 
 @functools.cache
@@ -268,12 +415,16 @@ if __name__ == "__main__":
 
 __all__ = [
     "ANNOTATION_MATRIX",
+    "CATALOGUE_LABELS",
+    "COMPANION_LABELS",
     "FINDINGS_FILE",
     "AnnotationStatistics",
     "FindingStatistics",
     "PlannedLesion",
     "annotation_statistics",
     "draw_abnormal_lesions",
+    "draw_excluded_lesions",
+    "draw_lesions",
     "fit_findings",
     "load_findings",
 ]

@@ -13,7 +13,7 @@ All coordinates are scanner (z, y, x) millimetres unless named `*_anatomy_mm` (M
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -30,11 +30,25 @@ LESION_LABELS = (
     "Metastasis",
     "Posttreatment change",
     "Possible artifact",
+    "Edema",
+    "Craniotomy",
+    "Dural thickening",
+    "Enlarged ventricles",
+    "Resection cavity",
 )
 
 BRAIN_TISSUES = ("gm", "wm", "deep_gm")
 INTRACRANIAL = ("gm", "wm", "deep_gm", "csf", "choroid")
 EXTRA_AXIAL_SPACE = ("gm", "wm", "deep_gm", "csf", "dura")
+#: What a craniotomy changes: the bone flap's tables and marrow (the scalp and the brain are not in it).
+SKULL = ("bone", "fat")
+#: Hosts an annotated "Edema" belongs to (the vasogenic edema of a mass, a tumour bed or a metastasis).
+EDEMA_HOSTS = ("Mass", "Metastasis", "Extra-axial mass", "Nonspecific lesion", "Posttreatment change")
+#: Findings a craniotomy, and a dural thickening, are placed over when the volume has one (the surgical
+#: bed, or the dural base of a meningioma), in order of preference.
+SURGICAL_BEDS = ("Resection cavity", "Posttreatment change", "Mass", "Encephalomalacia", "Extra-axial mass")
+#: Placement order: hosts first, then the findings anchored to them.
+_PLACEMENT_ORDER = {"Edema": 3, "Craniotomy": 2, "Dural thickening": 3, "Posttreatment change": 1}
 
 #: Tissue of the annotated white matter and nonspecific lesions of T1-weighted volumes. fastMRI+ boxes
 #: were drawn on the volume's own images, so a lesion boxed on a T1-weighted image is one that image
@@ -64,6 +78,7 @@ class Shell:
     weights: tuple[tuple[str, float], ...] = ()
     edge_mm: float = 0.8
     one_hemisphere: bool = False
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,20 @@ class LesionPlan:
     @property
     def susceptibility(self) -> bool:
         return bool(self.sources)
+
+    @property
+    def box_labels(self) -> tuple[str, ...]:
+        """Labels of the annotated parts, the lesion's own first (one box set each)."""
+        out = [self.label]
+        for shell in self.shells:
+            if shell.annotated and shell.label and shell.label not in out:
+                out.append(shell.label)
+        return tuple(out)
+
+    @property
+    def replaced(self) -> frozenset[str]:
+        """Tissues the lesion's shells displace."""
+        return frozenset(t for shell in self.shells for t in shell.replaces)
 
     @property
     def extent(self) -> float:
@@ -142,7 +171,30 @@ _SITE_BY_LABEL = {
     "Metastasis": ("juxtacortical", "juxtacortical", "parenchyma"),
     "Posttreatment change": ("surface",),
     "Possible artifact": ("ventricle",),
+    "Edema": ("deep_wm",),
+    "Craniotomy": ("surface",),
+    "Dural thickening": ("surface",),
+    "Enlarged ventricles": ("ventricle_centre",),
+    "Resection cavity": ("surface",),
 }
+#: Centre offset along the outward surface normal, in mean radii (surface sites): extra-axial lesions
+#: sit on the dura and displace the brain; cortical defects (encephalomalacia, resection cavities) are
+#: centred under the surface.
+_SURFACE_OFFSET = {
+    "Extra-axial mass": 0.1,
+    "Encephalomalacia": -0.45,
+    "Posttreatment change": -0.6,
+    "Resection cavity": -0.5,
+    "Dural thickening": 0.0,
+}
+#: Findings laid along the skull (axis 0 of the lesion = the outward surface normal), centred this far
+#: outside the brain surface (mm): the bone flap of a craniotomy in the skull (past the CSF, the dura and
+#: the inner table), a thickened dura in the space under the inner table.
+FRAMED_OFFSET_MM = {"Craniotomy": 6.0, "Dural thickening": 2.5}
+#: Findings whose several lesions of one volume lie together (around the first, or the surgical bed).
+_CLUSTERED = ("Posttreatment change",)
+#: Annotation-only findings (no tissue displaced): other lesions may overlap them.
+_ANNOTATION_ONLY = frozenset({"Enlarged ventricles"})
 
 
 def _edema(rho_inner: float, rho_outer: float) -> Shell:
@@ -243,6 +295,41 @@ def _design(
         r = size(2.5, 5.0)
         radii = r * np.array([u(0.8, 1.2), u(0.8, 1.4), u(0.8, 1.2)])
         return radii, [Shell(CSF_INFLOW, 0.0, 1.0, ("csf",))], 0.2, 1.0
+    if label == "Edema":  # vasogenic edema without a host lesion in the slab (its source lies outside)
+        r = size(10.0, 25.0)
+        radii = r * np.array([u(0.7, 1.0), u(0.9, 1.3), u(0.8, 1.1)])
+        return radii, [replace(_edema(0.0, 1.0), annotated=True)], 0.3, u(1.0, 1.1)
+    if label == "Craniotomy":
+        # The replaced bone flap, a disk of skull about the lesion centre (which plan_lesions puts in
+        # the skull): its marrow turned to fibrous tissue (the fat of the diploe, not of the scalp: the
+        # shell only takes fat where there is bone), and at its edge the kerf, a ring where both tables
+        # and the marrow are gone and scar and fluid fill the gap. Radius: the flap (5-8 cm across).
+        r = size(20.0, 35.0)
+        radii = r * np.array([u(0.9, 1.1), u(0.9, 1.1), u(0.9, 1.1)])
+        kerf = 1.0 - u(2.5, 4.0) / r
+        shells = [
+            Shell("scar", 0.0, kerf, ("fat",), weights=(("bone", 1.5),), edge_mm=1.0),
+            Shell("scar", kerf, 1.0, SKULL, weights=(("bone", 2.5),), edge_mm=1.0),
+        ]
+        return radii, shells, 0.08, 1.0
+    if label == "Dural thickening":
+        # Thickened, enhancing dura (pachymeningeal reaction after surgery, or a meningioma's dural
+        # tail): fills the subarachnoid space under the inner table over a patch of the convexity.
+        r = size(8.0, 25.0)
+        radii = np.array([4.0, r * u(0.9, 1.1), r * u(0.9, 1.1)])
+        return radii, [Shell("dura", 0.0, 1.0, ("csf", "dura"), edge_mm=1.0)], 0.15, 1.0
+    if label == "Enlarged ventricles":
+        # Ventriculomegaly (hydrocephalus, or ex vacuo): the ventricular system expanded by a local
+        # scaling (mass_factor) about its centroid; the annotation is its CSF (no signal change).
+        radii = np.array([24.0, 44.0, 30.0]) * (1.0 if radius_mm is None else u(0.9, 1.1))
+        return radii, [Shell("csf", 0.0, 1.0, ("csf",), edge_mm=3.0)], 0.05, u(1.45, 1.85)
+    if label == "Resection cavity":
+        # Surgical cavity: CSF-filled defect under the cortex with a thin gliotic wall (T1-dark
+        # chronic gliosis on T1-weighted scans), the brain collapsing slightly into it.
+        r = size(8.0, 22.0)
+        radii = r * np.array([u(0.7, 1.0), u(0.9, 1.3), u(0.9, 1.3)])
+        shells = [Shell("csf", 0.0, 1.0, BRAIN_TISSUES), Shell(gliosis, 1.0, u(1.1, 1.25), BRAIN_TISSUES, annotated=False)]
+        return radii, shells, 0.25, 0.9
     raise ValueError(f"lesion label {label!r}: known labels are {LESION_LABELS}")
 
 
@@ -250,7 +337,9 @@ def _sources(
     label: str, rng: np.random.Generator, centre: np.ndarray, radii: np.ndarray, rotation: np.ndarray
 ):
     """Susceptibility spheres inside the lesion (may be empty)."""
-    p_haem = {"Mass": 0.25, "Metastasis": 0.3, "Posttreatment change": 0.6}.get(label, 0.0)
+    if label == "Craniotomy":
+        return _fixation(rng, centre, radii, rotation)
+    p_haem = {"Mass": 0.25, "Metastasis": 0.3, "Posttreatment change": 0.6, "Resection cavity": 0.4}.get(label, 0.0)
     p_calc = {"Mass": 0.15, "Extra-axial mass": 0.3}.get(label, 0.0)
     draw = rng.random()
     if draw < p_haem:  # intratumoral / post-operative blood products, micro- to small bleeds
@@ -269,6 +358,60 @@ def _sources(
     return sources
 
 
+#: Titanium (the plates and screws that fix a bone flap): volume susceptibility +182 ppm (SI), i.e.
+#: about +191 ppm relative to tissue (Schenck 1996, Med Phys 23:815); fraction of craniotomies with
+#: fixation visible in the slab.
+TITANIUM_DELTA_CHI_PPM = 191.0
+P_FIXATION = 0.6
+
+
+def _fixation(rng: np.random.Generator, centre: np.ndarray, radii: np.ndarray, rotation: np.ndarray):
+    """Titanium screws / mini-plates at the rim of a bone flap (axis 0 of the flap is its normal)."""
+    if rng.random() >= P_FIXATION:
+        return []
+    sources = []
+    for angle in rng.uniform(0.0, 2 * math.pi) + np.arange(int(rng.integers(2, 5))) * (2 * math.pi / 4):
+        v = np.array([0.0, math.cos(angle), math.sin(angle)]) * rng.uniform(0.85, 1.0)
+        sources.append(
+            SphereSource(centre + rotation @ (v * radii), float(rng.uniform(0.6, 1.0)), TITANIUM_DELTA_CHI_PPM, "titanium")
+        )
+    return sources
+
+
+def _frame(normal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A rotation whose first column is ``normal`` (unit), the other two a random in-plane pair."""
+    n = normal / max(float(np.linalg.norm(normal)), 1e-6)
+    helper = np.array([0.0, 0.0, 1.0]) if abs(n[2]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    a = np.cross(n, helper)
+    a /= np.linalg.norm(a)
+    b = np.cross(n, a)
+    angle = rng.uniform(0.0, 2 * math.pi)
+    a, b = math.cos(angle) * a + math.sin(angle) * b, -math.sin(angle) * a + math.cos(angle) * b
+    return np.stack([n, a, b], axis=1)
+
+
+def _attach_edema(host: LesionPlan, radius_mm: float | None, rng: np.random.Generator) -> None:
+    """Box the host's vasogenic edema as "Edema" (adding an edema shell where the host had none),
+    its outer radius from the drawn edema size (at least 1.25 host radii)."""
+    mean_r = float(np.mean(host.radii_mm))
+    outer = max(1.25, (radius_mm or rng.uniform(1.5, 2.4) * mean_r) / mean_r)
+    inner = max(s.rho_outer for s in host.shells if s.tissue != "edema")
+    shells = [s for s in host.shells if s.tissue != "edema"]
+    shells.append(replace(_edema(inner, max(outer, inner + 0.25)), annotated=True, label="Edema"))
+    host.shells = shells
+
+
+def _rim_posttreatment(host: LesionPlan, rng: np.random.Generator) -> None:
+    """The tumour bed around a resection cavity: a thin enhancing reactive rim and gliosis, boxed as
+    "Posttreatment change" (replaces the cavity's own gliotic wall)."""
+    inner = max(s.rho_outer for s in host.shells if s.annotated)
+    rim = inner + rng.uniform(0.08, 0.15)
+    host.shells = [s for s in host.shells if s.annotated] + [
+        Shell("tumour", inner, rim, BRAIN_TISSUES, label="Posttreatment change"),
+        Shell("gliosis", rim, rim + rng.uniform(0.3, 0.7), BRAIN_TISSUES, label="Posttreatment change", edge_mm=2.5),
+    ]
+
+
 def plan_lesions(
     labels: tuple[str, ...],
     rng: np.random.Generator,
@@ -280,39 +423,64 @@ def plan_lesions(
     target_slices: tuple[int, ...] = (),
     t1_weighted: bool = False,
 ) -> list[LesionPlan]:
-    """Place one lesion per entry of `labels` so that each crosses at least one slice.
+    """Place the lesions of ``labels`` so that each crosses at least one slice.
 
     slice_z_mm: (S,) scanner z of the slice centres. radii_mm: optional size per lesion (empty: each
     label's built-in range). target_slices: optional slice index per lesion that its centre should lie
     on (empty: any slice; how the fitted statistics cluster a label's lesions on its annotated slices).
     t1_weighted: the volume is T1-weighted (its white matter / nonspecific lesions are the T1-visible
     subtype, see :func:`_design`).
-    Lesions avoid each other (no overlap of their annotated parts). Raises ValueError for unknown
-    labels; a label whose site cannot be found in the slab after many tries is placed at the best
-    candidate found.
+
+    Companion findings are placed with the lesion they belong to: an "Edema" becomes the boxed edema
+    shell of the first host (:data:`EDEMA_HOSTS`) instead of a lesion of its own; a "Posttreatment
+    change" with a "Resection cavity" becomes the cavity's enhancing, gliotic wall; a "Craniotomy" (and
+    a "Dural thickening") is centred over the surgical bed (:data:`SURGICAL_BEDS`) where there is one.
+    Lesions avoid each other where they displace the same tissues (no overlap of their annotated
+    parts). Raises ValueError for unknown labels; a label whose site cannot be found in the slab after
+    many tries is placed at the best candidate found.
     """
     if radii_mm and len(radii_mm) != len(labels):
         raise ValueError(f"{len(radii_mm)} lesion sizes for {len(labels)} lesions")
     if target_slices and len(target_slices) != len(labels):
         raise ValueError(f"{len(target_slices)} target slices for {len(labels)} lesions")
-    plans: list[LesionPlan] = []
-    for i, label in enumerate(labels):
+    for label in labels:
         if label not in _SITE_BY_LABEL:
             raise ValueError(f"lesion label {label!r}: known labels are {LESION_LABELS}")
-        radii, shells, irregularity, mass_factor = _design(
-            label, rng, radii_mm[i] if radii_mm else None, t1_weighted
-        )
+    order = sorted(range(len(labels)), key=lambda i: _PLACEMENT_ORDER.get(labels[i], 0))
+    present = set(labels)
+    plans: list[LesionPlan] = []
+    for i in order:
+        label = labels[i]
+        radius = radii_mm[i] if radii_mm else None
+        if label == "Edema":
+            host = next((p for p in plans if p.label in EDEMA_HOSTS), None)
+            if host is not None:
+                _attach_edema(host, radius, rng)
+                continue
+        if label == "Posttreatment change" and "Resection cavity" in present:
+            host = next((p for p in plans if p.label == "Resection cavity"), None)
+            if host is not None and label not in host.box_labels:  # the wall once; more lesions beside it
+                _rim_posttreatment(host, rng)
+                continue
+        radii, shells, irregularity, mass_factor = _design(label, rng, radius, t1_weighted)
         site = str(rng.choice(_SITE_BY_LABEL[label]))
-        candidates = anatomy.sites[site]
+        if site == "ventricle_centre":
+            candidates = anatomy.ventricle_centre_mm[None].astype(np.float32)
+        else:
+            candidates = anatomy.sites[site]
         pick = rng.choice(len(candidates), size=min(400, len(candidates)), replace=False)
         anat = candidates[pick].astype(np.float64)
-        if site == "surface":
-            normals = anatomy.surface_normals[pick].astype(np.float64)
-            r_mean = float(np.mean(radii))
-            # Extra-axial lesions sit on the dura, at the brain surface, and displace the brain;
-            # cortical defects (encephalomalacia, resection cavities) are centred under it.
-            offset = {"Extra-axial mass": 0.1, "Encephalomalacia": -0.45, "Posttreatment change": -0.6}[label]
-            anat = anat + normals * offset * r_mean
+        normals = anatomy.surface_normals[pick].astype(np.float64) if site == "surface" else None
+        bed = None
+        if label in ("Craniotomy", "Dural thickening", *_CLUSTERED):
+            beds = [p for p in plans if p.label in SURGICAL_BEDS and p.centre_anatomy_mm is not None]
+            bed = min(beds, key=lambda p: SURGICAL_BEDS.index(p.label)) if beds else None
+        if label in _CLUSTERED:  # one treated region seen on several slices, not scattered foci
+            bed = next((p for p in plans if p.label == label), bed)
+        if label in FRAMED_OFFSET_MM:
+            anat = anat + normals * FRAMED_OFFSET_MM[label]
+        elif site == "surface":
+            anat = anat + normals * _SURFACE_OFFSET.get(label, 0.0) * float(np.mean(radii))
         scanner = anatomy_to_scanner(anat, geometry)
         rz = float(radii.max()) * 0.6
         if target_slices:
@@ -320,19 +488,30 @@ def plan_lesions(
             dz = np.abs(scanner[:, 0] - target)
         else:
             dz = np.min(np.abs(scanner[:, :1] - slice_z_mm[None, :]), axis=1)
-        inside_fov = (np.abs(scanner[:, 1]) < fov_half_mm[0] - radii.max()) & (
-            np.abs(scanner[:, 2]) < fov_half_mm[1] - radii.max()
+        # In the field of view; a finding along the skull only needs its centre there (its disk
+        # reaches into the scalp and the air around the head, where it changes nothing).
+        margin = 0.0 if label in FRAMED_OFFSET_MM else float(radii.max())
+        inside_fov = (np.abs(scanner[:, 1]) < fov_half_mm[0] - margin) & (
+            np.abs(scanner[:, 2]) < fov_half_mm[1] - margin
         )
         clear = np.ones(len(scanner), bool)
+        mine = frozenset(t for shell in shells for t in shell.replaces)
         for other in plans:
+            if not (mine & other.replaced) or _ANNOTATION_ONLY & {label, other.label}:
+                continue  # different tissues (skull, dura, brain) or no displacement: may overlap
             gap = np.linalg.norm(scanner - other.centre_mm, axis=1)
             clear &= gap > float(np.max(radii)) + float(np.max(other.radii_mm)) * 1.2 + 2.0
         # Dural masses on the convexity and falx, not on the skull base next to the sinuses.
         low_dura = (anat[:, 0] < 5.0) if label == "Extra-axial mass" else np.zeros(len(anat), bool)
         score = dz / max(rz, 1.0) + 10.0 * ~inside_fov + 10.0 * ~clear + 10.0 * low_dura
+        if bed is not None:  # over the surgical bed: distance to it dominates the choice
+            score = score + np.linalg.norm(anat - bed.centre_anatomy_mm, axis=1) / 10.0
         best = int(np.argmin(score + rng.uniform(0, 0.3, size=len(score))))
         centre = scanner[best]
-        rotation = _random_rotation(rng)
+        if label in FRAMED_OFFSET_MM:
+            rotation = _frame(geometry.rotation @ normals[best], rng)
+        else:
+            rotation = _random_rotation(rng)
         plan = LesionPlan(
             label=label,
             centre_mm=centre,
@@ -344,9 +523,12 @@ def plan_lesions(
             centre_anatomy_mm=anat[best],
         )
         if mass_factor != 1.0:
+            sigma = (
+                np.array([16.0, 30.0, 20.0]) if label == "Enlarged ventricles" else radii * 1.3
+            )
             plan.mass_effect = LocalScaling(
                 centre_mm=anat[best].astype(np.float32),
-                sigma_mm=(radii * 1.3).astype(np.float32),
+                sigma_mm=sigma.astype(np.float32),
                 factor=float(mass_factor),
             )
         plans.append(plan)

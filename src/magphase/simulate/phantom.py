@@ -230,7 +230,7 @@ def _deep_gm_signal(protocol: Protocol, iron_ppm: np.ndarray) -> np.ndarray:
 
 
 _WATER_MAPS = tuple(n for n in anat.TISSUE_MAPS if n not in ("fat", "air"))
-_LESION_CONTEXT_MAPS = ("gm", "wm", "deep_gm", "csf", "dura", "choroid", "iron")
+_LESION_CONTEXT_MAPS = ("gm", "wm", "deep_gm", "csf", "dura", "choroid", "bone", "fat", "iron")
 
 
 def _water_signal_map(
@@ -446,7 +446,7 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
     fat = np.zeros(shape, np.float32)
     brain_frac = np.zeros(shape, np.float32)
     head_frac = np.zeros(shape, np.float32)
-    annotated = [np.zeros(shape, np.float32) for _ in plans]
+    annotated = [{label: np.zeros(shape, np.float32) for label in plan.box_labels} for plan in plans]
     n_sub = float(THROUGH_PLANE_SAMPLES)
     for pts, apts in zip(sub_points, sub_anatomy, strict=True):
         water += _sample_grid(water_map, map_origin, apts) / n_sub
@@ -458,9 +458,13 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
             box, occupancy = render_lesion(plan, pts)
             if not occupancy:
                 continue
-            delta, ann = _lesion_signal_change(plan, occupancy, anatomy, apts[box], protocol, signals)
+            delta, fat_removed, ann = _lesion_signal_change(
+                plan, occupancy, anatomy, apts[box], protocol, signals
+            )
             water[box] += delta / n_sub
-            annotated[i][box] += ann / n_sub
+            fat[box] -= fat_removed * np.float32(signals["fat"] / n_sub)
+            for label, occ in ann.items():
+                annotated[i][label][box] += occ / n_sub
     del water_map
 
     brain_mask = brain_frac >= 0.5
@@ -515,7 +519,7 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
             water_c[box] = averaged / len(through)
             occupancy /= len(through)
             fat[box] *= 1.0 - occupancy
-            annotated[i][box] += occupancy
+            annotated[i][plan.label][box] += occupancy
             source_field_ppm[box] += sphere_field_ppm(pts, src.centre_mm, src.radius_mm, src.delta_chi_ppm)
     b0_hz = ppm_to_hz(head_field_ppm + source_field_ppm, b0)
 
@@ -536,8 +540,9 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
     )
 
     lesions = [
-        Lesion(label=p.label, mask=a >= 0.4, susceptibility=p.susceptibility)
-        for p, a in zip(plans, annotated, strict=True)
+        Lesion(label=label, mask=a >= 0.4, susceptibility=p.susceptibility and label == p.label)
+        for p, parts in zip(plans, annotated, strict=True)
+        for label, a in parts.items()
     ]
     return GroundTruthVolume(
         image=image,
@@ -565,17 +570,20 @@ def _lesion_signal_change(
     anatomy_points: np.ndarray,
     protocol: Protocol,
     signals: dict[str, float],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Change of water signal when a lesion's shells displace normal tissue, and its annotated
-    occupancy, over the lesion's box. Shells displace the tissues they may replace in proportion
-    (edema weighted towards white matter)."""
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Change of water signal when a lesion's shells displace normal tissue, the fraction of fat
+    displaced (marrow of a craniotomy flap), and the annotated occupancy per box label, over the
+    lesion's box. Shells displace the tissues they may replace in proportion (edema weighted towards
+    white matter)."""
     local = anat.sample_maps(anatomy, anatomy_points, _LESION_CONTEXT_MAPS)
     tissue_signal_map = {
-        t: np.float32(signals[t]) for t in _LESION_CONTEXT_MAPS if t not in ("deep_gm", "iron")
+        t: np.float32(signals[t]) for t in _LESION_CONTEXT_MAPS if t not in ("deep_gm", "iron", "fat")
     }
     tissue_signal_map["deep_gm"] = _deep_gm_signal(protocol, local.pop("iron"))
+    tissue_signal_map["fat"] = np.float32(0.0)  # fat is its own channel (chemical shift): see fat_removed
     delta = np.zeros(anatomy_points.shape[:-1], np.float32)
-    annotated = np.zeros_like(delta)
+    fat_removed = np.zeros_like(delta)
+    annotated: dict[str, np.ndarray] = {}
     for k, occ in occupancy.items():
         shell = plan.shells[k]
         available = sum(local[t] for t in shell.replaces)
@@ -590,8 +598,11 @@ def _lesion_signal_change(
         for t in shell.replaces:
             removed = local[t] * ratio
             delta -= removed * tissue_signal_map[t]
+            if t == "fat":
+                fat_removed += removed
             local[t] = local[t] - removed
         delta += take * signals[shell.tissue]
         if shell.annotated:
-            annotated += take
-    return delta, annotated
+            label = shell.label or plan.label
+            annotated[label] = annotated.get(label, 0.0) + take
+    return delta, fat_removed, annotated

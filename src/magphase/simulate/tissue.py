@@ -101,6 +101,11 @@ LESION_TISSUES: dict[str, TissueClass] = {
     "haemorrhage": TissueClass(0.80, -8.05, _r(900, 40, 10, 1100, 25, 6)),
     # Dystrophic calcification: diamagnetic, -1 ppm vs tissue, few mobile protons.
     "calcification": TissueClass(0.30, -10.05, _r(900, 30, 10, 1000, 20, 6)),
+    # Healing craniotomy flap and kerf: fibrous scar mixed with fluid and granulation tissue, between
+    # muscle and gliosis in T1 / T2, enhancing (approximate values; no single published table).
+    "scar": TissueClass(0.75, -9.05, _r(900, 70, 40, 1150, 60, 30), gd_mm=0.3),
+    # Titanium fixation plates and screws: no MR signal, +182 ppm SI volume susceptibility (Schenck 1996).
+    "titanium": TissueClass(0.0, 182.0, _r(1000, 1.0, 1.0, 1000, 1.0, 1.0)),
 }
 
 ALL_TISSUES: dict[str, TissueClass] = {**NORMAL_TISSUES, **LESION_TISSUES}
@@ -131,6 +136,7 @@ CONDUCTIVITY_S_PER_M: dict[str, dict[float, float]] = {
     "cyst": {1.5: 1.90, 3.0: 2.00},
     "haemorrhage": {1.5: 0.90, 3.0: 0.95},
     "calcification": {1.5: 0.10, 3.0: 0.10},
+    "scar": {1.5: 0.60, 3.0: 0.65},
 }
 MU0_H_PER_M = 4e-7 * 3.141592653589793
 
