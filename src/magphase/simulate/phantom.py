@@ -364,21 +364,21 @@ def _refine_boundaries(
     wm, gm, csf = fractions["wm"], fractions["gm"], fractions["csf"]
     b = wm + gm + csf
     target = max(TARGET_EDGE_SIGMA_MM, 0.4 * pixel_mm)
-    safe = np.maximum(b, 1e-6)
     keep = b > 0.02  # where there is hardly any brain tissue, leave the fractions alone
-    share_a = refine_share(
-        np.where(keep, wm / safe, 0.0), max(1.0, TEMPLATE_EDGE_SIGMA_MM["wm"] / target), wm_offset_mm / target
-    )
-    share_b = np.where(keep, (wm + gm) / safe, 0.0).astype(np.float32)
+    share_b = np.zeros_like(b)
+    share_b[keep] = (wm[keep] + gm[keep]) / b[keep]
     sigma_px = TEMPLATE_EDGE_SIGMA_MM["parenchyma"] / pixel_mm
     blurred = ndi.gaussian_filter(share_b, (0.0, sigma_px, sigma_px), mode="nearest", truncate=3.0)
-    share_b = np.clip(2.0 * share_b - blurred, 0.0, 1.0)
+    share_b = np.clip(2.0 * share_b[keep] - blurred[keep], 0.0, 1.0)
+    share_a = refine_share(
+        wm[keep] / b[keep], max(1.0, TEMPLATE_EDGE_SIGMA_MM["wm"] / target), wm_offset_mm[keep] / target
+    )
     share_a = np.minimum(share_a, share_b)
-    return {
-        "wm": np.where(keep, share_a * b, wm),
-        "gm": np.where(keep, (share_b - share_a) * b, gm),
-        "csf": np.where(keep, (1.0 - share_b) * b, csf),
-    }
+    out = {"wm": wm.copy(), "gm": gm.copy(), "csf": csf.copy()}
+    out["wm"][keep] = share_a * b[keep]
+    out["gm"][keep] = (share_b - share_a) * b[keep]
+    out["csf"][keep] = (1.0 - share_b) * b[keep]
+    return out
 
 
 def _microstructure_amplitudes(protocol: Protocol) -> dict[str, float]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.fft as sfft
 import scipy.ndimage as ndi
 from scipy import special
 
@@ -58,9 +59,13 @@ def power_law_field(
     if shortest_mm > 0:
         amplitude = amplitude * np.exp(-0.5 * (f * shortest_mm) ** 2)
     amplitude[0, 0] = 0.0
-    noise = rng.standard_normal((s, h, w), dtype=np.float32)
-    spectrum = np.fft.rfft2(noise) * amplitude.astype(np.float32)
-    field = np.fft.irfft2(spectrum, s=(h, w)).astype(np.float32)
+    # White Gaussian noise drawn directly as a spectrum (complex normal per rfft bin), shaped, and
+    # transformed once: a stationary Gaussian field with the requested spectrum.
+    spectrum = rng.standard_normal((s, h, w // 2 + 1), dtype=np.float32) + 1j * rng.standard_normal(
+        (s, h, w // 2 + 1), dtype=np.float32
+    )
+    spectrum *= amplitude.astype(np.float32)
+    field = sfft.irfft2(spectrum, s=(h, w), workers=1).astype(np.float32)
     field -= field.mean(axis=(1, 2), keepdims=True)
     field /= np.maximum(field.std(axis=(1, 2), keepdims=True), 1e-12)
     return field
