@@ -5,9 +5,10 @@ package data, so nothing is downloaded. Around the brain this module builds what
 shows: CSF (sulci, cisterns, ventricles, subarachnoid layer), dura and falx, skull (inner table,
 diploe, outer table) of regionally varying thickness, scalp (skin, subcutaneous fat, galea and
 temporalis muscle), eyes, orbital fat and optic nerves, air sinuses (frontal, ethmoid, sphenoid,
-maxillary, mastoid), nasal cavity and pharynx, skull base bone, deep grey nuclei with their iron,
-dural venous sinuses, deep and cortical veins and the choroid plexus. Positions of the structures
-that the templates lack are approximate MNI coordinates (documented in docs/simulated-data.md).
+maxillary, mastoid), external ear canals, nasal cavity and pharynx, skull base bone, deep grey
+nuclei with their iron, dural venous sinuses, deep and cortical veins and the choroid plexus.
+Positions of the structures that the templates lack are approximate MNI coordinates (documented
+in docs/simulated-data.md).
 
 Everything lives on one 1 mm "anatomy grid" indexed (z, y, x) in MNI millimetres (RAS: +x patient
 left->right is *patient right*, +y anterior, +z superior). Tissue fractions are stored as uint8
@@ -582,6 +583,15 @@ def build_head_anatomy() -> HeadAnatomy:
         carve(mask, label, wall_mm=wall)
         if is_facial:
             facial |= mask
+    # External auditory canals: air tubes (~25 mm inside the head, 6-8 mm wide) from the concha
+    # medially to the tympanic membrane, in front of and below the mastoid air cells.
+    for side in (-1.0, 1.0):
+        canal = np.zeros(GRID_SHAPE, np.float32)
+        path = np.array(
+            [[-42.0, -20.0, side * 50.0], [-40.0, -17.0, side * 66.0], [-38.0, -15.0, side * 92.0]]
+        )
+        _draw_tube(canal, path, np.array([3.0, 3.5, 4.0]))
+        carve(canal > 0.5, _L_AIRIN)
     septum = (np.abs(x) < 1.2) & (labels == _L_AIRIN) & (y > 25) & (z < -40)
     labels[septum] = _L_BONE
     pharynx = (((y - 8.0) / 9.0) ** 2 + (x / 13.0) ** 2 < 1.0) & (z < -64)

@@ -59,6 +59,12 @@ from magphase.simulate.susceptibility import (
     transceive_phase_from_conductivity,
     wrap_phase,
 )
+from magphase.simulate.texture import (
+    perivascular_spaces,
+    power_law_field,
+    refine_share,
+    signal_log_derivatives,
+)
 from magphase.simulate.tissue import (
     ALL_TISSUES,
     CONDUCTIVITY_S_PER_M,
@@ -86,6 +92,54 @@ evaluated and the complex signal averaged."""
 
 FIELD_GRID_MM = 2.0
 FACIAL_AREA_MM2 = 150.0
+
+TEMPLATE_EDGE_SIGMA_MM = {"wm": 1.1, "parenchyma": 0.9}
+"""Edge width of the head model's WM share and parenchyma (WM + GM vs CSF) share, as the sigma of a
+Gaussian step with the same slope at s = 0.5 (measured on the anatomy grid: median |grad s| at
+0.4 < s < 0.6 is 0.36 and 0.45 per mm)."""
+
+TARGET_EDGE_SIGMA_MM = 0.45
+"""Edge width of one person's WM/GM boundary as sampled at a pixel: the ~0.3 mm
+myelin gradient into the cortex combined with sub-pixel partial volume; never below 0.4 pixel
+(`_refine_boundaries`), so coarse matrices are not point-sampled into aliasing."""
+
+FOLDING_DISPLACEMENT_MM = 0.6
+"""Std of the random normal displacement of the WM boundary (1/f amplitude spectrum from 20 mm
+down to FOLDING_SHORTEST_MM): individual folding and cortical-thickness detail below the
+template's resolution (cortical thickness varies by ~0.5 mm within a gyrus; Fischl & Dale 2000)."""
+
+FOLDING_SHORTEST_MM = 2.0
+"""Roll-off scale of the folding displacement: cortical surfaces are smooth below ~2 mm."""
+
+MICROSTRUCTURE_LOG_STD = {
+    # tissue: (std of ln R1, std of ln R2, std of ln PD) driven by one field (myelin / macromolecule
+    # content raises R1 and R2 and lowers water content together).
+    "wm": (0.04, 0.04, -0.015),
+    "gm": (0.04, 0.04, -0.015),
+    "deep_gm": (0.03, 0.03, -0.01),
+}
+"""Intrinsic relaxation heterogeneity inside a tissue class: a few per cent in R1 and R2, the
+spread of regional in-vivo values (Gelman et al. 2001; Georgiades et al. 2001), spread over scales
+0.7 - 40 mm by a 1/f amplitude spectrum (docs/simulated-data.md, "Texture")."""
+
+IRON_RELATIVE_STD = 0.25
+"""Relative std of the iron (susceptibility) of deep grey nuclei about each nucleus' mean; QSM shows
+within-nucleus spreads of this order (e.g. pallidum 0.18 +- 0.05 ppm; Li et al. 2011, Deistung
+et al. 2013)."""
+
+PVS_DENSITY_PER_MM2 = {"wm": 1.5e-3, "deep_gm": 2.5e-3}
+"""Visible perivascular spaces per mm^2 of deep white matter (centrum semiovale) and of the basal
+ganglia per slice: ~5 per hemisphere in a centrum semiovale slice and ~3 per side in a basal
+ganglia slice, rating 1 ("1 - 10") of the Potter et al. 2015 scale that most healthy adults
+have; diameters log-normal about 1 mm (< 3 mm by definition; Wardlaw et al. 2013, STRIVE)."""
+
+ECHO_SHIFT_FRACTION_STD = 0.001
+"""Residual readout gradient-moment error from eddy currents after pre-emphasis, relative to the
+readout's half k-space moment (order 0.1 %): it moves the echo by ~N/2 * 1e-3 samples and leaves
+a linear phase along the readout, independent of B0."""
+
+B0_EDDY_HZ_STD = 2.0
+"""Residual zeroth-order (B0) eddy-current frequency offset per slice (Hz), accrued over tau."""
 
 
 @dataclass
@@ -129,6 +183,8 @@ class GroundTruthVolume:
     facial: bool (S,), slice shows orbits / paranasal sinuses / face.
     voxel_size_mm: (slice thickness, row pixel size, column pixel size).
     phase_time_ms: tau of the phase model; slice_z_mm: (S,) scanner z of slice centres.
+    tissue_labels: uint8 (S, H, W): 1 WM, 2 GM, 3 deep GM where that tissue's fraction >= 0.8,
+        else 0 (for texture statistics).
     """
 
     image: np.ndarray
@@ -146,6 +202,7 @@ class GroundTruthVolume:
     voxel_size_mm: tuple[float, float, float]
     phase_time_ms: float = 0.0
     slice_z_mm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    tissue_labels: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.uint8))
 
 
 def _validate(spec: VolumeSpec) -> None:
@@ -262,16 +319,6 @@ def _sample_grid(volume: np.ndarray, origin_mm: np.ndarray, points_mm: np.ndarra
     return out.reshape(points_mm.shape[:-1])
 
 
-def _smooth_random_field(
-    rng: np.random.Generator, shape: tuple[int, ...], coarse: tuple[int, ...]
-) -> np.ndarray:
-    """Zero-mean, unit-ish std smooth random field: Gaussian noise on a coarse grid, upsampled."""
-    noise = rng.normal(size=coarse).astype(np.float32)
-    return ndi.zoom(
-        noise, [s / c for s, c in zip(shape, coarse, strict=True)], order=1, grid_mode=True, mode="nearest"
-    )
-
-
 def _background_phase(rng: np.random.Generator, z_mm, y_mm, x_mm, field_strength_t: float) -> np.ndarray:
     """Smooth RF phase not captured by the conductivity model, on the open mesh (z, y, x).
 
@@ -300,6 +347,92 @@ def _transmit_bias(rng: np.random.Generator, z_mm, y_mm, x_mm, field_strength_t:
         + amp * np.exp(-r2 / (2 * 65.0**2))
         + (dz * tilt[0] + dy * tilt[1] + dx * tilt[2]) / 100.0
     ).astype(np.float32)
+
+
+def _refine_boundaries(
+    fractions: dict[str, np.ndarray], pixel_mm: float, wm_offset_mm: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Sharpen the WM / GM / CSF partition of sampled fractions (S, H, W) towards one person's scan.
+
+    With b = wm + gm + csf, the WM share A = wm / b is a thick structure's edge: it is refined
+    point-wise (`texture.refine_share`, gain template sigma / target sigma) and its boundary moved
+    by the folding displacement `wm_offset_mm`. The parenchyma share B = (wm + gm) / b also borders
+    thin sulcal CSF, which a point-wise sharpening would erase: it gets one Van Cittert
+    deconvolution step of the template blur, B + (B - G_sigma * B), which keeps the local amount
+    of CSF and restores thin CSF lines. b is then redistributed; other tissues are unchanged.
+    """
+    wm, gm, csf = fractions["wm"], fractions["gm"], fractions["csf"]
+    b = wm + gm + csf
+    target = max(TARGET_EDGE_SIGMA_MM, 0.4 * pixel_mm)
+    keep = b > 0.02  # where there is hardly any brain tissue, leave the fractions alone
+    share_b = np.zeros_like(b)
+    share_b[keep] = (wm[keep] + gm[keep]) / b[keep]
+    sigma_px = TEMPLATE_EDGE_SIGMA_MM["parenchyma"] / pixel_mm
+    blurred = ndi.gaussian_filter(share_b, (0.0, sigma_px, sigma_px), mode="nearest", truncate=3.0)
+    share_b = np.clip(2.0 * share_b[keep] - blurred[keep], 0.0, 1.0)
+    share_a = refine_share(
+        wm[keep] / b[keep], max(1.0, TEMPLATE_EDGE_SIGMA_MM["wm"] / target), wm_offset_mm[keep] / target
+    )
+    share_a = np.minimum(share_a, share_b)
+    out = {"wm": wm.copy(), "gm": gm.copy(), "csf": csf.copy()}
+    out["wm"][keep] = share_a * b[keep]
+    out["gm"][keep] = (share_b - share_a) * b[keep]
+    out["csf"][keep] = (1.0 - share_b) * b[keep]
+    return out
+
+
+def _microstructure_amplitudes(protocol: Protocol) -> dict[str, float]:
+    """Signal std per unit of the microstructure field, per tissue (signed, fully relaxed water = 1)."""
+    out = {}
+    for name, log_std in MICROSTRUCTURE_LOG_STD.items():
+        t = ALL_TISSUES[name]
+        relax = relaxation(name, protocol.field_strength_t, t.gd_mm if protocol.gadolinium else None)
+        derivative = signal_log_derivatives(protocol, t.pd, relax.t1_ms, relax.t2_ms)
+        out[name] = float(np.dot(derivative, log_std))
+    return out
+
+
+def _microstructure_texture(
+    rng: np.random.Generator,
+    protocol: Protocol,
+    fractions: dict[str, np.ndarray],
+    anatomy: anat.HeadAnatomy,
+    anatomy_points: np.ndarray,
+    pixel_mm: tuple[float, float],
+) -> np.ndarray:
+    """Signal change (S, H, W) float32 from relaxation heterogeneity in WM, GM and deep GM and from
+    the iron heterogeneity of deep grey nuclei (constants MICROSTRUCTURE_LOG_STD, IRON_RELATIVE_STD).
+
+    WM and GM have independent 1/f fields (deep GM shares the GM one); the iron field changes each
+    nucleus' R2 through `_deep_gm_signal`, so its texture is strongest on T2-weighted images.
+    """
+    shape = fractions["wm"].shape
+    amplitude = _microstructure_amplitudes(protocol)
+    field_wm = power_law_field(rng, shape, pixel_mm)
+    field_gm = power_law_field(rng, shape, pixel_mm)
+    field_iron = power_law_field(rng, shape, pixel_mm)
+    out = fractions["wm"] * np.float32(amplitude["wm"]) * field_wm
+    out += fractions["gm"] * np.float32(amplitude["gm"]) * field_gm
+    deep = fractions["deep_gm"]
+    out += deep * np.float32(amplitude["deep_gm"]) * field_gm
+    nz = np.nonzero(deep > 0.0)
+    if nz[0].size:
+        iron = anat.sample_maps(anatomy, anatomy_points[nz], ("iron",))["iron"]
+        varied = iron * np.maximum(1.0 + IRON_RELATIVE_STD * field_iron[nz], 0.0)
+        out[nz] += deep[nz] * (_deep_gm_signal(protocol, varied) - _deep_gm_signal(protocol, iron))
+    return out.astype(np.float32)
+
+
+def _eddy_current_phase(rng: np.random.Generator, shape: tuple[int, int, int], tau_ms: float) -> np.ndarray:
+    """Phase (rad) left by residual eddy currents: an echo shift along the readout (rows, linear
+    phase, the same in every slice) and a per-slice B0 offset accrued over tau. (S, H, W) float32."""
+    s, h, _ = shape
+    shift_samples = rng.normal(0.0, ECHO_SHIFT_FRACTION_STD) * h / 2.0
+    rows = (np.arange(h, dtype=np.float32) - (h - 1) / 2.0) / h
+    ramp = np.float32(2.0 * math.pi * shift_samples) * rows
+    offset_hz = rng.normal(0.0, B0_EDDY_HZ_STD, s).astype(np.float32)
+    per_slice = phase_from_field(offset_hz, tau_ms)
+    return (per_slice[:, None, None] + ramp[None, :, None]).astype(np.float32)
 
 
 def _head_grid(
@@ -448,12 +581,31 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
     head_frac = np.zeros(shape, np.float32)
     annotated = [{label: np.zeros(shape, np.float32) for label in plan.box_labels} for plan in plans]
     n_sub = float(THROUGH_PLANE_SAMPLES)
+    # Sub-template detail: folding displacement of the WM and pial boundaries, tissue
+    # microstructure and iron heterogeneity (module constants; docs "Texture").
+    rng_tex = np.random.default_rng(tex_seq)
+    pixel_mm = (spec.fov_mm[0] / h, spec.fov_mm[1] / w)
+    folding = FOLDING_DISPLACEMENT_MM * power_law_field(
+        rng_tex, shape, pixel_mm, longest_mm=20.0, shortest_mm=FOLDING_SHORTEST_MM
+    )
+    refined = {name: np.zeros(shape, np.float32) for name in ("wm", "gm", "deep_gm")}
     for pts, apts in zip(sub_points, sub_anatomy, strict=True):
         water += _sample_grid(water_map, map_origin, apts) / n_sub
         sampled = anat.sample_maps(anatomy, apts, ("fat", "brain", "head"))
         fat += sampled["fat"] * np.float32(signals["fat"] / n_sub)
         brain_frac += sampled["brain"] / n_sub
         head_frac += sampled["head"] / n_sub
+        inside = sampled["brain"] > 0.0
+        local = {}
+        for name, values in anat.sample_maps(anatomy, apts[inside], ("wm", "gm", "csf", "deep_gm")).items():
+            local[name] = np.zeros(shape, np.float32)
+            local[name][inside] = values
+        sharp = _refine_boundaries(local, min(pixel_mm), folding)
+        water += sum((sharp[t] - local[t]) * np.float32(signals[t]) for t in ("wm", "gm", "csf")) / n_sub
+        for name in ("wm", "gm"):
+            refined[name] += sharp[name] / n_sub
+        refined["deep_gm"] += local["deep_gm"] / n_sub
+        del local, sharp
         for i, plan in enumerate(plans):
             box, occupancy = render_lesion(plan, pts)
             if not occupancy:
@@ -473,11 +625,27 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
     pixel_area = (spec.fov_mm[0] / h) * (spec.fov_mm[1] / w) * 16.0
     facial = (facial_frac >= 0.5).sum(axis=(1, 2)) * pixel_area >= FACIAL_AREA_MM2
 
-    rng_tex = np.random.default_rng(tex_seq)
-    texture = 1.0 + 0.03 * _smooth_random_field(
-        rng_tex, shape, (spec.n_slices, max(h // 10, 2), max(w // 10, 2))
+    water += _microstructure_texture(
+        rng_tex, protocol, refined, anatomy, sub_anatomy[len(sub_anatomy) // 2], pixel_mm
     )
-    water *= texture
+    # Perivascular spaces replace deep WM / basal ganglia tissue by interstitial fluid (CSF-like).
+    pvs = perivascular_spaces(
+        rng_tex,
+        [
+            (refined["wm"] >= 0.95, PVS_DENSITY_PER_MM2["wm"]),
+            (refined["deep_gm"] >= 0.8, PVS_DENSITY_PER_MM2["deep_gm"]),
+        ],
+        pixel_mm,
+    )
+    water += pvs * (
+        refined["wm"] * np.float32(signals["csf"] - signals["wm"])
+        + refined["deep_gm"] * np.float32(signals["csf"] - signals["deep_gm"])
+    )
+    del pvs
+    tissue_labels = np.zeros(shape, np.uint8)
+    for code, name in enumerate(("wm", "gm", "deep_gm"), start=1):
+        tissue_labels[refined[name] >= 0.8] = code
+    del refined
 
     # Field of the head: susceptibility map -> dipole kernel (FFT) -> shim.
     centre_pts = slice_points_mm(z_mm, spec.matrix, spec.fov_mm)
@@ -530,6 +698,7 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
         + _background_phase(rng_scan, zz, yy, xx, b0)
         + np.float32(rng_acq.uniform(-math.pi, math.pi))
     )
+    phase += _eddy_current_phase(rng_acq, shape, tau)
     fat_shift_hz = FAT_CHEMICAL_SHIFT_PPM * hz_per_ppm
     fat_rotation = np.complex64(np.exp(1j * float(phase_from_field(np.float32(fat_shift_hz), tau))))
     bias = _transmit_bias(rng_scan, zz, yy, xx, b0, geometry.shift_mm)
@@ -560,6 +729,7 @@ def render_volume(spec: VolumeSpec) -> GroundTruthVolume:
         voxel_size_mm=(float(spec.slice_thickness_mm), spec.fov_mm[0] / h, spec.fov_mm[1] / w),
         phase_time_ms=float(tau),
         slice_z_mm=z_mm.astype(np.float32),
+        tissue_labels=tissue_labels,
     )
 
 
