@@ -115,17 +115,32 @@ class AcquisitionEffectsConfig(Section):
 
     enabled: bool = Field(True, description="master switch of every effect below")
     phase_resolution: tuple[float, float] = Field(
-        (0.75, 1.0), description="[low, high] acquired fraction of the phase-encode columns (zero-filled: Gibbs)"
+        (0.75, 1.0),
+        description="[low, high] acquired fraction of the phase-encode columns (zero-filled: Gibbs)",
     )
     partial_fourier: dict[float, float] = Field(
         {1.0: 0.7, 0.875: 0.3}, description="weights per partial-Fourier fraction (1.0 = full, 0.875 = 7/8)"
     )
     motion_fraction: float = Field(0.15, ge=0, le=1, description="fraction of volumes with head motion")
-    motion_events: tuple[int, int] = Field((1, 3), description="[low, high] sudden movements per moving volume")
-    motion_translation_mm: float = Field(1.5, ge=0, le=20, description="std of each movement's shift per axis")
-    motion_rotation_deg: float = Field(1.5, ge=0, le=20, description="std of each movement's in-plane rotation")
+    motion_events: tuple[int, int] = Field(
+        (1, 3), description="[low, high] sudden movements per moving volume"
+    )
+    motion_translation_mm: float = Field(
+        1.5, ge=0, le=20, description="std of each movement's shift per axis"
+    )
+    motion_rotation_deg: float = Field(
+        1.5, ge=0, le=20, description="std of each movement's in-plane rotation"
+    )
     flow_fraction: dict[str, float] = Field(
-        {"AXT1POST": 0.5, "AXT1": 0.3, "AXT1PRE": 0.3, "T1TSE": 0.3, "AXFLAIR": 0.15, "AXT2": 0.15, "T2TIRM": 0.15},
+        {
+            "AXT1POST": 0.5,
+            "AXT1": 0.3,
+            "AXT1PRE": 0.3,
+            "T1TSE": 0.3,
+            "AXFLAIR": 0.15,
+            "AXT2": 0.15,
+            "T2TIRM": 0.15,
+        },
         description="fraction of volumes per sequence with pulsatile flow ghosts of the sagittal sinus",
     )
     flow_depth: tuple[float, float] = Field((0.3, 0.9), description="[low, high] cardiac modulation depth")
@@ -136,7 +151,9 @@ class AcquisitionEffectsConfig(Section):
     @classmethod
     def _phase_resolution(cls, v: tuple[float, float]) -> tuple[float, float]:
         if not 0.25 <= v[0] <= v[1] <= 1.0:
-            raise ValueError(f"phase_resolution must be [low, high] with 0.25 <= low <= high <= 1, got {list(v)}")
+            raise ValueError(
+                f"phase_resolution must be [low, high] with 0.25 <= low <= high <= 1, got {list(v)}"
+            )
         return v
 
     @field_validator("partial_fourier")

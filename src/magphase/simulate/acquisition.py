@@ -241,7 +241,9 @@ class SimulatedAcquisition:
     truth: GroundTruthRecord
 
 
-def sites_with_effects(sites: dict[int, SiteProfile], effects: AcquisitionEffects | Any) -> dict[int, SiteProfile]:
+def sites_with_effects(
+    sites: dict[int, SiteProfile], effects: AcquisitionEffects | Any
+) -> dict[int, SiteProfile]:
     """The same sites acquiring with ``effects`` (an :class:`AcquisitionEffects` or the config section
     ``simulate.acquisition_effects``, whose fields have the same names)."""
     if not isinstance(effects, AcquisitionEffects):
@@ -399,7 +401,9 @@ def acquire(
     if not effects.enabled:
         for s in range(n_slices):
             coil_images = correlated_noise((n_coils, 2 * h, w), covariance, rng)
-            coil_images[:, h // 2 : h // 2 + h] += maps_recon[s] * (image[s].astype(np.complex64) * object_scale)
+            coil_images[:, h // 2 : h // 2 + h] += maps_recon[s] * (
+                image[s].astype(np.complex64) * object_scale
+            )
             reconstruction[s] = rss(coil_images[:, h // 2 : h // 2 + h], coil_axis=0)
             kspace[s] = fft2c(coil_images)
     else:
@@ -407,8 +411,18 @@ def acquire(
         # covariance and noise draws keep their order whatever the effects are.
         drawn = draw_effects(effects, sequence, _SEQUENCE_TYPES.get(sequence), w, pixel_mm, rng.spawn(1)[0])
         covariance = _acquire_with_effects(
-            image, maps_recon, brain_mask, object_scale, covariance, drawn, effects, float(volume.tr_ms),
-            pixel_mm, rng, kspace, reconstruction,
+            image,
+            maps_recon,
+            brain_mask,
+            object_scale,
+            covariance,
+            drawn,
+            effects,
+            float(volume.tr_ms),
+            pixel_mm,
+            rng,
+            kspace,
+            reconstruction,
         )
         sigma0 = float(np.sqrt(np.real(np.trace(covariance)) / np.real(np.trace(psi))))
     del maps_recon

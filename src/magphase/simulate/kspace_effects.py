@@ -9,8 +9,8 @@ Effects (each level and its source: ``docs/simulated-data-acquisition.md`` "Acqu
 * **Phase resolution** (k-space truncation, Gibbs ringing): only the central ``round(p W)`` phase-encode
   columns are acquired, the rest of the stored ``W`` columns are zero (as in fastMRI brain files, whose
   ``encodingLimits/kspace_encoding_step_1`` say which columns hold data). The object itself has content
-  up to the recon grid's Nyquist limit, so the zero-filled image rings at sharp edges with period
-  ``W / n_lines`` pixels.
+  up to the recon grid's Nyquist limit, so the zero-filled image rings at sharp edges at the highest
+  acquired frequency: maxima ``2 W / n_lines`` pixels apart, first overshoot ~9 % of the step.
 * **Partial Fourier** (asymmetric k-space): a further ``(1 - f)`` of the symmetric extent is left out on
   the low side (the first columns in acquisition order); the reconstruction is fastMRI's zero-filled
   ``ifft2c``, so the image is smoothed along phase encoding and its phase is altered.
@@ -100,9 +100,13 @@ class AcquisitionEffects:
         set_(self, "cardiac_period_ms", tuple(float(v) for v in self.cardiac_period_ms))
         low, high = self.phase_resolution
         if not 0.25 <= low <= high <= 1.0:
-            raise ValueError(f"phase_resolution must be [low, high] in [0.25, 1], got {list(self.phase_resolution)}")
+            raise ValueError(
+                f"phase_resolution must be [low, high] in [0.25, 1], got {list(self.phase_resolution)}"
+            )
         if not self.partial_fourier or any(not 0.5 <= f <= 1.0 or w < 0 for f, w in self.partial_fourier):
-            raise ValueError(f"partial_fourier fractions must be in [0.5, 1] with weights >= 0, got {self.partial_fourier}")
+            raise ValueError(
+                f"partial_fourier fractions must be in [0.5, 1] with weights >= 0, got {self.partial_fourier}"
+            )
         if sum(w for _, w in self.partial_fourier) <= 0:
             raise ValueError("partial_fourier weights must have a positive sum")
 
@@ -183,7 +187,9 @@ def acquired_columns(n_columns: int, n_lines: int, partial_fourier: float) -> tu
     return left + max(dropped, 0), right
 
 
-def column_times_ms(n_columns: int, columns: tuple[int, int], tr_ms: float, echo_train_length: int) -> np.ndarray:
+def column_times_ms(
+    n_columns: int, columns: tuple[int, int], tr_ms: float, echo_train_length: int
+) -> np.ndarray:
     """Acquisition time of every stored column (ms; unacquired columns get ``nan``).
 
     Spin echo (``echo_train_length == 1``): one column per TR from ``left`` to ``right``; turbo spin echo:
@@ -240,7 +246,11 @@ def draw_effects(
     phase0 = rng.uniform(0.0, 2 * math.pi)
     period = rng.uniform(*effects.cardiac_period_ms)
     if flowing:
-        drawn.flow_depth, drawn.flow_phase0, drawn.cardiac_period_ms = float(depth), float(phase0), float(period)
+        drawn.flow_depth, drawn.flow_phase0, drawn.cardiac_period_ms = (
+            float(depth),
+            float(phase0),
+            float(period),
+        )
     return drawn
 
 
@@ -276,7 +286,7 @@ def rotate_image(image: np.ndarray, angle_deg: float) -> np.ndarray:
 
 
 def flow_modulation(times_ms: np.ndarray, drawn: DrawnEffects, phase_rad: float) -> np.ndarray:
-    """Complex factor of the flowing signal at each column time (1 where nothing flows or nothing is acquired)."""
+    """Complex factor of the flowing signal at each column time (1 where nothing flows or is acquired)."""
     if drawn.flow_depth <= 0:
         return np.ones_like(times_ms, dtype=np.complex64)
     cycle = 2 * np.pi * np.nan_to_num(times_ms) / drawn.cardiac_period_ms + drawn.flow_phase0
