@@ -22,6 +22,7 @@ from magphase.simulate.kspace_effects import (
     acquired_columns,
     column_times_ms,
     flow_modulation,
+    sinus_mask,
     translate_columns,
 )
 
@@ -173,3 +174,15 @@ def test_config_section_validates_and_reaches_the_sites():
         with pytest.raises(ValidationError) as err:
             AcquisitionEffectsConfig(**bad)
         assert len(err.value.errors()) == 1
+
+
+def test_sinus_mask_finds_the_bright_sinus_at_the_posterior_midline():
+    h, w, pixel = 128, 128, (1.5, 1.5)
+    rr, cc = np.mgrid[:h, :w]
+    brain = ((rr - 64) / 45) ** 2 + ((cc - 70) / 35) ** 2 < 1  # centred off the array middle
+    image = brain * 0.3 + 0j
+    sinus = (rr - 17) ** 2 + (cc - 71) ** 2 <= 4  # posterior (low rows) midline, bright
+    image[sinus] = 1.0
+    mask = sinus_mask(brain[None], pixel, image[None])[0]
+    assert mask[17, 71] and mask.sum() < 40 and not mask[:, :60].any()
+    assert not sinus_mask(np.zeros((1, h, w), bool), pixel).any()

@@ -296,7 +296,7 @@ def _acquire_with_effects(
     times = column_times_ms(w, drawn.columns, tr_ms, drawn.echo_train_length)
     flowing = drawn.flow_depth > 0
     if flowing:
-        vessel = sinus_mask(brain_mask, pixel_mm)
+        vessel = sinus_mask(brain_mask, pixel_mm, image)
         modulation = flow_modulation(times, drawn, effects.flow_phase_rad) - np.complex64(1)
     padded = np.zeros((n_coils, n_rows, w), dtype=np.complex64)
     for s in range(n_slices):

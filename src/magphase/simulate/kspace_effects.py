@@ -295,22 +295,40 @@ def flow_modulation(times_ms: np.ndarray, drawn: DrawnEffects, phase_rad: float)
     return np.where(np.isnan(times_ms), 1.0, factor).astype(np.complex64)
 
 
-def sinus_mask(brain_mask: np.ndarray, pixel_mm: tuple[float, float], radius_mm: float = 4.0) -> np.ndarray:
-    """A disc at the superior sagittal sinus of each slice: posterior midline, just outside the brain.
+def sinus_mask(
+    brain_mask: np.ndarray,
+    pixel_mm: tuple[float, float],
+    image: np.ndarray | None = None,
+    radius_mm: float = 4.0,
+) -> np.ndarray:
+    """A disc at the superior sagittal sinus of each slice: posterior midline, at the brain's edge.
 
     Rows run anterior with the row index (``image_axes_mm``), so posterior is the lowest brain row of the
-    midline column. Slices whose midline holds no brain get no disc.
+    brain's midline column (its centroid column). With ``image`` the disc is centred on the strongest
+    signal within 12 mm behind to 12 mm inside that point and 8 mm either side (the sinus, bright when
+    enhanced); otherwise ``radius_mm`` behind it. Slices whose midline holds no brain get no disc.
     """
     n_slices, h, w = brain_mask.shape
     out = np.zeros_like(brain_mask, dtype=bool)
     rr, cc = np.mgrid[0:h, 0:w]
-    mid = w // 2
+    dr, dc = pixel_mm
     for s in range(n_slices):
+        cols = np.nonzero(brain_mask[s].any(axis=0))[0]
+        if cols.size == 0:
+            continue
+        mid = int(round(np.nonzero(brain_mask[s])[1].mean()))
         rows = np.nonzero(brain_mask[s, :, max(mid - 1, 0) : mid + 2].any(axis=1))[0]
         if rows.size == 0:
             continue
-        centre_r = rows.min() - radius_mm / pixel_mm[0]
-        out[s] = ((rr - centre_r) * pixel_mm[0]) ** 2 + ((cc - mid) * pixel_mm[1]) ** 2 <= radius_mm**2
+        centre_r, centre_c = rows.min() - radius_mm / dr, float(mid)
+        if image is not None:
+            r0, r1 = max(int(rows.min() - 12 / dr), 0), min(int(rows.min() + 12 / dr) + 1, h)
+            c0, c1 = max(int(mid - 8 / dc), 0), min(int(mid + 8 / dc) + 1, w)
+            window = np.abs(image[s, r0:r1, c0:c1])
+            if window.size and window.max() > 0:
+                i, j = np.unravel_index(int(np.argmax(window)), window.shape)
+                centre_r, centre_c = float(r0 + i), float(c0 + j)
+        out[s] = ((rr - centre_r) * dr) ** 2 + ((cc - centre_c) * dc) ** 2 <= radius_mm**2
     return out
 
 
