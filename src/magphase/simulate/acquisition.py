@@ -14,6 +14,13 @@ the recon grid, rows = readout):
 4. ``reconstruction_rss`` = RSS of the noisy coil images on the recon rows: fastMRI's
    ``ifft2c -> centre crop -> RSS`` of the stored k-space, up to float32 round-off.
 
+With acquisition effects on (``settings.effects`` or the site's, the default), steps 3-4 follow
+:mod:`magphase.simulate.kspace_effects`: the object's k-space is taken column by column from its pose at
+each column's time (motion), the sinus signal is modulated by the cardiac cycle (flow), noise is added
+in k-space and the columns outside the acquired phase-encode range (phase resolution, partial Fourier)
+are zero, as the header's ``kspace_encoding_step_1`` says; ``reconstruction_rss`` is then computed from
+the stored k-space. Effects off reproduce the effect-free bytes.
+
 So ``snr`` is the brain-average SNR of an optimal (Roemer) combination with unit-variance noise:
 ``mean_brain(|rho| RSS(maps)) / sigma0``.
 
