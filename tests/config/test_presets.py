@@ -24,11 +24,11 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 #: shipped preset runs: its header's measured numbers no longer describe it. Re-measure (or state why
 #: not in the header), then update the hash here.
 RESOLVED_HASHES = {
-    "demo": "9767a9cfeffd1e09",
-    "fastmri": "c7dfba307279f129",
-    "micro": "bed4e5411b2e5d34",
-    "reproduce-gpu": "48e9c0aa6a5ca164",
-    "reproduce": "c2a3b4d24c29b631",
+    "demo": "1f271794d67e94e8",
+    "fastmri": "9a8765d1d4a995ab",
+    "micro": "0184a75abe11aad5",
+    "reproduce-gpu": "a3feff3477abd356",
+    "reproduce": "fe2357d57e825f95",
 }
 
 

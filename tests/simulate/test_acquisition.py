@@ -29,6 +29,7 @@ from magphase.simulate.coils import (
     loop_field,
     noise_covariance,
 )
+from magphase.simulate.kspace_effects import AcquisitionEffects
 from magphase.simulate.preview import combine_with_true_maps
 
 H = W = 64
@@ -82,7 +83,8 @@ def head_volume(n_slices=4, sequence="AXT2", field_t=3.0):
 def simulate(n_coils=4, snr=30.0, seed=0, n_slices=4):
     rng = np.random.default_rng(seed)
     site = SiteProfile.simulated(203, 3.0, rng)
-    settings = AcquisitionSettings(n_coils=n_coils, snr=snr, site=site)
+    # The effect-free physics (acquisition effects: test_kspace_effects.py).
+    settings = AcquisitionSettings(n_coils=n_coils, snr=snr, site=site, effects=AcquisitionEffects.off())
     return acquire(head_volume(n_slices), settings, rng, stem="file_brain_AXT2_203_1", patient_id="p1")
 
 

@@ -13,6 +13,7 @@ from magphase.cli._app import app
 from magphase.config import load_config
 from magphase.config.simulate import SimulateConfig
 from magphase.errors import ConfigError
+from magphase.simulate.acquisition import sites_with_effects
 from magphase.simulate.dataset import (
     SimulatedDatasetPlan,
     VolumeOutcome,
@@ -109,6 +110,7 @@ def simulate(
     section, dataset_seed = resolve_cli_config(config, preset, volumes, external, workers, seed)
     shard_index, shard_count = parse_shard(shard)
     plan = SimulatedDatasetPlan.build(section, dataset_seed)
+    plan.sites = sites_with_effects(plan.sites, section.acquisition_effects)
     selected = plan.shard(shard_index, shard_count)
     if dry_run:
         typer.echo(

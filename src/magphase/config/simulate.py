@@ -108,6 +108,96 @@ class ExternalSimulateConfig(Section):
         return _check_range(v, "slab_offset_mm")
 
 
+class AcquisitionEffectsConfig(Section):
+    """Acquisition effects of clinical scans (``simulate.acquisition_effects``); levels and their sources:
+    ``docs/simulated-data-acquisition.md`` "Acquisition effects". ``enabled: false`` gives the effect-free
+    simulator byte for byte."""
+
+    enabled: bool = Field(True, description="master switch of every effect below")
+    phase_resolution: tuple[float, float] = Field(
+        (0.75, 1.0),
+        description="[low, high] acquired fraction of the phase-encode columns (zero-filled: Gibbs)",
+    )
+    partial_fourier: dict[float, float] = Field(
+        {1.0: 0.7, 0.875: 0.3}, description="weights per partial-Fourier fraction (1.0 = full, 0.875 = 7/8)"
+    )
+    motion_fraction: float = Field(0.15, ge=0, le=1, description="fraction of volumes with head motion")
+    motion_events: tuple[int, int] = Field(
+        (1, 3), description="[low, high] sudden movements per moving volume"
+    )
+    motion_translation_mm: float = Field(
+        1.5, ge=0, le=20, description="std of each movement's shift per axis"
+    )
+    motion_rotation_deg: float = Field(
+        1.5, ge=0, le=20, description="std of each movement's in-plane rotation"
+    )
+    flow_fraction: dict[str, float] = Field(
+        {
+            "AXT1POST": 0.5,
+            "AXT1": 0.3,
+            "AXT1PRE": 0.3,
+            "T1TSE": 0.3,
+            "AXFLAIR": 0.15,
+            "AXT2": 0.15,
+            "T2TIRM": 0.15,
+        },
+        description="fraction of volumes per sequence with pulsatile flow ghosts of the sagittal sinus",
+    )
+    flow_depth: tuple[float, float] = Field((0.3, 0.9), description="[low, high] cardiac modulation depth")
+    flow_phase_rad: float = Field(1.0, ge=0, le=3.2, description="peak velocity-induced phase of the flow")
+    cardiac_period_ms: tuple[float, float] = Field((700.0, 1100.0), description="[low, high] R-R interval")
+
+    @field_validator("phase_resolution")
+    @classmethod
+    def _phase_resolution(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.25 <= v[0] <= v[1] <= 1.0:
+            raise ValueError(
+                f"phase_resolution must be [low, high] with 0.25 <= low <= high <= 1, got {list(v)}"
+            )
+        return v
+
+    @field_validator("partial_fourier")
+    @classmethod
+    def _partial_fourier(cls, v: dict[float, float]) -> dict[float, float]:
+        bad = sorted(f for f in v if not 0.5 <= f <= 1.0)
+        if bad:
+            raise ValueError(f"partial_fourier fractions must be in [0.5, 1], got {bad}")
+        return _positive_weights(v, "partial_fourier")
+
+    @field_validator("flow_fraction")
+    @classmethod
+    def _flow_fraction(cls, v: dict[str, float]) -> dict[str, float]:
+        allowed = SIMULATED_SEQUENCES + EXTERNAL_SEQUENCES
+        unknown = sorted(set(v) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown sequences {unknown} in flow_fraction; expected {allowed}")
+        bad = {k: f for k, f in v.items() if not 0 <= f <= 1}
+        if bad:
+            raise ValueError(f"flow_fraction values must be in [0, 1], got {bad}")
+        return v
+
+    @field_validator("motion_events")
+    @classmethod
+    def _motion_events(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] < 0 or v[1] > 20:
+            raise ValueError(f"motion_events must be [low, high] in 0..20, got {list(v)}")
+        return _check_range(v, "motion_events")
+
+    @field_validator("flow_depth")
+    @classmethod
+    def _flow_depth(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] < 0 or v[1] > 1:
+            raise ValueError(f"flow_depth must be [low, high] in [0, 1], got {list(v)}")
+        return _check_range(v, "flow_depth")
+
+    @field_validator("cardiac_period_ms")
+    @classmethod
+    def _cardiac(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] < 200 or v[1] > 3000:
+            raise ValueError(f"cardiac_period_ms must be [low, high] in 200..3000 ms, got {list(v)}")
+        return _check_range(v, "cardiac_period_ms")
+
+
 #: Named presets: overrides of :class:`SimulateConfig`, each with what it measured when last run.
 SIMULATE_PRESETS = PresetTable(
     "simulate",
@@ -213,6 +303,7 @@ class SimulateConfig(Section):
     signal_level: float = Field(1e-4, gt=0, description="mean brain magnitude in k-space units")
     workers: int = Field(1, ge=1, le=512, description="parallel processes (one volume each)")
     external: ExternalSimulateConfig = ExternalSimulateConfig()
+    acquisition_effects: AcquisitionEffectsConfig = AcquisitionEffectsConfig()
 
     @field_validator("coils")
     @classmethod
@@ -274,6 +365,7 @@ class SimulateConfig(Section):
 
 __all__ = [
     "ABNORMAL_LESIONS",
+    "AcquisitionEffectsConfig",
     "EXCLUDED_LESIONS",
     "EXTERNAL_SEQUENCES",
     "SIMULATE_PRESETS",

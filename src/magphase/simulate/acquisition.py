@@ -14,6 +14,13 @@ the recon grid, rows = readout):
 4. ``reconstruction_rss`` = RSS of the noisy coil images on the recon rows: fastMRI's
    ``ifft2c -> centre crop -> RSS`` of the stored k-space, up to float32 round-off.
 
+With acquisition effects on (``settings.effects`` or the site's, the default), steps 3-4 follow
+:mod:`magphase.simulate.kspace_effects`: the object's k-space is taken column by column from its pose at
+each column's time (motion), the sinus signal is modulated by the cardiac cycle (flow), noise is added
+in k-space and the columns outside the acquired phase-encode range (phase resolution, partial Fourier)
+are zero, as the header's ``kspace_encoding_step_1`` says; ``reconstruction_rss`` is then computed from
+the stored k-space. Effects off reproduce the effect-free bytes.
+
 So ``snr`` is the brain-average SNR of an optimal (Roemer) combination with unit-variance noise:
 ``mean_brain(|rho| RSS(maps)) / sigma0``.
 
@@ -30,7 +37,7 @@ import hashlib
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +46,8 @@ import numpy as np
 
 from magphase.errors import DataError
 from magphase.io.fastmri import write_volume
-from magphase.io.ismrmrd import AcquisitionHeader
-from magphase.mri.fft import fft2c
+from magphase.io.ismrmrd import AcquisitionHeader, EncodingLimits
+from magphase.mri.fft import fft2c, ifft2c
 from magphase.mri.rss import rss
 from magphase.simulate.coils import (
     CoilArrayDesign,
@@ -51,6 +58,15 @@ from magphase.simulate.coils import (
     correlated_noise,
     noise_covariance,
     normalise_coil_maps,
+)
+from magphase.simulate.kspace_effects import (
+    AcquisitionEffects,
+    DrawnEffects,
+    column_times_ms,
+    draw_effects,
+    flow_modulation,
+    moved_kspace,
+    sinus_mask,
 )
 from magphase.simulate.phantom import GroundTruthVolume
 from magphase.utils.atomic import atomic_path
@@ -78,7 +94,8 @@ _SEQUENCE_TYPES = {
 
 @dataclass(frozen=True)
 class SiteProfile:
-    """A scanner ("site"): identity for the header, field strength and its receive-array former."""
+    """A scanner ("site"): identity for the header, field strength, its receive-array former and the
+    acquisition effects of its protocols (:class:`~magphase.simulate.kspace_effects.AcquisitionEffects`)."""
 
     site_id: int
     vendor: str
@@ -86,6 +103,11 @@ class SiteProfile:
     institution: str
     field_strength_t: float
     coil_design: CoilArrayDesign
+    effects: AcquisitionEffects = field(default_factory=AcquisitionEffects)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.effects, dict):  # a plan read back from JSON
+            object.__setattr__(self, "effects", AcquisitionEffects(**self.effects))
 
     @classmethod
     def simulated(
@@ -136,6 +158,7 @@ class AcquisitionSettings:
         map_step_mm: coarse-grid step of the coil maps (maps are smooth on a few-cm scale).
         head_jitter_mm: standard deviation of the head's in-plane offset from the array centre.
         protocol_name: ISMRMRD protocol name (default: the sequence name).
+        effects: acquisition effects (default: the site's, ``site.effects``).
     """
 
     n_coils: int
@@ -145,6 +168,7 @@ class AcquisitionSettings:
     map_step_mm: float = 5.0
     head_jitter_mm: float = 3.0
     protocol_name: str | None = None
+    effects: AcquisitionEffects | None = None
 
     def __post_init__(self) -> None:
         if self.n_coils < 1:
@@ -224,6 +248,16 @@ class SimulatedAcquisition:
     truth: GroundTruthRecord
 
 
+def sites_with_effects(
+    sites: dict[int, SiteProfile], effects: AcquisitionEffects | Any
+) -> dict[int, SiteProfile]:
+    """The same sites acquiring with ``effects`` (an :class:`AcquisitionEffects` or the config section
+    ``simulate.acquisition_effects``, whose fields have the same names)."""
+    if not isinstance(effects, AcquisitionEffects):
+        effects = AcquisitionEffects(**effects.model_dump())
+    return {key: replace(site, effects=effects) for key, site in sites.items()}
+
+
 def patient_id_for(stem: str, seed: int) -> str:
     """A stable anonymous patient id (hex digest, like fastMRI's) for a simulated subject."""
     return hashlib.sha256(f"magphase-sim:{seed}:{stem}".encode()).hexdigest()[:40]
@@ -237,6 +271,54 @@ def _head_center_mm(head_mask: np.ndarray, pixel_mm: tuple[float, float]) -> tup
         return 0.0, 0.0
     y_mm, x_mm = image_axes_mm(h, w, pixel_mm)
     return float(x_mm[cols].mean()), float(y_mm[rows].mean())
+
+
+def _acquire_with_effects(
+    image: np.ndarray,
+    maps_recon: np.ndarray,
+    brain_mask: np.ndarray,
+    object_scale: np.float32,
+    covariance: np.ndarray,
+    drawn: DrawnEffects,
+    effects: AcquisitionEffects,
+    tr_ms: float,
+    pixel_mm: tuple[float, float],
+    rng: np.random.Generator,
+    kspace: np.ndarray,
+    reconstruction: np.ndarray,
+) -> np.ndarray:
+    """Fill ``kspace`` and ``reconstruction`` with the effects of ``drawn``; return the k-space noise
+    covariance used.
+
+    The object's k-space (moved per column, with the flowing part modulated) gets white correlated noise
+    on every column, then the columns outside ``drawn.columns`` are zeroed (never acquired). The noise per
+    sample is raised by ``1 / sqrt(acquired fraction)`` so that the zero-filled image keeps the configured
+    image SNR. ``reconstruction`` is fastMRI's ``ifft2c -> crop -> RSS`` of the stored k-space.
+    """
+    n_slices, n_coils, n_rows, w = kspace.shape
+    h = n_rows // 2
+    rows = slice(h // 2, h // 2 + h)
+    left, right = drawn.columns
+    covariance = covariance * (w / (right - left))
+    times = column_times_ms(w, drawn.columns, tr_ms, drawn.echo_train_length)
+    flowing = drawn.flow_depth > 0
+    if flowing:
+        vessel = sinus_mask(brain_mask, pixel_mm, image)
+        modulation = flow_modulation(times, drawn, effects.flow_phase_rad) - np.complex64(1)
+    padded = np.zeros((n_coils, n_rows, w), dtype=np.complex64)
+    for s in range(n_slices):
+        obj = image[s].astype(np.complex64) * object_scale
+        k = moved_kspace(maps_recon[s] * obj, obj, maps_recon[s], rows, n_rows, times, drawn.motion, fft2c)
+        if flowing and vessel[s].any():
+            padded[:] = 0
+            padded[:, rows] = maps_recon[s] * (obj * vessel[s])
+            k += fft2c(padded) * modulation[None, None, :]
+        k += correlated_noise((n_coils, n_rows, w), covariance, rng)
+        k[..., :left] = 0
+        k[..., right:] = 0
+        kspace[s] = k
+        reconstruction[s] = rss(ifft2c(k)[:, rows], coil_axis=0)
+    return covariance
 
 
 def acquire(
@@ -320,18 +402,43 @@ def acquire(
     kspace = np.empty((n_slices, n_coils, 2 * h, w), dtype=np.complex64)
     reconstruction = np.empty((n_slices, h, w), dtype=np.float32)
     object_scale = np.float32(scale / map_norm)
-    for s in range(n_slices):
-        coil_images = correlated_noise((n_coils, 2 * h, w), covariance, rng)
-        coil_images[:, h // 2 : h // 2 + h] += maps_recon[s] * (image[s].astype(np.complex64) * object_scale)
-        reconstruction[s] = rss(coil_images[:, h // 2 : h // 2 + h], coil_axis=0)
-        kspace[s] = fft2c(coil_images)
+    sequence = str(volume.sequence)
+    effects = settings.effects if settings.effects is not None else site.effects
+    drawn: DrawnEffects | None = None
+    if not effects.enabled:
+        for s in range(n_slices):
+            coil_images = correlated_noise((n_coils, 2 * h, w), covariance, rng)
+            coil_images[:, h // 2 : h // 2 + h] += maps_recon[s] * (
+                image[s].astype(np.complex64) * object_scale
+            )
+            reconstruction[s] = rss(coil_images[:, h // 2 : h // 2 + h], coil_axis=0)
+            kspace[s] = fft2c(coil_images)
+    else:
+        # The effects draw from a child generator: spawning does not advance ``rng``, so the coil array,
+        # covariance and noise draws keep their order whatever the effects are.
+        drawn = draw_effects(effects, sequence, _SEQUENCE_TYPES.get(sequence), w, pixel_mm, rng.spawn(1)[0])
+        covariance = _acquire_with_effects(
+            image,
+            maps_recon,
+            brain_mask,
+            object_scale,
+            covariance,
+            drawn,
+            effects,
+            float(volume.tr_ms),
+            pixel_mm,
+            rng,
+            kspace,
+            reconstruction,
+        )
+        sigma0 = float(np.sqrt(np.real(np.trace(covariance)) / np.real(np.trace(psi))))
     del maps_recon
 
     slice_max = np.abs(combined).reshape(n_slices, -1).max(axis=1).astype(np.float64)
     safe = np.where(slice_max > 0, slice_max, 1.0)
     truth_image = (combined / safe[:, None, None].astype(np.float32)).astype(np.complex64)
 
-    sequence = str(volume.sequence)
+    left, right = drawn.columns if drawn is not None else (0, w)
     header = AcquisitionHeader(
         encoded_matrix=(2 * h, w, 1),
         encoded_fov_mm=(2 * fov_mm[0], fov_mm[1], thickness_mm),
@@ -343,6 +450,7 @@ def acquire(
         ti_ms=None if volume.ti_ms is None else float(volume.ti_ms),
         flip_angle_deg=None if volume.flip_deg is None else float(volume.flip_deg),
         n_coils=n_coils,
+        kspace_encoding_step_1=EncodingLimits(minimum=0, maximum=right - left - 1, center=w // 2 - left),
         protocol_name=settings.protocol_name or sequence,
         sequence_type=_SEQUENCE_TYPES.get(sequence),
         vendor=site.vendor,
@@ -385,6 +493,7 @@ def acquire(
             "kspace_scale": float(scale),
             "n_coils": n_coils,
             "site": site.site_id,
+            **(drawn.attrs() if drawn is not None else {}),
         },
     )
     return SimulatedAcquisition(
@@ -554,6 +663,7 @@ __all__ = [
     "patient_id_for",
     "read_truth",
     "read_truth_attrs",
+    "sites_with_effects",
     "truth_path_for",
     "write_acquisition",
     "write_truth",

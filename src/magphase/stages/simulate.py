@@ -18,11 +18,13 @@ def run(ctx: RunContext) -> dict[str, Any]:
     if ctx.cfg.data.raw:
         log.info("data.raw is set (%s): nothing to simulate", ctx.cfg.data.raw)
         return {"skipped": "data.raw given"}
+    from magphase.simulate.acquisition import sites_with_effects
     from magphase.simulate.dataset import SimulatedDatasetPlan, run_simulation
 
     sim = ctx.cfg.simulate
     seed = sim.seed if sim.seed is not None else ctx.cfg.seed
     plan = SimulatedDatasetPlan.build(sim, seed)
+    plan.sites = sites_with_effects(plan.sites, sim.acquisition_effects)
     bar = ctx.bar("simulate", len(plan.all_volumes))
     summary = run_simulation(
         ctx.layout.data, plan, workers=sim.workers, progress=(lambda _o: bar(1)) if bar else None
