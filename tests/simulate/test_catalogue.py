@@ -97,7 +97,9 @@ def test_enlarged_ventricles_hold_more_csf():
     box = (slice(zs.min(), zs.max() + 1), slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
     bright_big = (np.abs(big.image[box]) > thr).sum()
     bright_plain = (np.abs(plain.image[box]) > thr).sum()
-    assert bright_big > 1.3 * bright_plain
+    # The smallest expansion (x1.45 in volume) is about x1.28 in the area of each slice; the box also
+    # holds sulcal CSF and bright texture that the finding leaves unchanged.
+    assert bright_big > 1.2 * bright_plain
     assert np.abs(big.image)[mask].mean() > thr
 
 

@@ -19,7 +19,6 @@ from magphase.errors import ConfigError, DataError
 from magphase.io.annotations import read_annotations, read_file_list
 from magphase.io.fastmri import open_volume, scan_folder
 from magphase.simulate.acquisition import read_truth, truth_path_for
-from magphase.simulate.findings import CATALOGUE_LABELS, COMPANION_LABELS
 from magphase.simulate.dataset import (
     TABLE1_CELLS,
     SimulatedDatasetPlan,
@@ -33,6 +32,7 @@ from magphase.simulate.dataset import (
     volume_is_complete,
     write_plan,
 )
+from magphase.simulate.findings import CATALOGUE_LABELS, COMPANION_LABELS
 
 MATRIX = (48, 48)
 
@@ -320,6 +320,24 @@ def test_folder_with_another_plan_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="another config or seed"):
         run_simulation(tmp_path, SimulatedDatasetPlan.build(small_config(volumes=1), seed=2))
     assert read_plan(tmp_path).seed == 1 and not list(tmp_path.glob("*.h5"))
+
+
+def test_folder_acquired_with_other_effects_is_refused(tmp_path):
+    from dataclasses import replace
+
+    from magphase.simulate.acquisition import sites_with_effects
+    from magphase.simulate.kspace_effects import AcquisitionEffects
+
+    plan = SimulatedDatasetPlan.build(small_config(volumes=1), seed=1)
+    plan.sites = sites_with_effects(plan.sites, AcquisitionEffects())
+    write_plan(tmp_path, plan)
+    for effects in (AcquisitionEffects.off(), replace(AcquisitionEffects(), motion_fraction=0.5)):
+        other = SimulatedDatasetPlan.build(small_config(volumes=1), seed=1)
+        other.sites = sites_with_effects(other.sites, effects)
+        assert other.plan_hash() != plan.plan_hash()
+        with pytest.raises(ConfigError, match="another config or seed"):
+            write_plan(tmp_path, other)
+    assert read_plan(tmp_path).plan_hash() == plan.plan_hash()  # round trip through plan.json
 
 
 # -------------------------------------------------------------------------------------------- CLI

@@ -18,9 +18,9 @@ from magphase.simulate.findings import (
     CATALOGUE_LABELS,
     COMPANION_LABELS,
     FINDINGS_FILE,
-    draw_excluded_lesions,
     annotation_statistics,
     draw_abnormal_lesions,
+    draw_excluded_lesions,
     fit_findings,
     load_findings,
 )
@@ -169,7 +169,9 @@ def test_abnormal_volumes_carry_companions_at_their_real_rate():
         draws = [stats.draw_labels(sequence, rng) for _ in range(3000)]
         for label in ("Edema", "Craniotomy"):
             rate = sum(label in d for d in draws) / len(draws)
-            assert rate == pytest.approx(stats.data["sequences"][sequence]["companion_incidence"][label], abs=0.03)
+            assert rate == pytest.approx(
+                stats.data["sequences"][sequence]["companion_incidence"][label], abs=0.03
+            )
         assert all(set(d) & set(PAPER_ABNORMAL_LABELS) for d in draws)
         alone = [stats.draw_labels(sequence, rng, companions=False) for _ in range(200)]
         assert all(set(d) <= set(PAPER_ABNORMAL_LABELS) for d in alone)
@@ -183,16 +185,24 @@ def test_excluded_volumes_draw_companions_or_a_study_label():
     share = stats.data["sequences"]["AXFLAIR"]["excluded_sets"][""]
     assert len(study_only) / len(draws) == pytest.approx(share, abs=0.03)
     assert all(len(study) == 1 for study in study_only)
-    assert all({x.label for x in lesions} <= set(COMPANION_LABELS) and not study for lesions, study in draws if lesions)
+    assert all(
+        {x.label for x in lesions} <= set(COMPANION_LABELS) and not study
+        for lesions, study in draws
+        if lesions
+    )
 
 
 def test_slices_per_volume_table_is_the_sequences_own_where_fitted():
     stats = load_findings()
     nonspecific = stats.data["labels"]["Nonspecific lesion"]
-    assert stats.slices_per_volume("Nonspecific lesion", "AXT1POST") == (
-        nonspecific["by_sequence"]["AXT1POST"]["slices_per_volume"]
+    assert (
+        stats.slices_per_volume("Nonspecific lesion", "AXT1POST")
+        == (nonspecific["by_sequence"]["AXT1POST"]["slices_per_volume"])
     )
     own = nonspecific["by_sequence"]["AXT1POST"]["box_size_px_percentiles"]
     sizes = stats.draw_box_size_px("Nonspecific lesion", np.random.default_rng(0), 5000, "AXT1POST")
     assert np.median(sizes) == pytest.approx(own[10], rel=0.05)
-    assert stats.slices_per_volume("Likely cysts", "AXT1POST") == stats.data["labels"]["Likely cysts"]["slices_per_volume"]
+    assert (
+        stats.slices_per_volume("Likely cysts", "AXT1POST")
+        == stats.data["labels"]["Likely cysts"]["slices_per_volume"]
+    )

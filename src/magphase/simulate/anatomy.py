@@ -787,6 +787,8 @@ class SubjectGeometry:
 
 
 ELASTIC_SPACING_MM = 6.0
+# Gaussian reach (z, y, x) of the ventricular expansion of the subject (age) and of enlarged ventricles.
+VENTRICLE_SCALING_SIGMA_MM = np.array([16.0, 30.0, 20.0], np.float32)
 
 
 def _rotation_zyx(pitch: float, roll: float, yaw: float) -> np.ndarray:
@@ -819,7 +821,7 @@ def sample_subject_geometry(rng: np.random.Generator, anatomy: HeadAnatomy) -> S
     ).astype(np.float32)
     ventricle = LocalScaling(
         centre_mm=anatomy.ventricle_centre_mm,
-        sigma_mm=np.array([16.0, 30.0, 20.0], np.float32),
+        sigma_mm=VENTRICLE_SCALING_SIGMA_MM.copy(),
         factor=float(np.exp(rng.normal(0.12, 0.22))),
     )
     return SubjectGeometry(rotation, scale, shift, elastic, (ventricle,))

@@ -207,8 +207,13 @@ class SimulatedDatasetPlan:
         return [*self.volumes, *self.external]
 
     def plan_hash(self) -> str:
-        blob = "".join(v.plan_hash() for v in self.all_volumes).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        """Hash of every volume's assignment and of the acquisition effects its sites apply, so a
+        folder simulated with other effects is refused instead of resumed with stale volumes."""
+        blob = "".join(v.plan_hash() for v in self.all_volumes)
+        effects = {str(k): asdict(s.effects) for k, s in sorted(self.sites.items()) if s.effects.enabled}
+        if effects:  # effects off: the hash datasets had before effects existed
+            blob += json.dumps(effects, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def shard(self, index: int, count: int) -> list[PlannedVolume]:
         """Volumes of shard ``index`` of ``count``: positions ``i % count == index`` in all_volumes."""

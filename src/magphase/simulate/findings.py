@@ -162,7 +162,7 @@ def fit_findings(brain_csv: str | Path, file_list: str | Path | None = None) -> 
                 labels_here = set(annotations.volumes[stem].study_labels)
                 study.update(x for x in labels_here if not annotations.rules.is_normal_study(x))
         for cls in ("abnormal", "excluded"):
-            for stem, boxes in _catalogue_boxes(annotations, cls, sequence).items():
+            for boxes in _catalogue_boxes(annotations, cls, sequence).values():
                 for label in {b.label for b in boxes}:
                     mine = [b for b in boxes if b.label == label]
                     label_boxes[label].extend(mine)
@@ -184,7 +184,9 @@ def fit_findings(brain_csv: str | Path, file_list: str | Path | None = None) -> 
         if not label_boxes[label]:
             continue
         by_sequence = label_volumes[label]
-        per_label[label] = _label_table(label_boxes[label], [v for vols in by_sequence.values() for v in vols])
+        per_label[label] = _label_table(
+            label_boxes[label], [v for vols in by_sequence.values() for v in vols]
+        )
         per_label[label]["by_sequence"] = {
             sequence: _label_table([b for vol in vols for b in vol], vols)
             for sequence, vols in sorted(by_sequence.items())
@@ -217,7 +219,9 @@ class FindingStatistics:
     def sequences(self) -> tuple[str, ...]:
         return tuple(self.data["sequences"])
 
-    def draw_labels(self, sequence: str, rng: np.random.Generator, companions: bool = True) -> tuple[str, ...]:
+    def draw_labels(
+        self, sequence: str, rng: np.random.Generator, companions: bool = True
+    ) -> tuple[str, ...]:
         """Distinct labels of one abnormal volume of ``sequence``: a label set drawn with the frequency
         it has in the real abnormal volumes of that sequence (so each label's incidence and their
         co-occurrence are kept). ``companions``: the whole catalogue set (``finding_sets``: abnormal
@@ -226,7 +230,9 @@ class FindingStatistics:
         table = seq["finding_sets"] if companions and "finding_sets" in seq else seq["label_sets"]
         return self._draw_set(table, rng)
 
-    def draw_excluded(self, sequence: str, rng: np.random.Generator) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def draw_excluded(
+        self, sequence: str, rng: np.random.Generator
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(box labels, study-level labels) of one excluded volume of ``sequence``: its catalogue box
         labels drawn as a set with their real frequency; a volume drawn without catalogue boxes gets
         one study-level label instead (drawn from those of the real such volumes)."""

@@ -44,7 +44,9 @@ _CENTRE_SLICE = GALLERY_SLICES // 2
 def typical_radius_mm(label: str) -> float:
     """Half the in-plane diameter of a lesion whose box is the label's median fitted box."""
     median_box = load_findings().data["labels"][label]["box_size_px_percentiles"][10]
-    return 0.5 * median_box * SECTION_TO_DIAMETER.get(label, DEFAULT_SECTION_TO_DIAMETER) * ANNOTATION_PIXEL_MM
+    return (
+        0.5 * median_box * SECTION_TO_DIAMETER.get(label, DEFAULT_SECTION_TO_DIAMETER) * ANNOTATION_PIXEL_MM
+    )
 
 
 def finding_spec(label: str, sequence: str, seed: int = 0) -> VolumeSpec:
@@ -60,7 +62,9 @@ def finding_spec(label: str, sequence: str, seed: int = 0) -> VolumeSpec:
     )
 
 
-def finding_crop(truth: GroundTruthVolume, label: str, min_px: int = 96) -> tuple[int, slice, slice, np.ndarray]:
+def finding_crop(
+    truth: GroundTruthVolume, label: str, min_px: int = 96
+) -> tuple[int, slice, slice, np.ndarray]:
     """(slice, rows, cols, mask) of the square crop around the label's largest annotated section."""
     masks = [lesion.mask for lesion in truth.lesions if lesion.label == label]
     if not masks:

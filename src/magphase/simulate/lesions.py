@@ -17,7 +17,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from magphase.simulate.anatomy import HeadAnatomy, LocalScaling, SubjectGeometry, anatomy_to_scanner
+from magphase.simulate.anatomy import (
+    VENTRICLE_SCALING_SIGMA_MM,
+    HeadAnatomy,
+    LocalScaling,
+    SubjectGeometry,
+    anatomy_to_scanner,
+)
 
 LESION_LABELS = (
     "Mass",
@@ -91,6 +97,11 @@ class SphereSource:
     tissue: str
 
 
+def replaced_tissues(shells: list[Shell]) -> frozenset[str]:
+    """Tissues a set of shells displaces (two lesions may overlap only where these are disjoint)."""
+    return frozenset(t for shell in shells for t in shell.replaces)
+
+
 @dataclass
 class LesionPlan:
     """A placed lesion (see module docstring)."""
@@ -121,7 +132,7 @@ class LesionPlan:
     @property
     def replaced(self) -> frozenset[str]:
         """Tissues the lesion's shells displace."""
-        return frozenset(t for shell in self.shells for t in shell.replaces)
+        return replaced_tissues(self.shells)
 
     @property
     def extent(self) -> float:
@@ -328,7 +339,10 @@ def _design(
         # chronic gliosis on T1-weighted scans), the brain collapsing slightly into it.
         r = size(8.0, 22.0)
         radii = r * np.array([u(0.7, 1.0), u(0.9, 1.3), u(0.9, 1.3)])
-        shells = [Shell("csf", 0.0, 1.0, BRAIN_TISSUES), Shell(gliosis, 1.0, u(1.1, 1.25), BRAIN_TISSUES, annotated=False)]
+        shells = [
+            Shell("csf", 0.0, 1.0, BRAIN_TISSUES),
+            Shell(gliosis, 1.0, u(1.1, 1.25), BRAIN_TISSUES, annotated=False),
+        ]
         return radii, shells, 0.25, 0.9
     raise ValueError(f"lesion label {label!r}: known labels are {LESION_LABELS}")
 
@@ -339,7 +353,9 @@ def _sources(
     """Susceptibility spheres inside the lesion (may be empty)."""
     if label == "Craniotomy":
         return _fixation(rng, centre, radii, rotation)
-    p_haem = {"Mass": 0.25, "Metastasis": 0.3, "Posttreatment change": 0.6, "Resection cavity": 0.4}.get(label, 0.0)
+    p_haem = {"Mass": 0.25, "Metastasis": 0.3, "Posttreatment change": 0.6, "Resection cavity": 0.4}.get(
+        label, 0.0
+    )
     p_calc = {"Mass": 0.15, "Extra-axial mass": 0.3}.get(label, 0.0)
     draw = rng.random()
     if draw < p_haem:  # intratumoral / post-operative blood products, micro- to small bleeds
@@ -373,7 +389,12 @@ def _fixation(rng: np.random.Generator, centre: np.ndarray, radii: np.ndarray, r
     for angle in rng.uniform(0.0, 2 * math.pi) + np.arange(int(rng.integers(2, 5))) * (2 * math.pi / 4):
         v = np.array([0.0, math.cos(angle), math.sin(angle)]) * rng.uniform(0.85, 1.0)
         sources.append(
-            SphereSource(centre + rotation @ (v * radii), float(rng.uniform(0.6, 1.0)), TITANIUM_DELTA_CHI_PPM, "titanium")
+            SphereSource(
+                centre + rotation @ (v * radii),
+                float(rng.uniform(0.6, 1.0)),
+                TITANIUM_DELTA_CHI_PPM,
+                "titanium",
+            )
         )
     return sources
 
@@ -408,7 +429,14 @@ def _rim_posttreatment(host: LesionPlan, rng: np.random.Generator) -> None:
     rim = inner + rng.uniform(0.08, 0.15)
     host.shells = [s for s in host.shells if s.annotated] + [
         Shell("tumour", inner, rim, BRAIN_TISSUES, label="Posttreatment change"),
-        Shell("gliosis", rim, rim + rng.uniform(0.3, 0.7), BRAIN_TISSUES, label="Posttreatment change", edge_mm=2.5),
+        Shell(
+            "gliosis",
+            rim,
+            rim + rng.uniform(0.3, 0.7),
+            BRAIN_TISSUES,
+            label="Posttreatment change",
+            edge_mm=2.5,
+        ),
     ]
 
 
@@ -495,7 +523,7 @@ def plan_lesions(
             np.abs(scanner[:, 2]) < fov_half_mm[1] - margin
         )
         clear = np.ones(len(scanner), bool)
-        mine = frozenset(t for shell in shells for t in shell.replaces)
+        mine = replaced_tissues(shells)
         for other in plans:
             if not (mine & other.replaced) or _ANNOTATION_ONLY & {label, other.label}:
                 continue  # different tissues (skull, dura, brain) or no displacement: may overlap
@@ -523,9 +551,7 @@ def plan_lesions(
             centre_anatomy_mm=anat[best],
         )
         if mass_factor != 1.0:
-            sigma = (
-                np.array([16.0, 30.0, 20.0]) if label == "Enlarged ventricles" else radii * 1.3
-            )
+            sigma = VENTRICLE_SCALING_SIGMA_MM if label == "Enlarged ventricles" else radii * 1.3
             plan.mass_effect = LocalScaling(
                 centre_mm=anat[best].astype(np.float32),
                 sigma_mm=sigma.astype(np.float32),
