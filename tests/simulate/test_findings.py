@@ -15,9 +15,11 @@ from magphase.errors import ConfigError
 from magphase.io.annotations import Box, read_annotations, write_annotations
 from magphase.simulate.dataset import SimulatedDatasetPlan
 from magphase.simulate.findings import (
+    ANNOTATOR_MIN_SECTION,
     CATALOGUE_LABELS,
     COMPANION_LABELS,
     FINDINGS_FILE,
+    SINGLE_LESION_LABELS,
     annotation_statistics,
     draw_abnormal_lesions,
     draw_excluded_lesions,
@@ -80,6 +82,27 @@ def test_abnormal_lesions_are_sorted_sized_and_capped():
         assert {x.label for x in lesions} & set(PAPER_ABNORMAL_LABELS)
         assert all(x.label in CATALOGUE_LABELS and x.radius_mm > 0 and 0 <= x.slice < 12 for x in lesions)
         assert max(Counter(x.label for x in lesions).values()) <= 5
+
+
+def test_lesions_of_a_label_cover_its_annotated_run():
+    # Every slice of a label's run gets a lesion whose boxed slab (|z| <= r sqrt(1 - f)) reaches it:
+    # the annotator has something to box on each slice (the run is tiled before extra lesions are
+    # added for the box count, and 12 slices never need more than the cap of 16).
+    stats = load_findings()
+    rng = np.random.default_rng(5)
+    pitch = 6.0
+    for sequence in ("AXFLAIR", "AXT1", "AXT1POST"):
+        for _ in range(150):
+            lesions = draw_abnormal_lesions(stats, sequence, rng, slice_pitch_mm=pitch, n_slices=12)
+            for label in {x.label for x in lesions} - set(SINGLE_LESION_LABELS):
+                mine = [x for x in lesions if x.label == label]
+                first, last = mine[0].run
+                assert all(x.run == (first, last) and first <= x.slice <= last for x in mine)
+                covered = set()
+                for x in mine:
+                    reach = int(x.radius_mm * np.sqrt(1 - ANNOTATOR_MIN_SECTION) / pitch)
+                    covered.update(range(x.slice - reach, x.slice + reach + 1))
+                assert set(range(first, last + 1)) <= covered, (label, first, last, mine)
 
 
 def test_plan_draws_fitted_lesions_only_under_the_fastmri_plus_model():

@@ -28,6 +28,23 @@ def test_save_figure_writes_png_atomically_and_closes(tmp_path: Path) -> None:
     assert not plt.fignum_exists(fig.number)
 
 
+def test_save_figure_palette_keeps_the_picture_in_256_colours(tmp_path: Path) -> None:
+    from PIL import Image
+
+    plt = pyplot()
+    images = []
+    for palette in (False, True):
+        fig, ax = plt.subplots()
+        ax.imshow(np.linspace(-np.pi, np.pi, 64 * 64).reshape(64, 64), cmap="twilight")
+        target = save_figure(fig, tmp_path / f"fig{palette}.png", palette=palette)
+        with Image.open(target) as image:
+            images.append((image.mode, np.asarray(image.convert("RGB"), np.float64)))
+    (mode_full, full), (mode_palette, small) = images
+    assert mode_palette == "P" and mode_full != "P"
+    assert np.abs(full - small).mean() < 2.0  # grey levels out of 255
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figFalse.png", "figTrue.png"]
+
+
 def test_save_figure_format_follows_suffix_and_can_keep_figure_open(tmp_path: Path) -> None:
     plt = pyplot()
     fig = plt.figure()

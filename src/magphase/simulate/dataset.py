@@ -60,7 +60,12 @@ from magphase.simulate.acquisition import (
     truth_path_for,
     write_acquisition,
 )
-from magphase.simulate.findings import draw_abnormal_lesions, draw_excluded_lesions, load_findings
+from magphase.simulate.findings import (
+    ANNOTATOR_MIN_SECTION,
+    draw_abnormal_lesions,
+    draw_excluded_lesions,
+    load_findings,
+)
 from magphase.simulate.phantom import GroundTruthVolume, VolumeSpec, render_volume
 from magphase.utils.atomic import atomic_write_text
 from magphase.utils.seeds import derive_seed, derived_rng
@@ -491,12 +496,6 @@ def raw_path(out_dir: Path, volume: PlannedVolume) -> Path:
 def fragment_path(out_dir: Path, volume: PlannedVolume) -> Path:
     folder = out_dir / EXTERNAL_DIRNAME if volume.external else out_dir
     return folder / FRAGMENTS_DIRNAME / f"{volume.stem}.json"
-
-
-#: An annotator boxes a lesion on the slices where its section is a fair part of its largest one, not
-#: on the thin caps at its poles: fraction of the largest section's area below which a slice's section
-#: gets no box. Calibrated with benchmarks/annotations.py against the real fastMRI+ slices per volume.
-ANNOTATOR_MIN_SECTION = 0.25
 
 
 def lesion_boxes(

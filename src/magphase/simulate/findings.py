@@ -31,6 +31,7 @@ import argparse
 import functools
 import hashlib
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,6 +279,13 @@ class FindingStatistics:
         u = rng.uniform(0.0, 100.0, size=size)
         return np.interp(u, self.data["size_percentiles"], q)
 
+    def draw_boxes_on_slices(
+        self, label: str, n_slices: int, rng: np.random.Generator, sequence: str | None = None
+    ) -> int:
+        """Boxes of ``label`` on ``n_slices`` annotated slices: one fitted boxes-per-slice draw each."""
+        pmf = self.table(label, sequence)["boxes_per_slice"]
+        return sum(_draw_pmf(pmf, rng) for _ in range(n_slices))
+
     def draw_boxes_per_volume(self, label: str, rng: np.random.Generator, sequence: str | None = None) -> int:
         """Number of boxes one volume carries of ``label``."""
         return _draw_pmf(self.table(label, sequence)["boxes_per_volume"], rng)
@@ -321,6 +329,16 @@ SINGLE_LESION_LABELS: frozenset[str] = frozenset(
 )
 
 
+#: An annotator boxes a lesion on the slices where its section is a fair part of its largest one, not
+#: on the thin caps at its poles: fraction of the largest section's area below which a slice's section
+#: gets no box (:func:`magphase.simulate.dataset.lesion_boxes`). Calibrated with
+#: benchmarks/annotations.py against the real fastMRI+ slices per volume.
+ANNOTATOR_MIN_SECTION = 0.25
+#: Half-height, in radii, of the slab where a sphere's section keeps ANNOTATOR_MIN_SECTION of its
+#: largest area.
+_SECTION_REACH = math.sqrt(1.0 - ANNOTATOR_MIN_SECTION)
+
+
 def draw_lesions(
     stats: FindingStatistics,
     labels: tuple[str, ...],
@@ -333,10 +351,11 @@ def draw_lesions(
     """Every lesion of a volume carrying the distinct ``labels``, sorted.
 
     Per label, the annotated slices of the volume (count from the fitted table of the sequence, a run
-    of neighbouring slices) and its box count (at least one per slice) are drawn; lesions are added,
-    centred on slices of that run (its ends first, then its largest gaps), until the slices they are
-    expected to cross reach the box count (at
-    most ``max_per_label``; one for :data:`SINGLE_LESION_LABELS`). A lesion's size is a drawn box size
+    of neighbouring slices) and its box count (a fitted boxes-per-slice draw for each) are drawn; lesions are added
+    until every slice of the run is covered by one (tiled from one end, each lesion reaching the slices
+    where its section would be boxed) and the boxes they are expected to get reach the box count
+    (extra lesions go to the slices farthest from those taken; at most ``max_per_label``, one for
+    :data:`SINGLE_LESION_LABELS`). A lesion's size is a drawn box size
     kept with probability 1 / (slices it crosses): boxes over-represent large lesions, which appear on
     more slices. Each lesion carries its label's run: the annotator model boxes the label on those
     slices (:func:`magphase.simulate.dataset.lesion_boxes`).
@@ -345,29 +364,37 @@ def draw_lesions(
     for label in labels:
         n_annotated = min(_draw_pmf(stats.slices_per_volume(label, sequence), rng), n_slices)
         first = int(rng.integers(0, n_slices - n_annotated + 1))
-        target = max(stats.draw_boxes_per_volume(label, rng, sequence), n_annotated)
+        run = np.arange(first, first + n_annotated)
+        # Boxes per annotated slice drawn slice by slice: a volume boxed on few slices has few boxes.
+        target = stats.draw_boxes_on_slices(label, n_annotated, rng, sequence)
         cap = 1 if label in SINGLE_LESION_LABELS else max_per_label
         scale = SECTION_TO_DIAMETER.get(label, DEFAULT_SECTION_TO_DIAMETER) * ANNOTATION_PIXEL_MM
-        covered, n = 0.0, 0
-        while covered < target and n < cap:
+        covered = np.zeros(n_annotated, bool)  # run slices some lesion of the label is boxed on
+        boxes, n = 0.0, 0
+        while (boxes < target or not covered.all()) and n < cap:
             diameter = float(stats.draw_box_size_px(label, rng, sequence=sequence)) * scale
-            slices = 1.0 + diameter / slice_pitch_mm
-            boxed = min(slices, n_annotated)  # boxes it will get: its slices inside the run
-            if cap > 1 and rng.random() * boxed > 1.0:
+            # Slices either side of its centre on which its section keeps ANNOTATOR_MIN_SECTION of
+            # the largest one (a sphere: |z| <= r sqrt(1 - f)), so the annotator boxes it there.
+            reach = int(0.5 * diameter * _SECTION_REACH / slice_pitch_mm)
+            if cap > 1 and rng.random() * min(2 * reach + 1, n_annotated) > 1.0:
                 continue  # size-biased by the box count: keep with probability 1 / boxes
-            # The first lesions cover the run's ends, the next ones its largest gaps, so the run is
-            # annotated end to end.
             if cap == 1:
                 centre = first + n_annotated // 2
-            elif n < 2:
-                centre = (first, first + n_annotated - 1)[n]
-            else:
-                run = np.arange(first, first + n_annotated)
+            elif not covered.all():  # tile the run from its first uncovered slice
+                centre = min(int(run[np.argmin(covered)]) + reach, int(run[-1]))
+                if n == 0 and rng.random() < 0.5:  # or from its last, so neither end is favoured
+                    centre = max(int(run[-1]) - reach, first)
+            else:  # extra lesions for the box count: the slices farthest from the ones taken
                 taken = np.array([x.slice for x in lesions if x.label == label])
                 gap = np.min(np.abs(run[:, None] - taken[None, :]), axis=1) + rng.uniform(0, 0.5, len(run))
                 centre = int(run[np.argmax(gap)])
+            covered |= np.abs(run - centre) <= reach
+            # Boxes it is expected to get: slice k of the run qualifies when |k - centre - u| <= a,
+            # a = r sqrt(1 - f) / pitch, for the lesion's offset u from the slice centre (about
+            # uniform in +-1/2 slice); at least one (lesion_boxes boxes its largest section).
+            a = 0.5 * diameter * _SECTION_REACH / slice_pitch_mm
+            boxes += max(float(np.clip(a + 0.5 - np.abs(run - centre), 0.0, 1.0).sum()), 1.0)
             lesions.append(PlannedLesion(label, 0.5 * diameter, centre, (first, first + n_annotated - 1)))
-            covered += boxed
             n += 1
     return sorted(lesions)
 

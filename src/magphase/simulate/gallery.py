@@ -110,7 +110,7 @@ def render_finding_gallery(
             logger.info("gallery: %s on %s, slice %d", label, sequence, s)
         axes[i, 0].set_ylabel(label.replace(" ", "\n", 1), fontsize=7)
     fig.tight_layout(pad=0.3)
-    return save_figure(fig, png_path, dpi=80)
+    return save_figure(fig, png_path, dpi=80, palette=True)
 
 
 def main(argv: list[str] | None = None) -> int:

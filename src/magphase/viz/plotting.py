@@ -40,18 +40,33 @@ def pyplot() -> Any:
 
 
 def save_figure(
-    fig: Figure, path: str | Path, *, dpi: float = 110, close: bool = True, **savefig: Any
+    fig: Figure,
+    path: str | Path,
+    *,
+    dpi: float = 110,
+    close: bool = True,
+    palette: bool = False,
+    **savefig: Any,
 ) -> Path:
     """Write ``fig`` to ``path`` atomically (temp file + ``os.replace``) and close it; returns the path.
 
     The format follows ``path``'s suffix (PNG by default). ``savefig`` keywords (``bbox_inches``, ...) pass
     through. ``close`` releases a pyplot-managed figure; a bare :class:`~matplotlib.figure.Figure` needs
-    no closing, and pyplot is not imported for it.
+    no closing, and pyplot is not imported for it. ``palette`` stores a PNG with 256 colours (median cut,
+    no dithering: about 2.5x smaller, for figures kept in ``docs/``).
     """
     path = Path(path)
     savefig.setdefault("format", path.suffix.lstrip(".").lower() or "png")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, **savefig)
+        if palette and savefig["format"] == "png":
+            from PIL import Image
+
+            with Image.open(tmp) as image:
+                rgb = image.convert("RGB")
+            rgb.quantize(256, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+                tmp, format="png", optimize=True
+            )
     plt = sys.modules.get("matplotlib.pyplot")
     if close and plt is not None:
         plt.close(fig)
