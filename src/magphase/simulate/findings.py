@@ -279,6 +279,11 @@ class FindingStatistics:
         u = rng.uniform(0.0, 100.0, size=size)
         return np.interp(u, self.data["size_percentiles"], q)
 
+    def box_size_quantile(self, label: str, q: float, sequence: str | None = None) -> float:
+        """The ``q``-th percentile (0-100) of the label's fitted box size sqrt(w * h), pixels."""
+        sizes = self.table(label, sequence)["box_size_px_percentiles"]
+        return float(np.interp(q, self.data["size_percentiles"], sizes))
+
     def draw_boxes_on_slices(
         self, label: str, n_slices: int, rng: np.random.Generator, sequence: str | None = None
     ) -> int:
@@ -334,6 +339,8 @@ SINGLE_LESION_LABELS: frozenset[str] = frozenset(
 #: gets no box (:func:`magphase.simulate.dataset.lesion_boxes`). Calibrated with
 #: benchmarks/annotations.py against the real fastMRI+ slices per volume.
 ANNOTATOR_MIN_SECTION = 0.25
+#: Percentile of the label's box sizes up to which its first lesion grows to span its annotated run.
+SPANNING_QUANTILE = 90.0
 #: Half-height, in radii, of the slab where a sphere's section keeps ANNOTATOR_MIN_SECTION of its
 #: largest area.
 _SECTION_REACH = math.sqrt(1.0 - ANNOTATOR_MIN_SECTION)
@@ -351,14 +358,16 @@ def draw_lesions(
     """Every lesion of a volume carrying the distinct ``labels``, sorted.
 
     Per label, the annotated slices of the volume (count from the fitted table of the sequence, a run
-    of neighbouring slices) and its box count (a fitted boxes-per-slice draw for each) are drawn; lesions are added
-    until every slice of the run is covered by one (tiled from one end, each lesion reaching the slices
-    where its section would be boxed) and the boxes they are expected to get reach the box count
-    (extra lesions go to the slices farthest from those taken; at most ``max_per_label``, one for
-    :data:`SINGLE_LESION_LABELS`). A lesion's size is a drawn box size
-    kept with probability 1 / (slices it crosses): boxes over-represent large lesions, which appear on
-    more slices. Each lesion carries its label's run: the annotator model boxes the label on those
-    slices (:func:`magphase.simulate.dataset.lesion_boxes`).
+    of neighbouring slices) and its box count (a fitted boxes-per-slice draw for each) are drawn. The
+    label's first lesion grows (up to the label's :data:`SPANNING_QUANTILE` box size) to span the run,
+    centred on it, since a finding boxed on many slices is mostly one large lesion; if it cannot, the
+    run is tiled from one end, each lesion reaching the slices where its section would be boxed. Then
+    lesions are added at the slices farthest from those taken until the boxes they are expected to get
+    reach the box count (at most ``max_per_label``; one for :data:`SINGLE_LESION_LABELS`). Apart from
+    the spanning one, a lesion's size is a drawn box size kept with probability 1 / (slices it
+    crosses), since boxes over-represent large lesions, which appear on more slices. Each lesion
+    carries its label's run: the annotator model boxes the label on those slices
+    (:func:`magphase.simulate.dataset.lesion_boxes`).
     """
     lesions: list[PlannedLesion] = []
     for label in labels:
@@ -373,13 +382,22 @@ def draw_lesions(
         boxes, n = 0.0, 0
         while (boxes < target or not covered.all()) and n < cap:
             diameter = float(stats.draw_box_size_px(label, rng, sequence=sequence)) * scale
+            spanning = n == 0 and cap > 1
+            if spanning:
+                # The label's first lesion spans the run as far as the label's large lesions can:
+                # one mass boxed on 6 slices is one lesion, not six small ones stacked.
+                span = (n_annotated - 1) * slice_pitch_mm / _SECTION_REACH
+                large = float(stats.box_size_quantile(label, SPANNING_QUANTILE, sequence)) * scale
+                diameter = max(diameter, min(span, large))
             # Slices either side of its centre on which its section keeps ANNOTATOR_MIN_SECTION of
             # the largest one (a sphere: |z| <= r sqrt(1 - f)), so the annotator boxes it there.
             reach = int(0.5 * diameter * _SECTION_REACH / slice_pitch_mm)
-            if cap > 1 and rng.random() * min(2 * reach + 1, n_annotated) > 1.0:
+            if cap > 1 and not spanning and rng.random() * min(2 * reach + 1, n_annotated) > 1.0:
                 continue  # size-biased by the box count: keep with probability 1 / boxes
             if cap == 1:
                 centre = first + n_annotated // 2
+            elif spanning and 2 * reach + 1 >= n_annotated:
+                centre = first + (n_annotated - 1 + int(rng.integers(0, 2))) // 2
             elif not covered.all():  # tile the run from its first uncovered slice
                 centre = min(int(run[np.argmin(covered)]) + reach, int(run[-1]))
                 if n == 0 and rng.random() < 0.5:  # or from its last, so neither end is favoured
