@@ -291,10 +291,6 @@ class FindingStatistics:
         pmf = self.table(label, sequence)["boxes_per_slice"]
         return sum(_draw_pmf(pmf, rng) for _ in range(n_slices))
 
-    def draw_boxes_per_volume(self, label: str, rng: np.random.Generator, sequence: str | None = None) -> int:
-        """Number of boxes one volume carries of ``label``."""
-        return _draw_pmf(self.table(label, sequence)["boxes_per_volume"], rng)
-
 
 #: In-plane lesion diameter per drawn box size: a box is the bounding box of one slice's section of
 #: the lesion, mostly smaller than its largest diameter. Calibrated with benchmarks/annotations.py so
@@ -389,9 +385,11 @@ def draw_lesions(
                 span = (n_annotated - 1) * slice_pitch_mm / _SECTION_REACH
                 large = float(stats.box_size_quantile(label, SPANNING_QUANTILE, sequence)) * scale
                 diameter = max(diameter, min(span, large))
-            # Slices either side of its centre on which its section keeps ANNOTATOR_MIN_SECTION of
-            # the largest one (a sphere: |z| <= r sqrt(1 - f)), so the annotator boxes it there.
-            reach = int(0.5 * diameter * _SECTION_REACH / slice_pitch_mm)
+            # Half-height, in slices, of the slab where its section keeps ANNOTATOR_MIN_SECTION of the
+            # largest one (a sphere: |z| <= r sqrt(1 - f)), so the annotator boxes it there; reach:
+            # the slices either side of its centre that surely qualify.
+            a = 0.5 * diameter * _SECTION_REACH / slice_pitch_mm
+            reach = int(a)
             if cap > 1 and not spanning and rng.random() * min(2 * reach + 1, n_annotated) > 1.0:
                 continue  # size-biased by the box count: keep with probability 1 / boxes
             if cap == 1:
@@ -407,10 +405,9 @@ def draw_lesions(
                 gap = np.min(np.abs(run[:, None] - taken[None, :]), axis=1) + rng.uniform(0, 0.5, len(run))
                 centre = int(run[np.argmax(gap)])
             covered |= np.abs(run - centre) <= reach
-            # Boxes it is expected to get: slice k of the run qualifies when |k - centre - u| <= a,
-            # a = r sqrt(1 - f) / pitch, for the lesion's offset u from the slice centre (about
-            # uniform in +-1/2 slice); at least one (lesion_boxes boxes its largest section).
-            a = 0.5 * diameter * _SECTION_REACH / slice_pitch_mm
+            # Boxes it is expected to get: slice k of the run qualifies when |k - centre - u| <= a for
+            # the lesion's offset u from the slice centre (about uniform in +-1/2 slice); at least
+            # one (lesion_boxes boxes its largest section).
             boxes += max(float(np.clip(a + 0.5 - np.abs(run - centre), 0.0, 1.0).sum()), 1.0)
             lesions.append(PlannedLesion(label, 0.5 * diameter, centre, (first, first + n_annotated - 1)))
             n += 1
