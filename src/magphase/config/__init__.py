@@ -50,6 +50,14 @@ class PipelineConfig(Section):
     max_selection_candidates: int = Field(
         3, ge=2, le=100, description="snapshots scored per stage (evenly spread, the last included)"
     )
+    keep_raw: bool = Field(
+        True,
+        description=(
+            "False: a run that simulates its data prepares each training volume as soon as it is "
+            "written and deletes its raw file, so the disk holds patches, not k-space (external "
+            "volumes are kept)"
+        ),
+    )
 
 
 class MagphaseConfig(Section):

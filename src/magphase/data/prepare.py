@@ -45,7 +45,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -119,12 +119,16 @@ class VolumeTask:
         label: volume class from the annotations: normal, abnormal, excluded or unlabeled.
         boxes: every valid fastMRI+ box of the volume (any label; CSV convention).
         abnormal_labels: labels (normalised) that make a box abnormal (from the label rules).
+        source_id: what identifies the raw file's content when the file itself may be gone (a
+            simulated volume prepared as it was simulated and then deleted, ``pipeline.keep_raw``);
+            None: its size and modification time do.
     """
 
     path: Path
     label: str
     boxes: tuple[Box, ...] = ()
     abnormal_labels: tuple[str, ...] = ()
+    source_id: str | None = None
 
     @property
     def volume(self) -> str:
@@ -172,19 +176,36 @@ def discover_volumes(
     return discover_with_rejects(raw_dir, annotations, file_list, cfg)[0]
 
 
+def volume_task(
+    path: Path, ann: AnnotationSet | None, cfg: PrepareConfig, source_id: str | None = None
+) -> VolumeTask:
+    """The task of one raw file: its class and boxes from ``ann`` (None: unlabeled)."""
+    abnormal = tuple(sorted({normalize_label(x) for x in cfg.labels.abnormal_labels}))
+    if ann is None:
+        return VolumeTask(path, "unlabeled", (), abnormal, source_id)
+    entry = ann.get(path)
+    return VolumeTask(path, ann.label_of(path), tuple(entry.boxes) if entry else (), abnormal, source_id)
+
+
 def discover_with_rejects(
     raw_dir: str | Path,
     annotations: str | Path | None = None,
     file_list: str | Path | None = None,
     cfg: PrepareConfig | None = None,
+    expected: Mapping[str, str] | None = None,
 ) -> tuple[list[VolumeTask], list[dict[str, Any]]]:
     """:func:`discover_volumes` plus the annotation rows the reader rejected, as
-    :data:`ANNOTATION_REJECT_COLUMNS` records (for ``annotation_rejects.csv``)."""
+    :data:`ANNOTATION_REJECT_COLUMNS` records (for ``annotation_rejects.csv``).
+
+    ``expected``: volume stem -> :attr:`VolumeTask.source_id` of volumes listed whether or not their
+    file is still in ``raw_dir`` (simulated volumes prepared as they were simulated, then deleted).
+    """
     cfg = cfg or PrepareConfig()
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise DataError(raw_dir, None, "raw data folder does not exist")
-    paths = sorted(raw_dir.glob("*.h5"))
+    expected = dict(expected or {})
+    paths = sorted(set(raw_dir.glob("*.h5")) | {raw_dir / f"{stem}.h5" for stem in expected})
     ann: AnnotationSet | None = None
     rejects: list[dict[str, Any]] = []
     if annotations is not None:
@@ -207,14 +228,7 @@ def discover_with_rejects(
         missing = set(ann.volumes) - {volume_key(p) for p in paths}
         if missing:
             log.info("%d annotated volumes are not in %s (ignored)", len(missing), raw_dir)
-    abnormal = tuple(sorted({normalize_label(x) for x in cfg.labels.abnormal_labels}))
-    tasks = []
-    for p in paths:
-        if ann is None:
-            tasks.append(VolumeTask(p, "unlabeled", (), abnormal))
-            continue
-        entry = ann.get(p)
-        tasks.append(VolumeTask(p, ann.label_of(p), tuple(entry.boxes) if entry else (), abnormal))
+    tasks = [volume_task(p, ann, cfg, expected.get(volume_key(p))) for p in paths]
     return tasks, rejects
 
 
@@ -490,11 +504,15 @@ def process_volume(
 
 def result_key(task: VolumeTask, cfg: PrepareConfig, seed: int) -> str:
     """Hash of everything that determines a volume's result (config, seed, label, boxes, file)."""
-    try:
-        st = task.path.stat()
-        stamp: list[int] = [st.st_size, st.st_mtime_ns]
-    except OSError:
-        stamp = [-1, -1]
+    stamp: list[int] | str
+    if task.source_id is not None:
+        stamp = task.source_id
+    else:
+        try:
+            st = task.path.stat()
+            stamp = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            stamp = [-1, -1]
     settings = cfg.model_dump(mode="json", exclude={"splits", "external", "nifti"})
     return config_hash(
         settings,
@@ -883,6 +901,7 @@ def prepare(
     figure: bool = True,
     progress: Callable[[VolumeOutcome], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    expected: Mapping[str, str] | None = None,
 ) -> PrepareSummary | None:
     """The whole stage: discover, process this shard's volumes, and merge.
 
@@ -893,11 +912,12 @@ def prepare(
             step" after every shard finished (it fails if some volume has no result).
         figure: draw ``fig2_patches.png`` when merging.
         on_start: called with the number of volumes this call will visit (for a progress bar).
+        expected: volumes listed even when their raw file is gone (:func:`discover_with_rejects`).
     Returns:
         the merge summary, or None when no merge was done.
     """
     cfg = cfg or PrepareConfig()
-    tasks, annotation_rejects = discover_with_rejects(raw_dir, annotations, file_list, cfg)
+    tasks, annotation_rejects = discover_with_rejects(raw_dir, annotations, file_list, cfg, expected)
     i, n = shard
     if process:
         if on_start is not None:

@@ -220,6 +220,10 @@ class SimulatedDatasetPlan:
             blob += json.dumps(effects, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def volume_identity(self, volume: PlannedVolume) -> str:
+        """:func:`volume_identity` of one of the plan's volumes."""
+        return volume_identity(volume, self.sites[volume.site])
+
     def shard(self, index: int, count: int) -> list[PlannedVolume]:
         """Volumes of shard ``index`` of ``count``: positions ``i % count == index`` in all_volumes."""
         if count < 1 or not 0 <= index < count:
@@ -285,6 +289,13 @@ class SimulatedDatasetPlan:
             external=[volume(d) for d in data["external"]],
             sites={int(k): _site_from_json(s) for k, s in data["sites"].items()},
         )
+
+
+def volume_identity(volume: PlannedVolume, site: SiteProfile) -> str:
+    """What determines one volume's raw file: its assignment and its site's acquisition effects
+    (identifies a prepared volume whose raw file was deleted, ``pipeline.keep_raw``)."""
+    blob = volume.plan_hash() + json.dumps(asdict(site.effects), sort_keys=True)
+    return "simulated:" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _site_to_json(site: SiteProfile) -> dict[str, Any]:
@@ -607,6 +618,29 @@ class VolumeOutcome:
     note: str | None = None
 
 
+def read_fragment(out_dir: Path, volume: PlannedVolume) -> dict[str, Any] | None:
+    """The volume's annotation fragment when it exists and was made from this plan, else None."""
+    try:
+        fragment = json.loads(fragment_path(out_dir, volume).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return fragment if fragment.get("plan_hash") == volume.plan_hash() else None
+
+
+def fragment_rows(stem: str, fragment: dict[str, Any]) -> list[Box | StudyLabel]:
+    """The fastMRI+ CSV rows of one annotated volume's fragment (study labels, then boxes)."""
+    rows: list[Box | StudyLabel] = [StudyLabel(stem, label) for label in fragment["study_labels"]]
+    rows.extend(Box(stem, s, x, y, w, h, label) for s, x, y, w, h, label in fragment["boxes"])
+    return rows
+
+
+def discard_raw(out_dir: Path, volume: PlannedVolume) -> None:
+    """Delete a volume's raw file and its ground-truth sidecar (its fragment stays)."""
+    raw = raw_path(out_dir, volume)
+    for path in (raw, truth_path_for(raw)):
+        path.unlink(missing_ok=True)
+
+
 def volume_is_complete(out_dir: Path, volume: PlannedVolume) -> bool:
     """True when the raw file opens and matches the plan, the sidecar has the plan hash and the fragment
     exists with the same hash."""
@@ -770,6 +804,7 @@ def run_simulation(
     shard: tuple[int, int] = (0, 1),
     workers: int = 1,
     progress: Callable[[VolumeOutcome], None] | None = None,
+    volume_fn: Callable[[VolumeTask], VolumeOutcome] = simulate_volume,
 ) -> SimulationSummary:
     """Simulate the plan's volumes of one shard into ``out_dir``; merge annotations when all are done.
 
@@ -779,6 +814,9 @@ def run_simulation(
         shard: ``(I, N)``: only volumes ``i % N == I``.
         workers: processes (``1``: in this process). Workers are started with ``spawn``.
         progress: called once per volume (written or kept), in completion order.
+        volume_fn: what runs per volume (default :func:`simulate_volume`): a picklable top-level
+            callable that wraps it, e.g. to prepare each volume as it is written and delete its raw
+            file (:mod:`magphase.stages.simulate`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -804,7 +842,7 @@ def run_simulation(
 
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
-            record(simulate_volume(task))
+            record(volume_fn(task))
     else:
         # Build (or load) the cached head model once here, so spawned workers only read the cache
         # instead of each building it at the same time (~20 s, ~2 GB each on a fresh machine).
@@ -820,7 +858,7 @@ def run_simulation(
             with ProcessPoolExecutor(
                 max_workers=min(workers, len(tasks)), mp_context=context, initializer=_single_thread_worker
             ) as pool:
-                futures = [pool.submit(simulate_volume, task) for task in tasks]
+                futures = [pool.submit(volume_fn, task) for task in tasks]
                 for future in as_completed(futures):
                     record(future.result())
         finally:
@@ -891,8 +929,7 @@ def merge_annotations(
         if not frag["annotated"]:
             continue
         listed.append(volume.stem)
-        rows.extend(StudyLabel(volume.stem, label) for label in frag["study_labels"])
-        rows.extend(Box(volume.stem, s, x, y, w, h, label) for s, x, y, w, h, label in frag["boxes"])
+        rows.extend(fragment_rows(volume.stem, frag))
     if plan.volumes:
         write_annotations(out / "brain.csv", rows, out / "brain_file_list.csv", files=listed)
     if plan.external:

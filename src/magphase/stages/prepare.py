@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from magphase.stages.base import RunContext, Stage, counting_progress, jsonable
+from magphase.stages.simulate import simulate_run_data, streaming
 
 
 def prepare_options(ctx: RunContext, desc: str) -> dict[str, Any]:
@@ -21,15 +22,26 @@ def prepare_options(ctx: RunContext, desc: str) -> dict[str, Any]:
 def run(ctx: RunContext) -> dict[str, Any]:
     from magphase.data.prepare import prepare
 
+    expected = None
+    if streaming(ctx):
+        # Volumes prepared as they were simulated have no raw file any more: the same per-volume step
+        # (kept where the result is up to date, else simulated again, prepared, deleted), then the
+        # merge over every planned volume.
+        from magphase.simulate.dataset import read_plan
+
+        plan = read_plan(ctx.layout.data)
+        simulate_run_data(ctx, plan, "prepare (streamed)")
+        expected = {v.stem: plan.volume_identity(v) for v in plan.volumes}
     summary = prepare(
         ctx.raw,
         ctx.layout.prepare,
         annotations=ctx.annotations,
         file_list=ctx.file_list,
         workers=ctx.cfg.pipeline.workers,
+        expected=expected,
         **prepare_options(ctx, "prepare"),
     )
-    return {"summary": jsonable(summary)}
+    return {"summary": jsonable(summary), "streamed": expected is not None}
 
 
 STAGE = Stage(
