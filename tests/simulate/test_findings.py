@@ -23,6 +23,7 @@ from magphase.simulate.findings import (
     annotation_statistics,
     draw_abnormal_lesions,
     draw_excluded_lesions,
+    draw_lesions,
     fit_findings,
     load_findings,
 )
@@ -103,6 +104,25 @@ def test_lesions_of_a_label_cover_its_annotated_run():
                     reach = int(x.radius_mm * np.sqrt(1 - ANNOTATOR_MIN_SECTION) / pitch)
                     covered.update(range(x.slice - reach, x.slice + reach + 1))
                 assert set(range(first, last + 1)) <= covered, (label, first, last, mine)
+
+
+def test_extra_lesions_go_to_the_slices_drawn_with_many_boxes():
+    # A slice drawn with four boxes gets (about) four small lesions, its neighbours drawn with one box
+    # get one each: the boxes per slice keep the fitted spread (mostly 1, a tail of busy slices), not
+    # an even two per slice.
+    stats = load_findings()
+    label, sequence = "Nonspecific white matter lesion", "AXFLAIR"
+    pmf = stats.table(label, sequence)["boxes_per_slice"]
+    rng = np.random.default_rng(11)
+    one, slices = 0, 0
+    for _ in range(300):
+        lesions = draw_lesions(stats, (label,), sequence, rng, slice_pitch_mm=6.0, n_slices=12)
+        first, last = lesions[0].run
+        reach = [int(x.radius_mm * np.sqrt(1 - ANNOTATOR_MIN_SECTION) / 6.0) for x in lesions]
+        for k in range(first, last + 1):
+            one += sum(abs(k - x.slice) <= r for x, r in zip(lesions, reach, strict=True)) == 1
+            slices += 1
+    assert abs(one / slices - float(pmf["1"])) < 0.12, (one / slices, pmf)
 
 
 def test_plan_draws_fitted_lesions_only_under_the_fastmri_plus_model():

@@ -286,10 +286,11 @@ class FindingStatistics:
 
     def draw_boxes_on_slices(
         self, label: str, n_slices: int, rng: np.random.Generator, sequence: str | None = None
-    ) -> int:
-        """Boxes of ``label`` on ``n_slices`` annotated slices: one fitted boxes-per-slice draw each."""
+    ) -> np.ndarray:
+        """Boxes of ``label`` on each of ``n_slices`` annotated slices: one fitted boxes-per-slice draw
+        each (int array)."""
         pmf = self.table(label, sequence)["boxes_per_slice"]
-        return sum(_draw_pmf(pmf, rng) for _ in range(n_slices))
+        return np.array([_draw_pmf(pmf, rng) for _ in range(n_slices)], dtype=np.int64)
 
 
 #: In-plane lesion diameter per drawn box size: a box is the bounding box of one slice's section of
@@ -340,6 +341,8 @@ SPANNING_QUANTILE = 90.0
 #: Half-height, in radii, of the slab where a sphere's section keeps ANNOTATOR_MIN_SECTION of its
 #: largest area.
 _SECTION_REACH = math.sqrt(1.0 - ANNOTATOR_MIN_SECTION)
+#: Size draws for an extra lesion before it is shrunk to the slices that lack a box.
+_MAX_SIZE_TRIES = 50
 
 
 def draw_lesions(
@@ -354,12 +357,14 @@ def draw_lesions(
     """Every lesion of a volume carrying the distinct ``labels``, sorted.
 
     Per label, the annotated slices of the volume (count from the fitted table of the sequence, a run
-    of neighbouring slices) and its box count (a fitted boxes-per-slice draw for each) are drawn. The
+    of neighbouring slices) and its boxes on each of them (a fitted boxes-per-slice draw each). The
     label's first lesion grows (up to the label's :data:`SPANNING_QUANTILE` box size) to span the run,
     centred on it, since a finding boxed on many slices is mostly one large lesion; if it cannot, the
     run is tiled from one end, each lesion reaching the slices where its section would be boxed. Then
-    lesions are added at the slices farthest from those taken until the boxes they are expected to get
-    reach the box count (at most ``max_per_label``; one for :data:`SINGLE_LESION_LABELS`). Apart from
+    lesions are added, each at the slice whose drawn boxes exceed most those the lesions so far are
+    expected to get, until no slice lacks one (at most ``max_per_label``; one for
+    :data:`SINGLE_LESION_LABELS`): one slice with four white matter lesions, its neighbours with one,
+    as annotators box them, not two on every slice. Apart from
     the spanning one, a lesion's size is a drawn box size kept with probability 1 / (slices it
     crosses), since boxes over-represent large lesions, which appear on more slices. Each lesion
     carries its label's run: the annotator model boxes the label on those slices
@@ -371,14 +376,25 @@ def draw_lesions(
         first = int(rng.integers(0, n_slices - n_annotated + 1))
         run = np.arange(first, first + n_annotated)
         # Boxes per annotated slice drawn slice by slice: a volume boxed on few slices has few boxes.
-        target = stats.draw_boxes_on_slices(label, n_annotated, rng, sequence)
+        wanted = stats.draw_boxes_on_slices(label, n_annotated, rng, sequence)
         cap = 1 if label in SINGLE_LESION_LABELS else max_per_label
         scale = SECTION_TO_DIAMETER.get(label, DEFAULT_SECTION_TO_DIAMETER) * ANNOTATION_PIXEL_MM
         covered = np.zeros(n_annotated, bool)  # run slices some lesion of the label is boxed on
-        boxes, n = 0.0, 0
-        while (boxes < target or not covered.all()) and n < cap:
-            diameter = float(stats.draw_box_size_px(label, rng, sequence=sequence)) * scale
+        expected = np.zeros(n_annotated)  # boxes each run slice is expected to get so far
+        n = tries = 0
+        while ((wanted - expected).max() > 0.5 or not covered.all()) and n < cap:
             spanning = n == 0 and cap > 1
+            extra = cap > 1 and not spanning and covered.all()
+            if extra:
+                # Extra lesions go where the drawn boxes per slice still lack the most, and fit the
+                # slices that lack one: a second mass boxed on one slice is a small one there, not a
+                # large one that would add a box to every neighbouring slice as well.
+                lacking = wanted - expected > 0.5
+                centre_at = int(np.argmax(wanted - expected + rng.uniform(0.0, 0.1, n_annotated)))
+                left = centre_at - next((k for k in range(centre_at, -1, -1) if not lacking[k]), -1) - 1
+                right = next((k for k in range(centre_at, n_annotated) if not lacking[k]), n_annotated)
+                fits = min(left, right - centre_at - 1) + 0.5  # largest half-height a that fits
+            diameter = float(stats.draw_box_size_px(label, rng, sequence=sequence)) * scale
             if spanning:
                 # The label's first lesion spans the run as far as the label's large lesions can:
                 # one mass boxed on 6 slices is one lesion, not six small ones stacked.
@@ -389,26 +405,32 @@ def draw_lesions(
             # largest one (a sphere: |z| <= r sqrt(1 - f)), so the annotator boxes it there; reach:
             # the slices either side of its centre that surely qualify.
             a = 0.5 * diameter * _SECTION_REACH / slice_pitch_mm
+            if extra and a > fits:
+                tries += 1
+                if tries < _MAX_SIZE_TRIES:
+                    continue  # redraw: the label's sizes among those that fit
+                a, diameter = fits, 2.0 * fits * slice_pitch_mm / _SECTION_REACH
             reach = int(a)
             if cap > 1 and not spanning and rng.random() * min(2 * reach + 1, n_annotated) > 1.0:
                 continue  # size-biased by the box count: keep with probability 1 / boxes
+            tries = 0
             if cap == 1:
                 centre = first + n_annotated // 2
             elif spanning and 2 * reach + 1 >= n_annotated:
                 centre = first + (n_annotated - 1 + int(rng.integers(0, 2))) // 2
-            elif not covered.all():  # tile the run from its first uncovered slice
+            elif not extra:  # tile the run from its first uncovered slice
                 centre = min(int(run[np.argmin(covered)]) + reach, int(run[-1]))
                 if n == 0 and rng.random() < 0.5:  # or from its last, so neither end is favoured
                     centre = max(int(run[-1]) - reach, first)
-            else:  # extra lesions for the box count: the slices farthest from the ones taken
-                taken = np.array([x.slice for x in lesions if x.label == label])
-                gap = np.min(np.abs(run[:, None] - taken[None, :]), axis=1) + rng.uniform(0, 0.5, len(run))
-                centre = int(run[np.argmax(gap)])
+            else:
+                centre = int(run[centre_at])
             covered |= np.abs(run - centre) <= reach
             # Boxes it is expected to get: slice k of the run qualifies when |k - centre - u| <= a for
             # the lesion's offset u from the slice centre (about uniform in +-1/2 slice); at least
-            # one (lesion_boxes boxes its largest section).
-            boxes += max(float(np.clip(a + 0.5 - np.abs(run - centre), 0.0, 1.0).sum()), 1.0)
+            # its own slice (lesion_boxes boxes its largest section).
+            share = np.clip(a + 0.5 - np.abs(run - centre), 0.0, 1.0)
+            share[run == centre] = 1.0
+            expected += share
             lesions.append(PlannedLesion(label, 0.5 * diameter, centre, (first, first + n_annotated - 1)))
             n += 1
     return sorted(lesions)
